@@ -1,0 +1,72 @@
+"""planet_async: async-first authentication for Planet's APIs."""
+
+from ._auth import PLANET_API_ORIGINS as PLANET_API_ORIGINS
+from ._auth import PLANET_M2M_ISSUER as PLANET_M2M_ISSUER
+from ._auth import PlanetAuth as PlanetAuth
+from ._errors import AsyncOnlyError as AsyncOnlyError
+from ._errors import AuthServerError as AuthServerError
+from ._errors import AuthServerUnavailable as AuthServerUnavailable
+from ._errors import ConfigurationError as ConfigurationError
+from ._errors import InvalidClientError as InvalidClientError
+from ._errors import InvalidGrantError as InvalidGrantError
+from ._errors import InvalidTokenResponse as InvalidTokenResponse
+from ._errors import LoginRequired as LoginRequired
+from ._errors import OAuthError as OAuthError
+from ._errors import PlanetAuthError as PlanetAuthError
+from ._errors import StorageError as StorageError
+from ._http import HttpxTransport as HttpxTransport
+from ._manager import TokenManager as TokenManager
+from ._models import TokenSet as TokenSet
+from ._oauth import AuthorizationServer as AuthorizationServer
+from ._oauth import ClientAuth as ClientAuth
+from ._oauth import ClientSecretBasic as ClientSecretBasic
+from ._oauth import ClientSecretPost as ClientSecretPost
+from ._oauth import HttpRequest as HttpRequest
+from ._oauth import HttpResponse as HttpResponse
+from ._oauth import HttpTransport as HttpTransport
+from ._oauth import PrivateKeyJWT as PrivateKeyJWT
+from ._oauth import PublicClient as PublicClient
+from ._oauth import ServerMetadata as ServerMetadata
+from .flows import ClientCredentialsGrant as ClientCredentialsGrant
+from .flows import Grant as Grant
+from .flows import RefreshTokenGrant as RefreshTokenGrant
+from .storage import FileStorage as FileStorage
+from .storage import MemoryStorage as MemoryStorage
+from .storage import Storage as Storage
+
+__all__ = [
+    "PLANET_API_ORIGINS",
+    "PLANET_M2M_ISSUER",
+    "AsyncOnlyError",
+    "AuthServerError",
+    "AuthServerUnavailable",
+    "AuthorizationServer",
+    "ClientAuth",
+    "ClientCredentialsGrant",
+    "ClientSecretBasic",
+    "ClientSecretPost",
+    "ConfigurationError",
+    "FileStorage",
+    "Grant",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpTransport",
+    "HttpxTransport",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidTokenResponse",
+    "LoginRequired",
+    "MemoryStorage",
+    "OAuthError",
+    "PlanetAuth",
+    "PlanetAuthError",
+    "PrivateKeyJWT",
+    "PublicClient",
+    "RefreshTokenGrant",
+    "ServerMetadata",
+    "Storage",
+    "TokenManager",
+    "TokenSet",
+]
+
+__version__ = "0.1.0"

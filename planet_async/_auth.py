@@ -1,0 +1,214 @@
+"""The httpx Auth: sets the Authorization header on requests to allowlisted origins only."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from typing import Any, Literal
+
+import httpx
+from pydantic import SecretStr
+
+from ._errors import AsyncOnlyError, ConfigurationError
+from ._manager import TokenManager
+from ._oauth import (
+    AuthorizationServer,
+    ClientAuth,
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJWT,
+)
+from .flows._client_credentials import ClientCredentialsGrant
+from .storage._protocol import Storage
+
+__all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "PlanetAuth"]
+
+PLANET_API_ORIGINS = ("https://api.planet.com", "https://services.sentinel-hub.com")
+"""Where Planet's APIs live: the origins a token is sent to by default."""
+
+PLANET_M2M_ISSUER = "https://services.sentinel-hub.com/auth/realms/main"
+"""The authorization server of Planet's M2M (service account) clients."""
+
+_API_KEY_REFUSED = frozenset({("https", "services.sentinel-hub.com", None)})
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+Origin = tuple[str, str, "int | None"]
+
+
+def _origin(url: str | httpx.URL) -> Origin:
+    parsed = httpx.URL(url)
+    if not parsed.scheme or not parsed.host:
+        raise ConfigurationError(f"{str(url)!r} is not an origin like https://api.planet.com")
+    return parsed.scheme, parsed.host, parsed.port
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class PlanetAuth(httpx.Auth):
+    """Authenticates httpx requests to Planet's APIs, with an OAuth2 session or an API key.
+
+    Pass it as ``httpx.AsyncClient(auth=...)`` or ``planet.Session(auth=...)``. The header goes
+    only to allowlisted origins (Planet's API origins by default); every other request, including
+    redirects and a manually sent ``response.next_request`` to another origin, passes untouched.
+    When an allowlisted origin answers 401 to the current token, the token is renewed once and
+    the request resent, if its body can be replayed (streaming bodies are not buffered for that).
+
+    OAuth2 sessions work only with `httpx.AsyncClient`: renewing a token is network I/O, and a sync
+    client would have to block for it. A sync `httpx.Client` raises `AsyncOnlyError` at once.
+    API keys need no I/O and work with both.
+
+    Args:
+        manager: The session's `TokenManager` (OAuth2).
+        api_key: A Planet API key, instead of a manager. Never sent to services.sentinel-hub.com.
+        allowed_origins: Origins to authenticate, e.g. ``["https://api.planet.com"]``. An
+            ``http://`` origin is allowed only on loopback (for tests and local proxies).
+        allow_loopback_http: Also authenticate ``http://`` requests to any loopback address and
+            port. Off by default.
+    """
+
+    def __init__(
+        self,
+        manager: TokenManager | None = None,
+        *,
+        api_key: str | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        allow_loopback_http: bool = False,
+    ) -> None:
+        if (manager is None) == (api_key is None):
+            raise ConfigurationError("give PlanetAuth either a TokenManager or an api_key")
+        if api_key is not None and not api_key.strip():
+            raise ConfigurationError("the API key is empty")
+        self.manager = manager
+        self._api_key_header = f"api-key {api_key}" if api_key is not None else None
+        origins = {
+            _origin(o) for o in (PLANET_API_ORIGINS if allowed_origins is None else allowed_origins)
+        }
+        for scheme, host, _ in origins:
+            if scheme != "https" and not (scheme == "http" and _is_loopback(host)):
+                raise ConfigurationError(
+                    f"refusing to send credentials to {scheme}://{host}: only https origins "
+                    "(or http on loopback) can be allowlisted"
+                )
+        if api_key is not None:
+            if allowed_origins is not None and origins & _API_KEY_REFUSED:
+                raise ConfigurationError(
+                    "services.sentinel-hub.com does not accept Planet API keys; use OAuth2 there"
+                )
+            origins -= _API_KEY_REFUSED
+        self._origins = frozenset(origins)
+        self._allow_loopback_http = allow_loopback_http
+
+    def __repr__(self) -> str:
+        kind = "api_key=***" if self.manager is None else f"manager={self.manager!r}"
+        return f"PlanetAuth({kind}, origins={sorted(f'{s}://{h}' for s, h, _ in self._origins)})"
+
+    @classmethod
+    def from_client_credentials(
+        cls,
+        client_id: str,
+        client_secret: str | None = None,
+        *,
+        private_key: str | bytes | Mapping[str, Any] | None = None,
+        auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic",
+        issuer: str | None = PLANET_M2M_ISSUER,
+        token_endpoint: str | None = None,
+        scopes: Iterable[str] = (),
+        storage: Storage | None = None,
+        session: str | None = None,
+        timeout: float = 10.0,
+        allowed_origins: Iterable[str] | None = None,
+        allow_loopback_http: bool = False,
+    ) -> PlanetAuth:
+        """An M2M (service account) session with the client credentials grant.
+
+        Args:
+            client_id: The service account's client id.
+            client_secret: Its secret; or give `private_key` for `private_key_jwt`.
+            private_key: An RSA or EC private key (PEM or JWK) for `private_key_jwt`.
+            auth_method: How a secret is sent: HTTP Basic (default) or in the form.
+            issuer: The authorization server; Planet's M2M server by default.
+            token_endpoint: Skip discovery and use this token endpoint.
+            scopes: Scopes to request; none by default.
+            storage: Where to keep the session; in memory by default.
+            session: The session's name in the storage; the client id by default.
+            timeout: Seconds any one call to the authorization server may take.
+            allowed_origins: See the class.
+            allow_loopback_http: See the class.
+
+        Raises:
+            ConfigurationError: Neither or both of `client_secret` and `private_key` were given.
+        """
+        client: ClientAuth
+        if (client_secret is None) == (private_key is None):
+            raise ConfigurationError("give either client_secret or private_key")
+        if client_secret is None:
+            client = PrivateKeyJWT(client_id=client_id, private_key=private_key)  # type: ignore[arg-type]
+        elif auth_method == "client_secret_post":
+            client = ClientSecretPost(client_id=client_id, client_secret=SecretStr(client_secret))
+        else:
+            client = ClientSecretBasic(client_id=client_id, client_secret=SecretStr(client_secret))
+        server = AuthorizationServer(issuer, token_endpoint=token_endpoint, timeout=timeout)
+        grant = ClientCredentialsGrant(server, client, scopes=scopes)
+        manager = TokenManager(grant, storage=storage, session=session or client_id)
+        return cls(
+            manager, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
+        )
+
+    @classmethod
+    def from_api_key(
+        cls, api_key: str, *, allowed_origins: Iterable[str] | None = None
+    ) -> PlanetAuth:
+        """Authenticate with a Planet API key (sent as ``Authorization: api-key <key>``)."""
+        return cls(api_key=api_key, allowed_origins=allowed_origins)
+
+    def _authenticates(self, url: httpx.URL) -> bool:
+        origin = (url.scheme, url.host, url.port)
+        if origin in self._origins:
+            return True
+        return self._allow_loopback_http and url.scheme == "http" and _is_loopback(url.host)
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._api_key_header is None:
+            raise AsyncOnlyError(
+                "PlanetAuth with an OAuth2 session needs httpx.AsyncClient: renewing a token is "
+                "network I/O that a sync httpx.Client would block on; "
+                "use httpx.AsyncClient(auth=...)"
+            )
+        if self._authenticates(request.url):
+            request.headers["Authorization"] = self._api_key_header
+        yield request
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if not self._authenticates(request.url):
+            yield request
+            return
+        manager = self.manager
+        if manager is None:
+            assert self._api_key_header is not None
+            request.headers["Authorization"] = self._api_key_header
+            yield request
+            return
+        header = manager.header_nowait() or await manager.header()
+        request.headers["Authorization"] = header
+        response = yield request
+        if response.status_code != 401:
+            return
+        retry = await manager.renew_rejected(header)
+        if retry is None or not isinstance(request.stream, httpx.ByteStream):
+            # Only an in-memory body can be sent twice; a streamed one was consumed. The renewed
+            # token still serves the next request.
+            return
+        await response.aread()
+        request.headers["Authorization"] = retry
+        yield request

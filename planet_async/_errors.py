@@ -1,0 +1,127 @@
+"""Exceptions raised by planet_async.
+
+Every exception the library raises on purpose derives from `PlanetAuthError`::
+
+    PlanetAuthError
+    ├── ConfigurationError        the arguments or configuration cannot work
+    │   └── AsyncOnlyError        a sync httpx.Client was given an async-only auth
+    ├── StorageError              session storage could not be read, written or locked
+    ├── LoginRequired             no usable session and no way to get one without the user
+    └── AuthServerError           the authorization server did not give us a token
+        ├── AuthServerUnavailable     timeout, no connection, 5xx or 429 (see `retry_after`)
+        ├── InvalidTokenResponse      not a usable token response (HTML, bad JSON, ...)
+        └── OAuthError                an RFC 6749 section 5.2 error (`error`, `error_description`)
+            ├── InvalidClientError        `invalid_client`: the client credentials were refused
+            └── InvalidGrantError         `invalid_grant`: the refresh token or code was refused
+
+Messages name the session and the endpoint and say what to do next. They never contain a secret:
+no token, client secret, API key, authorization code or PKCE verifier.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AsyncOnlyError",
+    "AuthServerError",
+    "AuthServerUnavailable",
+    "ConfigurationError",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidTokenResponse",
+    "LoginRequired",
+    "OAuthError",
+    "PlanetAuthError",
+    "StorageError",
+]
+
+
+class PlanetAuthError(Exception):
+    """Base class of every exception planet_async raises on purpose."""
+
+
+class ConfigurationError(PlanetAuthError, ValueError):
+    """The arguments or configuration given to planet_async cannot work."""
+
+
+class AsyncOnlyError(ConfigurationError, TypeError):
+    """An async-only object was used from synchronous code."""
+
+
+class StorageError(PlanetAuthError):
+    """Session storage could not be read, written or locked."""
+
+
+class LoginRequired(PlanetAuthError):
+    """There is no usable session and none can be obtained without the user.
+
+    Raised when a session has no refresh token, or the authorization server refused the one it
+    had. The user must log in again.
+    """
+
+
+class AuthServerError(PlanetAuthError):
+    """The authorization server did not give us a token.
+
+    Attributes:
+        endpoint: The URL that was called.
+        retry_after: Seconds the server asked us to wait, when it said so.
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "", retry_after: float | None = None):
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # copy.copy() and pickle keep the keyword-only attributes.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+class AuthServerUnavailable(AuthServerError):
+    """The authorization server could not be reached, timed out, or answered 5xx or 429."""
+
+
+class InvalidTokenResponse(AuthServerError):
+    """The authorization server answered, but not with a usable token response."""
+
+
+class OAuthError(AuthServerError):
+    """The authorization server answered with an OAuth 2.0 error (RFC 6749, section 5.2).
+
+    Attributes:
+        error: The `error` code, e.g. ``"invalid_grant"``.
+        error_description: The server's `error_description`, if any.
+        status_code: The HTTP status of the response.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str,
+        error_description: str | None = None,
+        status_code: int = 400,
+        endpoint: str = "",
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, endpoint=endpoint, retry_after=retry_after)
+        self.error = error
+        self.error_description = error_description
+        self.status_code = status_code
+
+
+class InvalidClientError(OAuthError):
+    """The authorization server refused the client's credentials (`invalid_client`)."""
+
+
+class InvalidGrantError(OAuthError):
+    """The authorization server refused the grant (`invalid_grant`), e.g. a used refresh token."""
+
+
+def _rebuild(
+    cls: type[PlanetAuthError], args: tuple[object, ...], state: dict[str, object]
+) -> PlanetAuthError:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc

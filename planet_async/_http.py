@@ -1,0 +1,69 @@
+"""The httpx side of talking to authorization servers: the one place `_oauth` meets httpx."""
+
+from __future__ import annotations
+
+import functools
+import ssl
+
+import anyio
+import httpx
+
+from ._errors import AuthServerUnavailable
+from ._oauth import HttpRequest, HttpResponse
+
+__all__ = ["HttpxTransport"]
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes milliseconds of CPU: do it once, in a worker thread.
+    return httpx.create_ssl_context()
+
+
+class HttpxTransport:
+    """Sends authorization server requests with httpx.
+
+    Args:
+        client: An `httpx.AsyncClient` to send with (its owner closes it). By default each call
+            uses a short-lived client: token requests are rare, and a fresh connection is never a
+            stale one.
+    """
+
+    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self._client = client
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        try:
+            with anyio.fail_after(timeout):
+                if self._client is not None:
+                    return await self._send(self._client, request, timeout)
+                verify = await anyio.to_thread.run_sync(_ssl_context)
+                async with httpx.AsyncClient(verify=verify, timeout=timeout) as client:
+                    return await self._send(client, request, timeout)
+        except TimeoutError:
+            raise AuthServerUnavailable(
+                f"{request.url} did not answer within {timeout:g} s", endpoint=request.url
+            ) from None
+        except httpx.TransportError as exc:
+            raise AuthServerUnavailable(
+                f"{request.url} could not be reached: {type(exc).__name__}", endpoint=request.url
+            ) from exc
+
+    @staticmethod
+    async def _send(
+        client: httpx.AsyncClient, request: HttpRequest, timeout: float
+    ) -> HttpResponse:
+        response = await client.request(
+            request.method,
+            request.url,
+            headers=dict(request.headers),
+            data=dict(request.form) if request.form is not None else None,
+            timeout=timeout,
+            follow_redirects=False,
+        )
+        content = await response.aread()
+        return HttpResponse(
+            status_code=response.status_code,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            content=content,
+        )

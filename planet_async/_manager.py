@@ -1,0 +1,372 @@
+"""TokenManager: one session's current token, renewed once at a time, ahead of expiry."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+import anyio
+import anyio.abc
+
+from ._errors import ConfigurationError, InvalidGrantError, PlanetAuthError
+from ._models import TokenSet
+from .flows._base import Grant
+from .storage._memory import MemoryStorage
+from .storage._protocol import Storage
+
+__all__ = ["TokenManager"]
+
+logger = logging.getLogger("planet_async")
+
+_NEVER = math.inf
+
+
+@dataclass(frozen=True)
+class _Current:
+    """The token in use, its header, and the two moments that decide how it is renewed."""
+
+    token: TokenSet
+    header: str
+    soft: float  # from here on, renew in the background while this token keeps serving
+    hard: float  # from here on, callers wait for a new token
+
+
+class _Flight:
+    """One renewal in progress; every waiter gets its outcome."""
+
+    __slots__ = ("done", "error", "header", "rejected")
+
+    def __init__(self, rejected: TokenSet | None) -> None:
+        self.done = anyio.Event()
+        self.rejected = rejected
+        self.header: str | None = None
+        self.error: BaseException | None = None
+
+
+class TokenManager:
+    """Owns one session: hands out its access token and renews it, once at a time.
+
+    The fast path, a valid token in memory, takes no lock, does no I/O and decodes nothing. Past a
+    soft threshold (about 70% of the token's lifetime, jittered so that processes sharing a session
+    do not renew in step) one background renewal starts while the current token keeps serving.
+    Only past a hard threshold (the expiry less a safety margin) do callers wait, all of them for
+    the same renewal. A failed renewal is retried after an exponential backoff with jitter (longer
+    if the server sent `Retry-After`); meanwhile a still-valid token keeps serving, and callers get
+    the error only when no valid token remains.
+
+    Renewal happens under the storage's lock, after re-reading the stored session: if another
+    process renewed meanwhile, its token is used and no request is made.
+
+    Use it as an async context manager to give background renewals a task group of their own;
+    without one, the first caller past the soft threshold performs the renewal (shielded from
+    cancellation, bounded by the server timeout) while every other caller keeps the current token.
+
+    Args:
+        grant: How tokens are obtained and renewed (`ClientCredentialsGrant`, `RefreshTokenGrant`).
+        storage: Where the session is kept; default `MemoryStorage()`.
+        session: The session's name in the storage (a `planet` profile name for file storage).
+        clock: Wall-clock seconds since the epoch; injectable for tests.
+        refresh_ahead: Fraction of the lifetime after which to renew in the background.
+        jitter: Up to this fraction of the lifetime is taken off the soft threshold at random.
+        expiry_margin: Seconds before expiry at which a token is no longer handed out (capped at
+            a tenth of the lifetime, so short-lived tokens stay usable).
+        backoff_base: Seconds before the first retry after a failure; doubles per failure.
+        backoff_cap: Longest wait between retries, in seconds.
+        rng: Source of jitter; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        grant: Grant,
+        *,
+        storage: Storage | None = None,
+        session: str = "default",
+        clock: Callable[[], float] = time.time,
+        refresh_ahead: float = 0.75,
+        jitter: float = 0.1,
+        expiry_margin: float = 30.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 300.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0 < refresh_ahead <= 1 or not 0 <= jitter < refresh_ahead:
+            raise ConfigurationError("need 0 < refresh_ahead <= 1 and 0 <= jitter < refresh_ahead")
+        if backoff_base <= 0 or backoff_cap < backoff_base:
+            raise ConfigurationError("need 0 < backoff_base <= backoff_cap")
+        self.grant = grant
+        self.storage: Storage = storage if storage is not None else MemoryStorage()
+        self.session = session
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._soft_fraction = refresh_ahead - jitter * self._rng.random()
+        self._expiry_margin = expiry_margin
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._current: _Current | None = None
+        self._flight: _Flight | None = None
+        self._failures = 0
+        self._rejections = 0
+        self._not_before = 0.0
+        self._rejected_not_before = 0.0
+        self._last_error: BaseException | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self.renewals = 0
+        """How many token requests this manager has made (successful or not)."""
+
+    def __repr__(self) -> str:
+        return f"TokenManager(session={self.session!r}, grant={self.grant.description!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TokenManager:
+        if self._task_group is not None:
+            raise RuntimeError("this TokenManager is already entered")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group, self._task_group = self._task_group, None
+        assert task_group is not None
+        task_group.cancel_scope.cancel()
+        return await task_group.__aexit__(exc_type, exc, tb)
+
+    # -- handing out tokens ----------------------------------------------------------------------
+
+    def header_nowait(self) -> str | None:
+        """The `Authorization` header value if a valid token is in memory, else None.
+
+        This is the per-request fast path: no lock, no I/O, no await. Past the soft threshold it
+        also starts a background renewal (when the manager has a task group).
+        """
+        current = self._current
+        if current is None:
+            return None
+        now = self._clock()
+        if now < current.soft:
+            return current.header
+        if now >= current.hard:
+            return None
+        if self._flight is None and now >= self._not_before:
+            if self._task_group is None:
+                return None  # the caller renews in line; see header()
+            self._task_group.start_soon(self._fly, self._start_flight(None))
+        return current.header
+
+    async def header(self) -> str:
+        """The `Authorization` header value for a valid token, renewing first if needed.
+
+        Raises:
+            LoginRequired: The session cannot be renewed without the user.
+            AuthServerError: Renewal failed and no valid token remains.
+            StorageError: The session storage failed.
+        """
+        found = self.header_nowait()
+        if found is not None:
+            return found
+        flight = self._flight
+        if flight is None:
+            now = self._clock()
+            if now < self._not_before and not self._valid(now):
+                assert self._last_error is not None
+                raise _fresh(self._last_error)
+            flight = self._start_flight(None)
+            await self._launch(flight)
+        return await self._outcome(flight)
+
+    async def token(self) -> TokenSet:
+        """The current token set, renewed first if it is no longer valid.
+
+        Raises:
+            Like `header`.
+        """
+        await self.header()
+        assert self._current is not None
+        return self._current.token
+
+    async def renew_rejected(self, header: str) -> str | None:
+        """Renew after the API answered 401 to `header`; return the header to retry with.
+
+        If the rejected token is still the current one it is discarded and renewed (once, however
+        many requests report it); if it was already replaced, the replacement is returned. Returns
+        None when no retry should be made: repeated rejections back off like failures do, so an
+        API that refuses every token cannot make us hammer the authorization server.
+        """
+        current = self._current
+        flight = self._flight
+        if current is not None and current.header != header:
+            flight = None  # already replaced: hand out the replacement
+        elif flight is None:
+            now = self._clock()
+            if now < max(self._not_before, self._rejected_not_before):
+                return None
+            self._rejections += 1
+            flight = self._start_flight(current.token if current else None)
+            if current is not None:
+                # Nobody gets the rejected token again, whatever happens to the renewal.
+                self._current = _Current(current.token, current.header, -_NEVER, -_NEVER)
+            await self._launch(flight)
+        try:
+            return await (self._outcome(flight) if flight is not None else self.header())
+        except PlanetAuthError:
+            return None
+
+    async def renew(self) -> TokenSet:
+        """Renew now, whatever the current token's age (e.g. for `auth refresh`).
+
+        Raises:
+            Like `header`.
+        """
+        flight = self._flight
+        if flight is None:
+            flight = self._start_flight(self._current.token if self._current else None)
+            await self._launch(flight)
+        await self._outcome(flight)
+        assert self._current is not None
+        return self._current.token
+
+    # -- renewal ---------------------------------------------------------------------------------
+
+    def _valid(self, now: float) -> bool:
+        return self._current is not None and now < self._current.hard
+
+    def _start_flight(self, rejected: TokenSet | None) -> _Flight:
+        flight = self._flight = _Flight(rejected)
+        return flight
+
+    async def _launch(self, flight: _Flight) -> None:
+        if self._task_group is not None:
+            self._task_group.start_soon(self._fly, flight)
+        else:
+            # No task group to run it in: run it here, where cancelling this caller must not
+            # cancel a renewal other callers are waiting for. The server timeout bounds it.
+            with anyio.CancelScope(shield=True):
+                await self._fly(flight)
+
+    async def _outcome(self, flight: _Flight) -> str:
+        await flight.done.wait()
+        if flight.header is not None:
+            return flight.header
+        current = self._current
+        if current is not None and self._clock() < current.hard:
+            return current.header  # a renewal ahead of time failed; the token still serves
+        error = flight.error
+        assert error is not None
+        raise _fresh(error)
+
+    async def _fly(self, flight: _Flight) -> None:
+        try:
+            token = await self._renew(flight.rejected)
+        except Exception as exc:
+            flight.error = exc
+            self._record_failure(exc)
+        except BaseException:
+            flight.error = PlanetAuthError(f"renewal of session {self.session!r} was cancelled")
+            raise
+        else:
+            flight.header = self._adopt(token, after_rejection=flight.rejected is not None)
+        finally:
+            if self._flight is flight:
+                self._flight = None
+            flight.done.set()
+
+    async def _renew(self, rejected: TokenSet | None) -> TokenSet:
+        async with self.storage.lock(self.session):
+            stored = await self.storage.load(self.session)
+            if self._usable(stored, rejected):
+                assert stored is not None
+                logger.debug("session %r: using the token another process renewed", self.session)
+                return stored
+            base = (
+                stored if stored is not None else (self._current.token if self._current else None)
+            )
+            try:
+                token = await self._request(base)
+            except InvalidGrantError:
+                # A writer that takes no lock (the `planet` CLI) may have rotated the refresh token
+                # meanwhile: if the stored session changed, it is the one to use.
+                latest = await self.storage.load(self.session)
+                if latest is None or base is None or latest.same_refresh_token(base):
+                    raise
+                logger.info(
+                    "session %r: refresh token was rotated elsewhere; retrying", self.session
+                )
+                if self._usable(latest, rejected):
+                    return latest
+                token = await self._request(latest)
+            await self.storage.save(self.session, token)
+            return token
+
+    async def _request(self, base: TokenSet | None) -> TokenSet:
+        self.renewals += 1
+        logger.debug("session %r: renewing (%s)", self.session, self.grant.description)
+        return await self.grant.renew(base, clock=self._clock)
+
+    def _usable(self, stored: TokenSet | None, rejected: TokenSet | None) -> bool:
+        if stored is None or (rejected is not None and stored.same_access_token(rejected)):
+            return False
+        return self._clock() < self._deadlines(stored)[0]
+
+    def _deadlines(self, token: TokenSet) -> tuple[float, float]:
+        lifetime = token.lifetime
+        if lifetime is None:
+            return _NEVER, _NEVER
+        assert token.expires_at is not None
+        hard = token.expires_at - min(self._expiry_margin, max(lifetime, 0.0) * 0.1)
+        soft = token.issued_at + lifetime * self._soft_fraction
+        return min(soft, hard), hard
+
+    def _adopt(self, token: TokenSet, *, after_rejection: bool = False) -> str:
+        soft, hard = self._deadlines(token)
+        header = f"Bearer {token.access_token.get_secret_value()}"
+        self._current = _Current(token, header, soft, hard)
+        self._failures = 0
+        self._last_error = None
+        self._not_before = 0.0
+        if after_rejection:
+            # The next rejection waits a while: an API that refuses fresh tokens gets no storm.
+            self._rejected_not_before = self._clock() + self._backoff(self._rejections)
+        else:
+            self._rejections = 0
+        return header
+
+    def _record_failure(self, exc: BaseException) -> None:
+        self._failures += 1
+        self._last_error = exc
+        delay = self._backoff(self._failures)
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, (int, float)) and retry_after > delay:
+            delay = min(float(retry_after), 3600.0)
+        self._not_before = self._clock() + delay
+        logger.warning(
+            "session %r: renewal failed (%s); next attempt in %.1f s",
+            self.session,
+            exc,
+            delay,
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** min(attempt - 1, 30))
+        return float(ceiling * (0.5 + 0.5 * self._rng.random()))
+
+
+def _fresh(error: BaseException) -> BaseException:
+    """A copy of a shared error, so each waiter raises its own with its own traceback."""
+    try:
+        clone = copy.copy(error)
+    except Exception:  # pragma: no cover - exotic exception types
+        return error
+    clone.__cause__ = error.__cause__
+    return clone

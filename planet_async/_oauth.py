@@ -1,0 +1,464 @@
+"""The token endpoint: client authentication, token requests, error parsing, server discovery.
+
+The protocol logic here builds plain requests and interprets plain responses; sending them is the
+job of an `HttpTransport` (`_http.py` for httpx), so nothing in this module imports an HTTP library.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, field_validator
+
+from ._errors import (
+    AuthServerError,
+    AuthServerUnavailable,
+    ConfigurationError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidTokenResponse,
+    OAuthError,
+)
+from ._jwt import PrivateKey, load_private_key, sign_client_assertion
+from ._models import TokenSet
+
+__all__ = [
+    "AuthorizationServer",
+    "ClientAuth",
+    "ClientSecretBasic",
+    "ClientSecretPost",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpTransport",
+    "PrivateKeyJWT",
+    "PublicClient",
+    "ServerMetadata",
+    "parse_token_response",
+]
+
+logger = logging.getLogger("planet_async")
+
+Clock = Callable[[], float]
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds any one call to an authorization server may take, from connect to the last byte."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request to an authorization server, independent of the HTTP library that sends it."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    form: Mapping[str, str] | None = None
+
+    def __repr__(self) -> str:
+        # Headers and form carry client secrets, assertions and refresh tokens.
+        return f"HttpRequest({self.method} {self.url})"
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """An authorization server's response. Header names are lower-case."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    def __repr__(self) -> str:
+        return f"HttpResponse({self.status_code}, {len(self.content)} bytes)"
+
+
+class HttpTransport(Protocol):
+    """Sends requests to authorization servers. `_http.HttpxTransport` is the httpx one."""
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        """Send `request`, taking at most `timeout` seconds in all.
+
+        Raises:
+            AuthServerUnavailable: The server could not be reached or did not answer in time.
+        """
+        ...
+
+
+# -- client authentication (RFC 6749 section 2.3, OIDC Core section 9, RFC 7523) -----------------
+
+
+class ClientAuth(BaseModel):
+    """How a client proves its identity at the token endpoint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: str
+
+    def apply(
+        self, headers: dict[str, str], form: dict[str, str], *, endpoint: str, now: float
+    ) -> None:
+        """Add this client's credentials to a token request's headers or form."""
+        form["client_id"] = self.client_id
+
+
+class PublicClient(ClientAuth):
+    """A public client (a native app): it sends its `client_id` and no secret."""
+
+
+class ClientSecretBasic(ClientAuth):
+    """`client_secret_basic`: the client id and secret in an HTTP Basic header."""
+
+    client_secret: SecretStr
+
+    def apply(
+        self, headers: dict[str, str], form: dict[str, str], *, endpoint: str, now: float
+    ) -> None:
+        # RFC 6749 2.3.1: both parts are form-urlencoded before they are joined and encoded.
+        user = quote(self.client_id, safe="")
+        password = quote(self.client_secret.get_secret_value(), safe="")
+        encoded = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {encoded}"
+
+
+class ClientSecretPost(ClientAuth):
+    """`client_secret_post`: the client id and secret in the request body."""
+
+    client_secret: SecretStr
+
+    def apply(
+        self, headers: dict[str, str], form: dict[str, str], *, endpoint: str, now: float
+    ) -> None:
+        form["client_id"] = self.client_id
+        form["client_secret"] = self.client_secret.get_secret_value()
+
+
+class PrivateKeyJWT(ClientAuth):
+    """`private_key_jwt`: a short-lived assertion signed with the client's private key.
+
+    Args:
+        client_id: The registered client id.
+        private_key: An RSA or EC P-256 private key, as PEM text or a JWK (JSON text or dict).
+        password: The PEM's password, if it is encrypted.
+        key_id: The `kid` to put in the assertion header, if the key does not carry one.
+        algorithm: Overrides the signing algorithm (default RS256 for RSA, ES256 for EC).
+        assertion_lifetime: Seconds the assertion is valid; keep it short.
+    """
+
+    private_key: SecretStr
+    password: SecretStr | None = None
+    key_id: str | None = None
+    algorithm: str | None = None
+    assertion_lifetime: float = 60.0
+    _key: PrivateKey = PrivateAttr()
+
+    @field_validator("private_key", mode="before")
+    @classmethod
+    def _key_as_text(cls, value: object) -> object:
+        if isinstance(value, Mapping):
+            return json.dumps(dict(value))
+        if isinstance(value, bytes):
+            return value.decode()
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        text = self.private_key.get_secret_value()
+        source: str | dict[str, Any] = json.loads(text) if text.lstrip().startswith("{") else text
+        password = self.password.get_secret_value() if self.password else None
+        self._key = load_private_key(source, password)
+
+    def apply(
+        self, headers: dict[str, str], form: dict[str, str], *, endpoint: str, now: float
+    ) -> None:
+        form["client_id"] = self.client_id
+        form["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        form["client_assertion"] = sign_client_assertion(
+            self._key,
+            client_id=self.client_id,
+            audience=endpoint,
+            now=now,
+            lifetime=self.assertion_lifetime,
+            algorithm=self.algorithm,
+            key_id=self.key_id,
+        )
+
+
+# -- responses ------------------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date), if valid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _describe_body(response: HttpResponse) -> str:
+    content_type = response.headers.get("content-type", "").split(";")[0].strip() or "no type"
+    return f"HTTP {response.status_code}, {content_type}, {len(response.content)} bytes"
+
+
+def _json_object(response: HttpResponse) -> dict[str, Any] | None:
+    try:
+        data = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def parse_token_response(
+    response: HttpResponse, *, endpoint: str, received_at: float, context: str = ""
+) -> TokenSet:
+    """Turn a token endpoint response into a token set or a typed error.
+
+    Args:
+        response: What the token endpoint answered.
+        endpoint: Its URL, for messages.
+        received_at: The local clock when the response arrived.
+        context: Who asked (e.g. ``"client_credentials for client 'abc'"``), for messages.
+
+    Raises:
+        AuthServerUnavailable: 5xx or 429; carries `retry_after` when the server sent one.
+        OAuthError: An RFC 6749 error response (`InvalidGrantError`, `InvalidClientError`, ...).
+        InvalidTokenResponse: Anything else that is not a usable token response.
+    """
+    who = f" ({context})" if context else ""
+    retry_after = parse_retry_after(response.headers.get("retry-after"), now=received_at)
+    data = _json_object(response)
+    status = response.status_code
+    if status == 429 or status >= 500:
+        code = f": {data['error']}" if data and isinstance(data.get("error"), str) else ""
+        raise AuthServerUnavailable(
+            f"token endpoint {endpoint} is unavailable{who}: HTTP {status}{code}; "
+            "planet_async will try again after a backoff",
+            endpoint=endpoint,
+            retry_after=retry_after,
+        )
+    if status != 200:
+        if data is not None and isinstance(data.get("error"), str):
+            raise _oauth_error(data, status=status, endpoint=endpoint, who=who)
+        raise InvalidTokenResponse(
+            f"token endpoint {endpoint} answered {_describe_body(response)}{who}, "
+            "not an OAuth 2.0 response; check the issuer or token_endpoint setting",
+            endpoint=endpoint,
+        )
+    if data is None:
+        raise InvalidTokenResponse(
+            f"token endpoint {endpoint} answered {_describe_body(response)}{who}, "
+            "which is not a JSON object; check the issuer or token_endpoint setting",
+            endpoint=endpoint,
+        )
+    if isinstance(data.get("error"), str):
+        raise _oauth_error(data, status=status, endpoint=endpoint, who=who)
+    try:
+        return TokenSet.from_response(data, received_at=received_at)
+    except ValueError as exc:
+        raise InvalidTokenResponse(
+            f"token endpoint {endpoint} sent an unusable token response{who}: {exc}",
+            endpoint=endpoint,
+        ) from None
+
+
+_ADVICE = {
+    "invalid_client": "check the client id and its secret or key",
+    "invalid_grant": "the grant (refresh token or code) is no longer valid: log in again",
+    "invalid_scope": "ask for scopes the client is allowed",
+    "unauthorized_client": "the client may not use this grant type",
+    "unsupported_grant_type": "the server does not support this grant type",
+}
+
+
+def _oauth_error(data: Mapping[str, Any], *, status: int, endpoint: str, who: str) -> OAuthError:
+    error = str(data["error"])
+    description = data.get("error_description")
+    description = description if isinstance(description, str) else None
+    detail = f" ({description})" if description else ""
+    advice = _ADVICE.get(error, "see the error code in RFC 6749 section 5.2")
+    cls: type[OAuthError] = {
+        "invalid_client": InvalidClientError,
+        "invalid_grant": InvalidGrantError,
+    }.get(error, OAuthError)
+    return cls(
+        f"token endpoint {endpoint} refused the request{who}: {error}{detail}; {advice}",
+        error=error,
+        error_description=description,
+        status_code=status,
+        endpoint=endpoint,
+    )
+
+
+# -- discovery (OIDC Discovery 1.0, RFC 8414) -----------------------------------------------------
+
+
+class ServerMetadata(BaseModel):
+    """The parts of an authorization server's metadata planet_async uses; the rest is kept."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    issuer: str
+    token_endpoint: str
+    authorization_endpoint: str | None = None
+    device_authorization_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    introspection_endpoint: str | None = None
+    jwks_uri: str | None = None
+    userinfo_endpoint: str | None = None
+
+
+_metadata_cache: dict[str, ServerMetadata] = {}
+
+
+def _well_known_urls(issuer: str) -> list[str]:
+    issuer = issuer.rstrip("/")
+    parts = urlsplit(issuer)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return [
+        f"{issuer}/.well-known/openid-configuration",
+        f"{origin}/.well-known/oauth-authorization-server{parts.path}",
+    ]
+
+
+class AuthorizationServer:
+    """An OAuth 2.0 authorization server: where tokens come from.
+
+    Endpoints are discovered from the issuer's metadata once per issuer and process; endpoints
+    given explicitly win over discovered ones and need no discovery at all.
+
+    Args:
+        issuer: The issuer URL (e.g. ``https://login.planet.com/``).
+        token_endpoint: The token endpoint, if it should not be discovered.
+        transport: What sends the requests; default: httpx, a fresh connection per call.
+        timeout: Seconds one call may take in all.
+        endpoints: Other explicit endpoints (`device_authorization_endpoint`, ...).
+    """
+
+    def __init__(
+        self,
+        issuer: str | None = None,
+        *,
+        token_endpoint: str | None = None,
+        transport: HttpTransport | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        **endpoints: str,
+    ) -> None:
+        if issuer is None and token_endpoint is None:
+            raise ConfigurationError("give an issuer URL or a token_endpoint")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError("timeout must be a positive number of seconds")
+        self.issuer = issuer
+        self._explicit = {k: v for k, v in endpoints.items() if v}
+        if token_endpoint:
+            self._explicit["token_endpoint"] = token_endpoint
+        self._transport = transport
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"AuthorizationServer(issuer={self.issuer!r})"
+
+    @property
+    def transport(self) -> HttpTransport:
+        if self._transport is None:
+            from ._http import HttpxTransport
+
+            self._transport = HttpxTransport()
+        return self._transport
+
+    async def endpoint(self, name: str) -> str:
+        """The URL of endpoint `name` (e.g. ``"token_endpoint"``), discovering it if needed.
+
+        Raises:
+            ConfigurationError: The server does not offer that endpoint.
+            AuthServerError: Discovery failed.
+        """
+        if name in self._explicit:
+            return self._explicit[name]
+        metadata = await self.metadata()
+        url = getattr(metadata, name, None) or (metadata.model_extra or {}).get(name)
+        if not isinstance(url, str) or not url:
+            raise ConfigurationError(f"authorization server {self.issuer} has no {name}")
+        return url
+
+    async def metadata(self) -> ServerMetadata:
+        """The server's metadata, fetched once per issuer and cached for the process.
+
+        Raises:
+            AuthServerError: No metadata document could be fetched, or it is for another issuer.
+        """
+        if self.issuer is None:
+            raise ConfigurationError("no issuer to discover endpoints from: give them explicitly")
+        cached = _metadata_cache.get(self.issuer)
+        if cached is not None:
+            return cached
+        last: AuthServerError | None = None
+        for url in _well_known_urls(self.issuer):
+            response = await self.transport.send(HttpRequest("GET", url), timeout=self.timeout)
+            data = _json_object(response)
+            if response.status_code != 200 or data is None:
+                last = InvalidTokenResponse(
+                    f"no authorization server metadata at {url} ({_describe_body(response)}); "
+                    "check the issuer URL, or give token_endpoint explicitly",
+                    endpoint=url,
+                )
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise AuthServerUnavailable(str(last), endpoint=url)
+                continue
+            try:
+                metadata = ServerMetadata.model_validate(data)
+            except ValueError:
+                last = InvalidTokenResponse(
+                    f"authorization server metadata at {url} has no token_endpoint", endpoint=url
+                )
+                continue
+            if metadata.issuer.rstrip("/") != self.issuer.rstrip("/"):
+                # RFC 8414 section 3.3: metadata for another issuer must not be used.
+                raise AuthServerError(
+                    f"metadata at {url} is for issuer {metadata.issuer!r}, "
+                    f"not {self.issuer!r}; check the issuer URL",
+                    endpoint=url,
+                )
+            _metadata_cache[self.issuer] = metadata
+            return metadata
+        assert last is not None
+        raise last
+
+    async def request_token(
+        self,
+        form: Mapping[str, str],
+        client: ClientAuth,
+        *,
+        clock: Clock,
+        context: str = "",
+    ) -> TokenSet:
+        """POST a grant to the token endpoint and return the token set it answers with.
+
+        Raises:
+            AuthServerError: See `parse_token_response`; also when the server cannot be reached.
+        """
+        endpoint = await self.endpoint("token_endpoint")
+        headers = {"Accept": "application/json"}
+        body = dict(form)
+        client.apply(headers, body, endpoint=endpoint, now=clock())
+        logger.debug("token request: %s to %s", context or body.get("grant_type"), endpoint)
+        response = await self.transport.send(
+            HttpRequest("POST", endpoint, headers=headers, form=body), timeout=self.timeout
+        )
+        return parse_token_response(
+            response, endpoint=endpoint, received_at=clock(), context=context
+        )
+
+
+def scope_param(scopes: Sequence[str]) -> dict[str, str]:
+    """The `scope` form field for `scopes`, or nothing when there are none."""
+    return {"scope": " ".join(scopes)} if scopes else {}

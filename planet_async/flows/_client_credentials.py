@@ -1,0 +1,54 @@
+"""The client credentials grant (RFC 6749 section 4.4): machine-to-machine sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from .._errors import ConfigurationError
+from .._models import TokenSet
+from .._oauth import AuthorizationServer, ClientAuth, PublicClient, scope_param
+
+__all__ = ["ClientCredentialsGrant"]
+
+
+class ClientCredentialsGrant:
+    """Gets M2M tokens with the client's own credentials; renewing is simply asking again.
+
+    Args:
+        server: The authorization server.
+        client: A confidential client: `ClientSecretBasic`, `ClientSecretPost` or `PrivateKeyJWT`.
+        scopes: Scopes to request; none by default. M2M clients never get `offline_access`.
+        extra_params: More form fields for the token request (e.g. ``audience``, ``resource``).
+    """
+
+    def __init__(
+        self,
+        server: AuthorizationServer,
+        client: ClientAuth,
+        *,
+        scopes: Iterable[str] = (),
+        extra_params: Mapping[str, str] | None = None,
+    ) -> None:
+        if isinstance(client, PublicClient):
+            raise ConfigurationError(
+                "the client credentials grant needs a client secret or private key"
+            )
+        self.server = server
+        self.client = client
+        self.scopes = tuple(s for s in scopes if s != "offline_access")
+        self.extra_params = dict(extra_params or {})
+
+    @property
+    def description(self) -> str:
+        return f"client_credentials for client {self.client.client_id!r}"
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientCredentialsGrant(client_id={self.client.client_id!r}, server={self.server!r})"
+        )
+
+    async def renew(self, current: TokenSet | None, *, clock: Callable[[], float]) -> TokenSet:
+        form = {"grant_type": "client_credentials", **scope_param(self.scopes), **self.extra_params}
+        return await self.server.request_token(
+            form, self.client, clock=clock, context=self.description
+        )

@@ -1,0 +1,55 @@
+"""The refresh token grant (RFC 6749 section 6): renewing user sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from .._errors import LoginRequired
+from .._models import TokenSet
+from .._oauth import AuthorizationServer, ClientAuth, scope_param
+
+__all__ = ["RefreshTokenGrant"]
+
+
+class RefreshTokenGrant:
+    """Renews a session with its refresh token; a first token must come from a login.
+
+    When the server rotates refresh tokens, the new one replaces the old; when a response carries
+    no refresh token, the old one is kept (RFC 6749 section 6 allows both).
+
+    Args:
+        server: The authorization server.
+        client: The client the session was issued to (`PublicClient` for native apps).
+        scopes: Scopes to ask for on refresh; by default the server keeps the granted ones.
+    """
+
+    def __init__(
+        self, server: AuthorizationServer, client: ClientAuth, *, scopes: Iterable[str] = ()
+    ) -> None:
+        self.server = server
+        self.client = client
+        self.scopes = tuple(scopes)
+
+    @property
+    def description(self) -> str:
+        return f"refresh_token for client {self.client.client_id!r}"
+
+    def __repr__(self) -> str:
+        return f"RefreshTokenGrant({self.client.client_id!r}, server={self.server!r})"
+
+    async def renew(self, current: TokenSet | None, *, clock: Callable[[], float]) -> TokenSet:
+        if current is None or current.refresh_token is None:
+            raise LoginRequired(
+                f"the session has no refresh token ({self.description}): log in again"
+            )
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": current.refresh_token.get_secret_value(),
+            **scope_param(self.scopes),
+        }
+        token = await self.server.request_token(
+            form, self.client, clock=clock, context=self.description
+        )
+        if token.refresh_token is None:
+            token = token.model_copy(update={"refresh_token": current.refresh_token})
+        return token

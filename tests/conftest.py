@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from planet_async import _oauth
+from tests._peer import Peer, make_client_keys
+
+DEFAULT_TTL = 60
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every test gets its own HOME and no PL_* variables from the developer's shell."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USERPROFILE", str(home))
+    for name in list(os.environ):
+        if name.startswith("PL_"):
+            monkeypatch.delenv(name)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _fresh_discovery_cache() -> Iterator[None]:
+    _oauth._metadata_cache.clear()
+    yield
+    _oauth._metadata_cache.clear()
+
+
+@pytest.fixture(scope="session")
+def client_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    """An RSA and an EC private key for private_key_jwt, and the JWKS the peer trusts."""
+    return make_client_keys(tmp_path_factory.mktemp("client-keys"))
+
+
+@pytest.fixture(scope="session")
+def peer_server(client_keys: tuple[Path, dict[str, Path]]) -> Iterator[Peer]:
+    """One real oidc-provider authorization server on 127.0.0.1 for the whole session."""
+    jwks, _ = client_keys
+    server = Peer.start(
+        env={"AT_TTL": str(DEFAULT_TTL), "PKJWT_JWKS": str(jwks), "JWKS_AS_JSON": "1"}
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def peer(peer_server: Peer) -> Iterator[Peer]:
+    """The session's peer with zeroed counters, no token delay and the default lifetime."""
+    peer_server.reset()
+    peer_server.set_token_delay(0)
+    peer_server.set_access_token_ttl(DEFAULT_TTL)
+    yield peer_server
+    peer_server.set_token_delay(0)
+    peer_server.set_access_token_ttl(DEFAULT_TTL)
