@@ -1,0 +1,113 @@
+"""A storm of requests at expiry against the real authorization server, with the loop watched."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import anyio
+import httpx
+import pytest
+
+from planet_async import (
+    AuthorizationServer,
+    ClientCredentialsGrant,
+    ClientSecretBasic,
+    HttpRequest,
+    HttpResponse,
+    HttpxTransport,
+    MemoryStorage,
+    PlanetAuth,
+    TokenManager,
+    TokenSet,
+)
+from tests._helpers import API, VerifyingApi
+from tests._peer import Peer
+
+pytestmark = pytest.mark.anyio
+
+# Long enough that the window in which all requests wait spans hundreds of ticks, even after
+# a slow machine spends a few hundred ms starting 1,000 tasks.
+TOKEN_DELAY_MS = 800
+REQUESTS = 1000
+# A renewal that blocked the loop would stall it for the whole token round trip (>= 800 ms).
+# Without blocking, the loop keeps ticking every millisecond or so; 50 ms leaves room for a busy
+# CI machine while still failing any implementation that waits for the server synchronously.
+MAX_LAG_DURING_RENEWAL = 0.050
+
+
+class TimedTransport:
+    """Wraps the real transport to note when the token request was sent and answered."""
+
+    def __init__(self) -> None:
+        self.inner = HttpxTransport()
+        self.sent: list[float] = []
+        self.answered: list[float] = []
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        if request.method != "POST":
+            return await self.inner.send(request, timeout=timeout)
+        self.sent.append(time.perf_counter())
+        try:
+            return await self.inner.send(request, timeout=timeout)
+        finally:
+            self.answered.append(time.perf_counter())
+
+
+async def test_storm_at_expiry_one_token_request_and_no_loop_stall(peer: Peer) -> None:
+    """1,000 requests at expiry: one grant at the server; the loop never stalls while it runs."""
+    peer.set_token_delay(TOKEN_DELAY_MS)
+    transport = TimedTransport()
+    server = AuthorizationServer(peer.issuer, transport=transport)
+    await server.metadata()  # discovery is not what this test measures
+    client = ClientSecretBasic(client_id="service-basic", client_secret="service-basic-secret")
+    storage = MemoryStorage()
+    now = time.time()
+    expired = TokenSet(access_token="expired", issued_at=now - 120, expires_at=now - 60)
+    await storage.save("svc", expired)
+    manager = TokenManager(ClientCredentialsGrant(server, client), storage=storage, session="svc")
+    api = VerifyingApi(peer.issuer)
+    ticks: list[float] = []
+    all_waiting: list[float] = []
+    statuses: list[int] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await anyio.sleep(0.001)
+
+    async def request(http: httpx.AsyncClient) -> None:
+        statuses.append((await http.get(f"{API}/data/v1/item")).status_code)
+
+    http_client = httpx.AsyncClient(
+        auth=PlanetAuth(manager), transport=httpx.MockTransport(api.handler)
+    )
+    async with http_client as http, anyio.create_task_group() as watch:
+        watch.start_soon(ticker)
+        async with anyio.create_task_group() as storm:
+            for _ in range(REQUESTS):
+                storm.start_soon(request, http)
+            # Starting 1,000 tasks stalls any loop by itself; measure once all are waiting.
+            await anyio.wait_all_tasks_blocked()
+            all_waiting.append(time.perf_counter())
+        watch.cancel_scope.cancel()
+
+    assert peer.grants("client_credentials") == 1
+    assert manager.renewals == 1
+    assert statuses == [200] * REQUESTS
+    assert api.accepted == REQUESTS
+    assert len(api.tokens) == 1
+
+    # The window in which every request waits for the token: from the moment all of them wait
+    # to the token's arrival.
+    (sent,) = transport.sent
+    (answered,) = transport.answered
+    (start,) = all_waiting
+    assert answered - sent >= TOKEN_DELAY_MS / 1000 * 0.9
+    assert answered - start >= 0.2, "the requests took most of the renewal to start"
+    window = [t for t in ticks if start <= t <= answered]
+    gaps = [b - a for a, b in itertools.pairwise(window)]
+    assert len(gaps) > 50, "the ticker barely ran while the token was being fetched"
+    worst = max(gaps)
+    print(f"\nworst loop lag while renewing: {worst * 1000:.1f} ms over {len(gaps)} ticks")
+    assert worst < MAX_LAG_DURING_RENEWAL
