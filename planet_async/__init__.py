@@ -65,6 +65,7 @@ __all__ = [
     "RefreshTokenGrant",
     "ServerMetadata",
     "Storage",
+    "StorageError",
     "TokenManager",
     "TokenSet",
 ]
