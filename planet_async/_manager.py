@@ -40,11 +40,12 @@ class _Current:
 class _Flight:
     """One renewal in progress; every waiter gets its outcome."""
 
-    __slots__ = ("done", "error", "header", "rejected")
+    __slots__ = ("after_401", "done", "error", "header", "rejected")
 
-    def __init__(self, rejected: TokenSet | None) -> None:
+    def __init__(self, rejected: TokenSet | None, *, after_401: bool = False) -> None:
         self.done = anyio.Event()
-        self.rejected = rejected
+        self.rejected = rejected  # a token that must not be adopted again, even from storage
+        self.after_401 = after_401
         self.header: str | None = None
         self.error: BaseException | None = None
 
@@ -213,7 +214,7 @@ class TokenManager:
             if now < max(self._not_before, self._rejected_not_before):
                 return None
             self._rejections += 1
-            flight = self._start_flight(current.token if current else None)
+            flight = self._start_flight(current.token if current else None, after_401=True)
             if current is not None:
                 # Nobody gets the rejected token again, whatever happens to the renewal.
                 self._current = _Current(current.token, current.header, -_NEVER, -_NEVER)
@@ -242,8 +243,8 @@ class TokenManager:
     def _valid(self, now: float) -> bool:
         return self._current is not None and now < self._current.hard
 
-    def _start_flight(self, rejected: TokenSet | None) -> _Flight:
-        flight = self._flight = _Flight(rejected)
+    def _start_flight(self, rejected: TokenSet | None, *, after_401: bool = False) -> _Flight:
+        flight = self._flight = _Flight(rejected, after_401=after_401)
         return flight
 
     async def _launch(self, flight: _Flight) -> None:
@@ -276,7 +277,7 @@ class TokenManager:
             flight.error = PlanetAuthError(f"renewal of session {self.session!r} was cancelled")
             raise
         else:
-            flight.header = self._adopt(token, after_rejection=flight.rejected is not None)
+            flight.header = self._adopt(token, after_401=flight.after_401)
         finally:
             if self._flight is flight:
                 self._flight = None
@@ -328,14 +329,14 @@ class TokenManager:
         soft = token.issued_at + lifetime * self._soft_fraction
         return min(soft, hard), hard
 
-    def _adopt(self, token: TokenSet, *, after_rejection: bool = False) -> str:
+    def _adopt(self, token: TokenSet, *, after_401: bool = False) -> str:
         soft, hard = self._deadlines(token)
         header = f"Bearer {token.access_token.get_secret_value()}"
         self._current = _Current(token, header, soft, hard)
         self._failures = 0
         self._last_error = None
         self._not_before = 0.0
-        if after_rejection:
+        if after_401:
             # The next rejection waits a while: an API that refuses fresh tokens gets no storm.
             self._rejected_not_before = self._clock() + self._backoff(self._rejections)
         else:
