@@ -44,7 +44,7 @@ def test_jwt_exp_is_the_fallback_and_opaque_tokens_have_no_expiry() -> None:
 )
 def test_unusable_responses_are_refused(payload: dict) -> None:
     """Malformed token responses raise ValueError instead of producing a broken token set."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"access_token|expires_in|token_type"):
         TokenSet.from_response(payload, received_at=0.0)
 
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.anyio
 async def test_no_secret_in_logs_reprs_or_errors(
     peer: Peer, client_keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Run M2M with each client authentication, a refused secret, a 401, an API key: leak nothing."""
+    """M2M with each client authentication, a refused secret, a 401 and an API key leak nothing."""
     caplog.set_level(logging.DEBUG)  # the root logger: ours, httpx's and httpcore's records
     _, keys = client_keys
     pem = keys["rsa-1"].read_text()
