@@ -149,7 +149,7 @@ class PlanetAuth(httpx.Auth):
         if (client_secret is None) == (private_key is None):
             raise ConfigurationError("give either client_secret or private_key")
         if client_secret is None:
-            client = PrivateKeyJWT(client_id=client_id, private_key=private_key)  # type: ignore[arg-type]
+            client = PrivateKeyJWT(client_id=client_id, private_key=private_key)
         elif auth_method == "client_secret_post":
             client = ClientSecretPost(client_id=client_id, client_secret=SecretStr(client_secret))
         else:

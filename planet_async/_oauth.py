@@ -13,8 +13,9 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timezone
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, field_validator
 
@@ -96,7 +97,8 @@ class HttpTransport(Protocol):
 class ClientAuth(BaseModel):
     """How a client proves its identity at the token endpoint."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error must not quote its input back: the input holds the secret or key.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     client_id: str
 
@@ -119,9 +121,10 @@ class ClientSecretBasic(ClientAuth):
     def apply(
         self, headers: dict[str, str], form: dict[str, str], *, endpoint: str, now: float
     ) -> None:
-        # RFC 6749 2.3.1: both parts are form-urlencoded before they are joined and encoded.
-        user = quote(self.client_id, safe="")
-        password = quote(self.client_secret.get_secret_value(), safe="")
+        # RFC 6749 2.3.1 and appendix B: both parts are form-urlencoded (a space becomes "+")
+        # before they are joined and encoded.
+        user = quote_plus(self.client_id, safe="")
+        password = quote_plus(self.client_secret.get_secret_value(), safe="")
         encoded = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         headers["Authorization"] = f"Basic {encoded}"
 
@@ -155,7 +158,13 @@ class PrivateKeyJWT(ClientAuth):
     key_id: str | None = None
     algorithm: str | None = None
     assertion_lifetime: float = 60.0
-    _key: PrivateKey = PrivateAttr()
+    _key: PrivateKey | None = PrivateAttr(default=None)
+
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**data)
+        # Loaded after validation, not in it: pydantic would turn the ConfigurationError into a
+        # ValidationError, and a bad key is a configuration error.
+        self._key = self._load_key()
 
     @field_validator("private_key", mode="before")
     @classmethod
@@ -166,17 +175,26 @@ class PrivateKeyJWT(ClientAuth):
             return value.decode()
         return value
 
-    def model_post_init(self, context: Any, /) -> None:
+    def _load_key(self) -> PrivateKey:
         text = self.private_key.get_secret_value()
-        source: str | dict[str, Any] = json.loads(text) if text.lstrip().startswith("{") else text
+        try:
+            source: str | dict[str, Any] = (
+                json.loads(text) if text.lstrip().startswith("{") else text
+            )
+        except ValueError:
+            raise ConfigurationError(
+                "private key for private_key_jwt is not valid JSON (JWK) or PEM"
+            ) from None
         password = self.password.get_secret_value() if self.password else None
-        self._key = load_private_key(source, password)
+        return load_private_key(source, password)
 
     def apply(
         self, headers: dict[str, str], form: dict[str, str], *, endpoint: str, now: float
     ) -> None:
         form["client_id"] = self.client_id
         form["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        if self._key is None:  # built without __init__ (model_validate, model_construct)
+            self._key = self._load_key()
         form["client_assertion"] = sign_client_assertion(
             self._key,
             client_id=self.client_id,
@@ -202,6 +220,9 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        # An HTTP date is always GMT, even in the asctime form that names no zone (RFC 9110 5.6.7).
+        when = when.replace(tzinfo=timezone.utc)
     return max(0.0, when.timestamp() - now)
 
 
