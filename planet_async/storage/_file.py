@@ -169,3 +169,21 @@ class FileStorage:
             Path(tmp).unlink(missing_ok=True)
             raise StorageError(f"cannot write {directory / _TOKEN_FILE}: {exc.strerror}") from exc
         fsync_directory(str(directory))
+        _remove_stale_temp_files(directory)
+
+
+_STALE_AFTER = 600.0
+
+
+def _remove_stale_temp_files(directory: Path) -> None:
+    """Remove temporary files left by writers that were killed mid-write, once they are old.
+
+    A live writer's file is seconds old at most; ten minutes leaves a wide margin for slow disks.
+    """
+    cutoff = time.time() - _STALE_AFTER
+    for leftover in directory.glob(".token.*.tmp"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        except OSError:
+            continue
