@@ -6,11 +6,15 @@ from ._auth import PlanetAuth as PlanetAuth
 from ._errors import AsyncOnlyError as AsyncOnlyError
 from ._errors import AuthServerError as AuthServerError
 from ._errors import AuthServerUnavailable as AuthServerUnavailable
+from ._errors import CallbackError as CallbackError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import InvalidClientError as InvalidClientError
 from ._errors import InvalidGrantError as InvalidGrantError
 from ._errors import InvalidTokenResponse as InvalidTokenResponse
+from ._errors import LoginDenied as LoginDenied
+from ._errors import LoginError as LoginError
 from ._errors import LoginRequired as LoginRequired
+from ._errors import LoginTimeout as LoginTimeout
 from ._errors import OAuthError as OAuthError
 from ._errors import PlanetAuthError as PlanetAuthError
 from ._errors import StorageError as StorageError
@@ -27,25 +31,47 @@ from ._oauth import HttpTransport as HttpTransport
 from ._oauth import PrivateKeyJWT as PrivateKeyJWT
 from ._oauth import PublicClient as PublicClient
 from ._oauth import ServerMetadata as ServerMetadata
+from ._user import BrowserOpener as BrowserOpener
+from ._user import UserLogin as UserLogin
+from ._user import login_with_browser as login_with_browser
+from ._user import login_with_device as login_with_device
+from .flows import OFFLINE_ACCESS as OFFLINE_ACCESS
+from .flows import PLANET_SCOPE as PLANET_SCOPE
+from .flows import USER_SCOPES as USER_SCOPES
+from .flows import AuthorizationCodeFlow as AuthorizationCodeFlow
 from .flows import ClientCredentialsGrant as ClientCredentialsGrant
+from .flows import DeviceAuthorization as DeviceAuthorization
+from .flows import DeviceCodeFlow as DeviceCodeFlow
+from .flows import DeviceFlowState as DeviceFlowState
 from .flows import Grant as Grant
+from .flows import LoopbackListener as LoopbackListener
+from .flows import PendingAuthorization as PendingAuthorization
 from .flows import RefreshTokenGrant as RefreshTokenGrant
 from .storage import FileStorage as FileStorage
 from .storage import MemoryStorage as MemoryStorage
 from .storage import Storage as Storage
 
 __all__ = [
+    "OFFLINE_ACCESS",
     "PLANET_API_ORIGINS",
     "PLANET_M2M_ISSUER",
+    "PLANET_SCOPE",
+    "USER_SCOPES",
     "AsyncOnlyError",
     "AuthServerError",
     "AuthServerUnavailable",
+    "AuthorizationCodeFlow",
     "AuthorizationServer",
+    "BrowserOpener",
+    "CallbackError",
     "ClientAuth",
     "ClientCredentialsGrant",
     "ClientSecretBasic",
     "ClientSecretPost",
     "ConfigurationError",
+    "DeviceAuthorization",
+    "DeviceCodeFlow",
+    "DeviceFlowState",
     "FileStorage",
     "Grant",
     "HttpRequest",
@@ -55,9 +81,14 @@ __all__ = [
     "InvalidClientError",
     "InvalidGrantError",
     "InvalidTokenResponse",
+    "LoginDenied",
+    "LoginError",
     "LoginRequired",
+    "LoginTimeout",
+    "LoopbackListener",
     "MemoryStorage",
     "OAuthError",
+    "PendingAuthorization",
     "PlanetAuth",
     "PlanetAuthError",
     "PrivateKeyJWT",
@@ -68,6 +99,9 @@ __all__ = [
     "StorageError",
     "TokenManager",
     "TokenSet",
+    "UserLogin",
+    "login_with_browser",
+    "login_with_device",
 ]
 
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -11,14 +11,20 @@ from pydantic import SecretStr
 
 from ._errors import AsyncOnlyError, ConfigurationError
 from ._manager import TokenManager
+from ._models import TokenSet
 from ._oauth import (
     AuthorizationServer,
     ClientAuth,
     ClientSecretBasic,
     ClientSecretPost,
     PrivateKeyJWT,
+    PublicClient,
 )
+from ._user import BrowserOpener, UserLogin
 from .flows._client_credentials import ClientCredentialsGrant
+from .flows._device_code import DeviceAuthorization
+from .flows._refresh import RefreshTokenGrant
+from .flows._scopes import USER_SCOPES
 from .storage._protocol import Storage
 
 __all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "PlanetAuth"]
@@ -103,6 +109,8 @@ class PlanetAuth(httpx.Auth):
                 )
             origins -= _API_KEY_REFUSED
         self._origins = frozenset(origins)
+        self.user: UserLogin | None = None
+        """The login side of a user session (`for_user`); None for M2M and API keys."""
         self._allow_loopback_http = allow_loopback_http
 
     def __repr__(self) -> str:
@@ -159,6 +167,109 @@ class PlanetAuth(httpx.Auth):
         manager = TokenManager(grant, storage=storage, session=session or client_id)
         return cls(
             manager, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
+        )
+
+    @classmethod
+    def for_user(
+        cls,
+        client_id: str,
+        *,
+        issuer: str,
+        client: ClientAuth | None = None,
+        scopes: Iterable[str] = USER_SCOPES,
+        redirect_uri: str | None = None,
+        storage: Storage | None = None,
+        session: str | None = None,
+        timeout: float = 10.0,
+        device_interval: float = 5.0,
+        allowed_origins: Iterable[str] | None = None,
+        allow_loopback_http: bool = False,
+    ) -> PlanetAuth:
+        """A user session: log in once (browser or device code), then renew with the refresh token.
+
+        Log in with `login_with_browser`, `login_with_device` or `ensure_initialized`; the
+        session is saved to `storage`, so later runs renew silently. With rotating refresh
+        tokens, the storage always holds the newest one.
+
+        Args:
+            client_id: The registered application's client id.
+            issuer: The authorization server (e.g. ``https://login.planet.com/``).
+            client: How the client authenticates, for confidential clients (web services);
+                a public client (`client_id` only) by default.
+            scopes: Scopes to request; ``planet`` and ``offline_access`` by default, so that a
+                refresh token is issued.
+            redirect_uri: The registered loopback redirect URI for browser logins, if it fixes a
+                port; an ephemeral port on 127.0.0.1 otherwise.
+            storage: Where to keep the session; in memory by default.
+            session: The session's name in the storage; the client id by default.
+            timeout: Seconds any one call to the authorization server may take.
+            device_interval: Device-login poll interval when the server gives none.
+            allowed_origins: See the class.
+            allow_loopback_http: See the class.
+        """
+        if client is None:
+            client = PublicClient(client_id=client_id)
+        server = AuthorizationServer(issuer, timeout=timeout)
+        manager = TokenManager(
+            RefreshTokenGrant(server, client), storage=storage, session=session or client_id
+        )
+        auth = cls(
+            manager, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
+        )
+        auth.user = UserLogin(
+            manager,
+            server,
+            client,
+            scopes=tuple(scopes),
+            redirect_uri=redirect_uri,
+            device_interval=device_interval,
+        )
+        return auth
+
+    def _user_login(self) -> UserLogin:
+        if self.user is None:
+            raise ConfigurationError("only a user session (PlanetAuth.for_user) can log in")
+        return self.user
+
+    async def is_initialized(self) -> bool:
+        """Whether requests can be authenticated without a login: always true for M2M and API
+        keys; for a user session, whether it holds a usable token or a refresh token."""
+        if self.user is None:
+            return True
+        return await self.user.manager.is_initialized()
+
+    async def ensure_initialized(
+        self,
+        *,
+        allow_open_browser: bool = True,
+        allow_tty_prompt: bool = True,
+        open_browser: BrowserOpener | None = None,
+    ) -> None:
+        """Log the user in only if the session cannot renew by itself; see `UserLogin`."""
+        if self.user is not None:
+            await self.user.ensure_initialized(
+                allow_open_browser=allow_open_browser,
+                allow_tty_prompt=allow_tty_prompt,
+                open_browser=open_browser,
+            )
+
+    async def login_with_device(
+        self, show: Callable[[DeviceAuthorization], object] | None = None
+    ) -> TokenSet:
+        """Log the user in with a device code, printing (or `show`-ing) the code and URL."""
+        user = self._user_login()
+        return await (user.login_with_device(show) if show else user.login_with_device())
+
+    async def login_with_browser(
+        self,
+        *,
+        open_browser: BrowserOpener | None = None,
+        allow_tty_prompt: bool = False,
+        timeout: float = 300.0,
+    ) -> TokenSet:
+        """Log the user in with the local browser and a loopback redirect listener."""
+        return await self._user_login().login_with_browser(
+            open_browser=open_browser, allow_tty_prompt=allow_tty_prompt, timeout=timeout
         )
 
     @classmethod

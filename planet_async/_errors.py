@@ -7,6 +7,10 @@ Every exception the library raises on purpose derives from `PlanetAuthError`::
     │   └── AsyncOnlyError        a sync httpx.Client was given an async-only auth
     ├── StorageError              session storage could not be read, written or locked
     ├── LoginRequired             no usable session and no way to get one without the user
+    ├── LoginError                an interactive login did not complete
+    │   ├── LoginDenied               the user or the server refused (`access_denied`)
+    │   ├── LoginTimeout              the device code, or the wait for the browser, expired
+    │   └── CallbackError             the redirect back was invalid (state, iss, error, no code)
     └── AuthServerError           the authorization server did not give us a token
         ├── AuthServerUnavailable     timeout, no connection, 5xx or 429 (see `retry_after`)
         ├── InvalidTokenResponse      not a usable token response (HTML, bad JSON, ...)
@@ -28,7 +32,11 @@ __all__ = [
     "InvalidClientError",
     "InvalidGrantError",
     "InvalidTokenResponse",
+    "CallbackError",
+    "LoginDenied",
+    "LoginError",
     "LoginRequired",
+    "LoginTimeout",
     "OAuthError",
     "PlanetAuthError",
     "StorageError",
@@ -57,6 +65,23 @@ class LoginRequired(PlanetAuthError):
     Raised when a session has no refresh token, or the authorization server refused the one it
     had. The user must log in again.
     """
+
+
+class LoginError(PlanetAuthError):
+    """An interactive login (device code or browser) did not complete."""
+
+
+class LoginDenied(LoginError):
+    """The user declined, or the server refused, the login (`access_denied`)."""
+
+
+class LoginTimeout(LoginError):
+    """The login took too long: the device code expired, or the browser never came back."""
+
+
+class CallbackError(LoginError):
+    """The authorization response was invalid: wrong or missing `state`, wrong `iss`, an error,
+    or no code. Nothing from it was used; start the login again."""
 
 
 class AuthServerError(PlanetAuthError):

@@ -238,6 +238,27 @@ class TokenManager:
         assert self._current is not None
         return self._current.token
 
+    async def set_token(self, token: TokenSet) -> None:
+        """Make `token` the session's, in storage and in memory (after a login, for example).
+
+        Raises:
+            StorageError: The storage failed; the token is not adopted then.
+        """
+        async with self.storage.lock(self.session):
+            await self.storage.save(self.session, token)
+        self._adopt(token)
+
+    async def is_initialized(self) -> bool:
+        """Whether the session can produce a token without the user: a valid access token, or a
+        refresh token, in memory or in storage."""
+        now = self._clock()
+        if self._valid(now):
+            return True
+        stored = await self.storage.load(self.session)
+        if stored is None:
+            return False
+        return stored.refresh_token is not None or now < self._deadlines(stored)[1]
+
     # -- renewal ---------------------------------------------------------------------------------
 
     def _valid(self, now: float) -> bool:

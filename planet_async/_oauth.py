@@ -239,53 +239,61 @@ def _json_object(response: HttpResponse) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def parse_token_response(
+def parse_json_response(
     response: HttpResponse, *, endpoint: str, received_at: float, context: str = ""
-) -> TokenSet:
-    """Turn a token endpoint response into a token set or a typed error.
+) -> dict[str, Any]:
+    """The JSON object of a successful OAuth response, or the typed error it stands for.
 
     Args:
-        response: What the token endpoint answered.
+        response: What the endpoint answered.
         endpoint: Its URL, for messages.
-        received_at: The local clock when the response arrived.
+        received_at: The local clock when the response arrived (for `Retry-After` dates).
         context: Who asked (e.g. ``"client_credentials for client 'abc'"``), for messages.
 
     Raises:
         AuthServerUnavailable: 5xx or 429; carries `retry_after` when the server sent one.
         OAuthError: An RFC 6749 error response (`InvalidGrantError`, `InvalidClientError`, ...).
-        InvalidTokenResponse: Anything else that is not a usable token response.
+        InvalidTokenResponse: Anything else that is not a JSON object.
     """
     who = f" ({context})" if context else ""
-    retry_after = parse_retry_after(response.headers.get("retry-after"), now=received_at)
     data = _json_object(response)
     status = response.status_code
     if status == 429 or status >= 500:
         code = f": {data['error']}" if data and isinstance(data.get("error"), str) else ""
         raise AuthServerUnavailable(
-            f"token endpoint {endpoint} is unavailable{who}: HTTP {status}{code}; "
+            f"{endpoint} is unavailable{who}: HTTP {status}{code}; "
             "planet_async will try again after a backoff",
             endpoint=endpoint,
-            retry_after=retry_after,
+            retry_after=parse_retry_after(response.headers.get("retry-after"), now=received_at),
         )
-    if status != 200:
-        if data is not None and isinstance(data.get("error"), str):
-            raise _oauth_error(data, status=status, endpoint=endpoint, who=who)
-        raise InvalidTokenResponse(
-            f"token endpoint {endpoint} answered {_describe_body(response)}{who}, "
-            "not an OAuth 2.0 response; check the issuer or token_endpoint setting",
-            endpoint=endpoint,
-        )
-    if data is None:
-        raise InvalidTokenResponse(
-            f"token endpoint {endpoint} answered {_describe_body(response)}{who}, "
-            "which is not a JSON object; check the issuer or token_endpoint setting",
-            endpoint=endpoint,
-        )
-    if isinstance(data.get("error"), str):
+    if data is not None and isinstance(data.get("error"), str):
         raise _oauth_error(data, status=status, endpoint=endpoint, who=who)
+    if status != 200 or data is None:
+        what = "not an OAuth 2.0 response" if status != 200 else "which is not a JSON object"
+        raise InvalidTokenResponse(
+            f"{endpoint} answered {_describe_body(response)}{who}, {what}; "
+            "check the issuer or endpoint settings",
+            endpoint=endpoint,
+        )
+    return data
+
+
+def parse_token_response(
+    response: HttpResponse, *, endpoint: str, received_at: float, context: str = ""
+) -> TokenSet:
+    """Turn a token endpoint response into a token set or a typed error.
+
+    Raises:
+        AuthServerError: As `parse_json_response`; `InvalidTokenResponse` also when the JSON is
+            not a usable token response.
+    """
+    data = parse_json_response(
+        response, endpoint=endpoint, received_at=received_at, context=context
+    )
     try:
         return TokenSet.from_response(data, received_at=received_at)
     except ValueError as exc:
+        who = f" ({context})" if context else ""
         raise InvalidTokenResponse(
             f"token endpoint {endpoint} sent an unusable token response{who}: {exc}",
             endpoint=endpoint,
@@ -312,7 +320,7 @@ def _oauth_error(data: Mapping[str, Any], *, status: int, endpoint: str, who: st
         "invalid_grant": InvalidGrantError,
     }.get(error, OAuthError)
     return cls(
-        f"token endpoint {endpoint} refused the request{who}: {error}{detail}; {advice}",
+        f"{endpoint} refused the request{who}: {error}{detail}; {advice}",
         error=error,
         error_description=description,
         status_code=status,
@@ -454,6 +462,39 @@ class AuthorizationServer:
         assert last is not None
         raise last
 
+    async def post_form(
+        self,
+        endpoint_name: str,
+        form: Mapping[str, str],
+        client: ClientAuth,
+        *,
+        clock: Clock,
+        context: str = "",
+    ) -> tuple[str, HttpResponse]:
+        """POST `form`, with the client's credentials, to one of the server's endpoints.
+
+        Returns:
+            The endpoint's URL and its response, whatever the status.
+
+        Raises:
+            AuthServerUnavailable: The server could not be reached or did not answer in time.
+        """
+        endpoint = await self.endpoint(endpoint_name)
+        # RFC 7523 3: a client assertion's audience is the token endpoint, wherever it is sent.
+        audience = (
+            endpoint if endpoint_name == "token_endpoint" else await self.endpoint("token_endpoint")
+        )
+        headers = {"Accept": "application/json"}
+        body = dict(form)
+        client.apply(headers, body, endpoint=audience, now=clock())
+        logger.debug(
+            "%s request: %s to %s", endpoint_name, context or body.get("grant_type"), endpoint
+        )
+        response = await self.transport.send(
+            HttpRequest("POST", endpoint, headers=headers, form=body), timeout=self.timeout
+        )
+        return endpoint, response
+
     async def request_token(
         self,
         form: Mapping[str, str],
@@ -467,13 +508,8 @@ class AuthorizationServer:
         Raises:
             AuthServerError: See `parse_token_response`; also when the server cannot be reached.
         """
-        endpoint = await self.endpoint("token_endpoint")
-        headers = {"Accept": "application/json"}
-        body = dict(form)
-        client.apply(headers, body, endpoint=endpoint, now=clock())
-        logger.debug("token request: %s to %s", context or body.get("grant_type"), endpoint)
-        response = await self.transport.send(
-            HttpRequest("POST", endpoint, headers=headers, form=body), timeout=self.timeout
+        endpoint, response = await self.post_form(
+            "token_endpoint", form, client, clock=clock, context=context
         )
         return parse_token_response(
             response, endpoint=endpoint, received_at=clock(), context=context

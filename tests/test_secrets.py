@@ -86,7 +86,7 @@ async def test_no_secret_in_logs_reprs_or_errors(
     texts = [record.getMessage() for record in caplog.records]
     texts += [repr(o) for o in objects] + [str(o) for o in objects]
     texts += [str(e) for e in errors] + [repr(e) for e in errors]
-    assert any("token request" in t for t in texts), "DEBUG records were not captured"
+    assert any("token_endpoint request" in t for t in texts), "DEBUG records were not captured"
     for text in texts:
         for secret in secrets:
             assert secret not in text
