@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -16,11 +19,27 @@ def _install_peer(session: nox.Session) -> None:
         session.run("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", external=True)
 
 
+def _install_chromium(session: nox.Session) -> None:
+    """The real browser the login tests drive: Debian's chromium, never a downloaded build."""
+    if shutil.which("chromium") or os.environ.get("PLANET_ASYNC_CHROMIUM"):
+        return
+    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=env)
+        session.run("apt-get", "install", "-y", "-qq", "chromium", external=True, env=env)
+    else:
+        session.warn(
+            "chromium not found: browser login tests will be skipped (set PLANET_ASYNC_CHROMIUM "
+            "to a Chromium binary, or install Debian's chromium package)"
+        )
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite, on asyncio and trio, against the local test peer."""
+    """The test suite, on asyncio and trio, against the local test peer and a real browser."""
     session.install("-e", ".[test]")
     _install_peer(session)
+    _install_chromium(session)
     session.run("pytest", *session.posargs)
 
 

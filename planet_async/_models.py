@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any, TypeGuard
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ._jwt import read_claims_unverified
 
-__all__ = ["TokenSet"]
+__all__ = ["TokenSet", "reveal_json"]
 
 # Token response keys TokenSet models itself; anything else is kept in `extra`.
 _KNOWN_KEYS = frozenset(
@@ -169,3 +170,12 @@ def _optional_str(value: object) -> str | None:
 
 def _optional_secret(value: object) -> SecretStr | None:
     return SecretStr(value) if isinstance(value, str) and value else None
+
+
+def reveal_json(model: BaseModel) -> str:
+    """A model as JSON with its `SecretStr` fields in clear (``model_dump_json`` masks them)."""
+    data = {
+        name: value.get_secret_value() if isinstance(value, SecretStr) else value
+        for name, value in model
+    }
+    return json.dumps(data)

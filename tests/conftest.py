@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,17 @@ def _fresh_discovery_cache() -> Iterator[None]:
     _oauth._metadata_cache.clear()
     yield
     _oauth._metadata_cache.clear()
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's Chromium (or $PLANET_ASYNC_CHROMIUM); in CI its absence is a failure."""
+    path = os.environ.get("PLANET_ASYNC_CHROMIUM") or shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is required in CI: `python3 -m nox -s tests` installs it")
+        pytest.skip("chromium not installed; browser login tests skipped")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from .._errors import CallbackError, ConfigurationError, LoginDenied, LoginTimeout
-from .._models import TokenSet
+from .._models import TokenSet, reveal_json
 from .._oauth import AuthorizationServer, ClientAuth
 from ._scopes import OFFLINE_ACCESS, USER_SCOPES
 
@@ -47,6 +47,18 @@ class PendingAuthorization(BaseModel):
     issuer: str | None
     require_iss: bool = False
     expires_at: float
+
+    def to_json(self) -> str:
+        """Serialize with the secrets in clear, to keep in a server-side session store.
+
+        ``model_dump_json`` masks the secrets (and so cannot be loaded back); this does not.
+        """
+        return reveal_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PendingAuthorization:
+        """Load what `to_json` wrote."""
+        return cls.model_validate_json(text)
 
 
 class AuthorizationCodeFlow:

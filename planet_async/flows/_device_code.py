@@ -18,7 +18,7 @@ from .._errors import (
     LoginTimeout,
     OAuthError,
 )
-from .._models import TokenSet
+from .._models import TokenSet, reveal_json
 from .._oauth import AuthorizationServer, ClientAuth, parse_json_response, scope_param
 from ._scopes import USER_SCOPES
 
@@ -62,6 +62,15 @@ class DeviceAuthorization(BaseModel):
     verification_uri_complete: str | None = None
     expires_at: float
     interval: float
+
+    def to_json(self) -> str:
+        """Serialize with the device code in clear, to finish the login in another process."""
+        return reveal_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DeviceAuthorization:
+        """Load what `to_json` wrote."""
+        return cls.model_validate_json(text)
 
     def instructions(self) -> str:
         """A short text telling the user what to do."""
