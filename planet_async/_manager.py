@@ -234,7 +234,7 @@ class TokenManager:
         if flight is None:
             flight = self._start_flight(self._current.token if self._current else None)
             await self._launch(flight)
-        await self._outcome(flight)
+        await self._outcome(flight, fall_back=False)
         assert self._current is not None
         return self._current.token
 
@@ -277,12 +277,12 @@ class TokenManager:
             with anyio.CancelScope(shield=True):
                 await self._fly(flight)
 
-    async def _outcome(self, flight: _Flight) -> str:
+    async def _outcome(self, flight: _Flight, *, fall_back: bool = True) -> str:
         await flight.done.wait()
         if flight.header is not None:
             return flight.header
         current = self._current
-        if current is not None and self._clock() < current.hard:
+        if fall_back and current is not None and self._clock() < current.hard:
             return current.header  # a renewal ahead of time failed; the token still serves
         error = flight.error
         assert error is not None

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from ._errors import LoginRequired, LoginTimeout
+from ._errors import LoginError, LoginRequired, LoginTimeout
 from ._manager import TokenManager
 from ._models import TokenSet
 from ._oauth import AuthorizationServer, ClientAuth
@@ -73,6 +73,9 @@ async def login_with_browser(
     async with listener:
         pending = await flow.start(listener.redirect_uri)
         found: list[str] = []
+        # A rejected redirect is kept here and raised after the task group: raised inside it,
+        # it would reach the caller wrapped in an ExceptionGroup instead of as a LoginError.
+        failed: list[LoginError] = []
 
         def check(url: str) -> None:
             flow.check_callback(pending, url)
@@ -82,7 +85,10 @@ async def login_with_browser(
                 async with anyio.create_task_group() as tg:
 
                     async def from_listener() -> None:
-                        found.append(await listener.wait_for_callback(check))
+                        try:
+                            found.append(await listener.wait_for_callback(check))
+                        except LoginError as exc:
+                            failed.append(exc)
                         tg.cancel_scope.cancel()
 
                     async def from_terminal() -> None:
@@ -91,8 +97,12 @@ async def login_with_browser(
                             "Paste the URL your browser was sent to: ",
                             abandon_on_cancel=True,
                         )
-                        check(line.strip())
-                        found.append(line.strip())
+                        try:
+                            check(line.strip())
+                        except LoginError as exc:
+                            failed.append(exc)
+                        else:
+                            found.append(line.strip())
                         tg.cancel_scope.cancel()
 
                     tg.start_soon(from_listener)
@@ -105,6 +115,8 @@ async def login_with_browser(
             raise LoginTimeout(
                 f"no browser came back within {timeout:g} s ({flow.description}); start again"
             ) from None
+    if failed:
+        raise failed[0]
     return await flow.finish(pending, found[0])
 
 

@@ -15,6 +15,7 @@ from planet_async import (
     ClientCredentialsGrant,
     ClientSecretBasic,
     HttpxTransport,
+    InvalidClientError,
     InvalidGrantError,
     MemoryStorage,
     PlanetAuth,
@@ -448,3 +449,15 @@ async def test_invalid_grant_with_nothing_newer_stored_is_raised() -> None:
     assert "rt-1" not in str(info.value)
     assert endpoint.calls == 1
     assert (await storage.load("default")).refresh_token.get_secret_value() == "rt-1"
+
+
+async def test_explicit_renew_raises_when_the_renewal_fails() -> None:
+    """`renew()` reports a failed renewal even while the old token would still serve."""
+    clock = FakeClock()
+    endpoint = FakeTokenEndpoint(clock)
+    manager = m2m_manager(endpoint)
+    await manager.header()
+    endpoint.fail_with = httpx.Response(400, json={"error": "invalid_client"})
+    with pytest.raises(InvalidClientError):
+        await manager.renew()
+    assert await manager.header() == "Bearer at-1"  # requests keep the still-valid token

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from .._errors import CallbackError, ConfigurationError, LoginDenied, LoginTimeout
 from .._models import TokenSet, reveal_json
@@ -23,6 +23,8 @@ from .._oauth import AuthorizationServer, ClientAuth
 from ._scopes import OFFLINE_ACCESS, USER_SCOPES
 
 __all__ = ["AuthorizationCodeFlow", "PendingAuthorization"]
+
+_MASK = "**********"  # what pydantic shows for a SecretStr
 
 
 class PendingAuthorization(BaseModel):
@@ -39,7 +41,8 @@ class PendingAuthorization(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    authorization_url: str
+    # The URL carries `state` and `nonce`: kept out of repr, and masked by model_dump_json.
+    authorization_url: str = Field(repr=False)
     redirect_uri: str
     state: SecretStr
     code_verifier: SecretStr
@@ -47,6 +50,15 @@ class PendingAuthorization(BaseModel):
     issuer: str | None
     require_iss: bool = False
     expires_at: float
+
+    @field_serializer("authorization_url", when_used="json")
+    def _mask_url(self, url: str) -> str:
+        parts = urlsplit(url)
+        query = [
+            (name, _MASK if name in ("state", "nonce") else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        return parts._replace(query=urlencode(query, safe="*")).geturl()
 
     def to_json(self) -> str:
         """Serialize with the secrets in clear, to keep in a server-side session store.
