@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +14,8 @@ import anyio
 
 from .._errors import ConfigurationError, StorageError
 from .._models import TokenSet
-from ._platform import fsync_directory, try_lock, unlock
+from ._atomic import make_private_dirs, write_json_atomic
+from ._platform import try_lock, unlock
 
 __all__ = ["FileStorage"]
 
@@ -97,19 +97,11 @@ class FileStorage:
     # -- blocking parts, run in worker threads ------------------------------------------------
 
     def _open_lock_file(self, directory: Path) -> int:
-        self._make_dirs(directory)
+        make_private_dirs(self.root, directory)
         try:
             return os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StorageError(f"cannot open the lock file in {directory}: {exc.strerror}") from exc
-
-    def _make_dirs(self, directory: Path) -> None:
-        for path in (self.root, directory):
-            if not path.is_dir():
-                try:
-                    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StorageError(f"cannot create {path}: {exc.strerror}") from exc
 
     def _load(self, path: Path) -> TokenSet | None:
         try:
@@ -152,38 +144,5 @@ class FileStorage:
         )
 
     def _save(self, directory: Path, data: dict[str, object]) -> None:
-        self._make_dirs(directory)
-        # The `planet` CLI writes sorted keys, two-space indents and no trailing newline.
-        payload = json.dumps(data, indent=2, sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".token.", suffix=".tmp", dir=directory)
-        try:
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, directory / _TOKEN_FILE)
-        except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise StorageError(f"cannot write {directory / _TOKEN_FILE}: {exc.strerror}") from exc
-        fsync_directory(str(directory))
-        _remove_stale_temp_files(directory)
-
-
-_STALE_AFTER = 600.0
-
-
-def _remove_stale_temp_files(directory: Path) -> None:
-    """Remove temporary files left by writers that were killed mid-write, once they are old.
-
-    A live writer's file is seconds old at most; ten minutes leaves a wide margin for slow disks.
-    """
-    cutoff = time.time() - _STALE_AFTER
-    for leftover in directory.glob(".token.*.tmp"):
-        try:
-            if leftover.stat().st_mtime < cutoff:
-                leftover.unlink()
-        except OSError:
-            continue
+        make_private_dirs(self.root, directory)
+        write_json_atomic(directory / _TOKEN_FILE, data)
