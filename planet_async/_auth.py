@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import SecretStr
@@ -26,6 +28,9 @@ from .flows._device_code import DeviceAuthorization
 from .flows._refresh import RefreshTokenGrant
 from .flows._scopes import USER_SCOPES
 from .storage._protocol import Storage
+
+if TYPE_CHECKING:
+    from .profiles import SessionSource
 
 __all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "PlanetAuth"]
 
@@ -111,6 +116,8 @@ class PlanetAuth(httpx.Auth):
         self._origins = frozenset(origins)
         self.user: UserLogin | None = None
         """The login side of a user session (`for_user`); None for M2M and API keys."""
+        self.source: SessionSource | None = None
+        """Which credential this is and where it came from, when chosen from settings."""
         self._allow_loopback_http = allow_loopback_http
 
     def __repr__(self) -> str:
@@ -209,10 +216,34 @@ class PlanetAuth(httpx.Auth):
         """
         if client is None:
             client = PublicClient(client_id=client_id)
-        server = AuthorizationServer(issuer, timeout=timeout)
-        manager = TokenManager(
-            RefreshTokenGrant(server, client), storage=storage, session=session or client_id
+        return cls._user_session(
+            AuthorizationServer(issuer, timeout=timeout),
+            client,
+            scopes=tuple(scopes),
+            redirect_uri=redirect_uri,
+            storage=storage,
+            session=session or client_id,
+            device_interval=device_interval,
+            allowed_origins=allowed_origins,
+            allow_loopback_http=allow_loopback_http,
         )
+
+    @classmethod
+    def _user_session(
+        cls,
+        server: AuthorizationServer,
+        client: ClientAuth,
+        *,
+        scopes: tuple[str, ...],
+        redirect_uri: str | None,
+        storage: Storage | None,
+        session: str,
+        device_interval: float = 5.0,
+        extra_params: dict[str, str] | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        allow_loopback_http: bool = False,
+    ) -> PlanetAuth:
+        manager = TokenManager(RefreshTokenGrant(server, client), storage=storage, session=session)
         auth = cls(
             manager, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
         )
@@ -220,9 +251,10 @@ class PlanetAuth(httpx.Auth):
             manager,
             server,
             client,
-            scopes=tuple(scopes),
+            scopes=scopes,
             redirect_uri=redirect_uri,
             device_interval=device_interval,
+            extra_params=extra_params,
         )
         return auth
 
@@ -271,6 +303,90 @@ class PlanetAuth(httpx.Auth):
         return await self._user_login().login_with_browser(
             open_browser=open_browser, allow_tty_prompt=allow_tty_prompt, timeout=timeout
         )
+
+    @classmethod
+    def from_user_default_session(
+        cls,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        allow_loopback_http: bool = False,
+    ) -> PlanetAuth:
+        """The session the user chose with the `planet` CLI or environment variables.
+
+        Precedence: ``PL_AUTH_PROFILE``; ``PL_AUTH_CLIENT_ID`` + ``PL_AUTH_CLIENT_SECRET``;
+        ``PL_AUTH_API_KEY`` / ``PL_API_KEY`` (environment first, then ``~/.planet.json``), then
+        the legacy ``key`` in ``~/.planet.json``, then the built-in ``planet-user`` profile.
+        `source` tells which one was used. Tokens are shared with the CLI in ``~/.planet/``.
+
+        Raises:
+            ConfigurationError: A named profile does not exist, or the settings conflict.
+        """
+        from .profiles import PlanetHome, auth_from_source, choose_session
+
+        planet_home = PlanetHome(home)
+        return auth_from_source(
+            choose_session(home=planet_home),
+            home=planet_home,
+            allowed_origins=allowed_origins,
+            allow_loopback_http=allow_loopback_http,
+        )
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: str,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        storage: Storage | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        allow_loopback_http: bool = False,
+    ) -> PlanetAuth:
+        """A named profile of the `planet` CLI (``~/.planet/<profile>/``), or a built-in one.
+
+        Args:
+            profile: The profile name (case-insensitive).
+            home: The home directory holding ``.planet/``; the user's by default.
+            storage: Keep the tokens elsewhere instead of sharing them with the CLI.
+            allowed_origins: See the class.
+            allow_loopback_http: See the class.
+
+        Raises:
+            ConfigurationError: The profile does not exist or cannot work.
+        """
+        from .profiles import PlanetHome, SessionSource, auth_from_source, choose_session
+
+        planet_home = PlanetHome(home)
+        source = choose_session(profile=profile, home=planet_home)
+        assert isinstance(source, SessionSource)
+        return auth_from_source(
+            source,
+            home=planet_home,
+            storage=storage,
+            allowed_origins=allowed_origins,
+            allow_loopback_http=allow_loopback_http,
+        )
+
+    @classmethod
+    def from_api_key_file(
+        cls, path: str | os.PathLike[str], *, allowed_origins: Iterable[str] | None = None
+    ) -> PlanetAuth:
+        """An API key from the legacy key file older SDKs wrote: ``{"key": "PLAK..."}``.
+
+        Raises:
+            ConfigurationError: The file cannot be read or holds no key.
+        """
+        import json
+
+        file = Path(path).expanduser()
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read an API key from {file}: {exc}") from None
+        key = data.get("key") if isinstance(data, dict) else None
+        if not isinstance(key, str) or not key:
+            raise ConfigurationError(f'{file} has no "key"; expected {{"key": "PLAK..."}}')
+        return cls(api_key=key, allowed_origins=allowed_origins)
 
     @classmethod
     def from_api_key(

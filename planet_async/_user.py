@@ -139,6 +139,7 @@ class UserLogin:
         scopes: Scopes to request.
         redirect_uri: The registered loopback redirect URI, if the client has one.
         device_interval: Poll interval when the server gives none (RFC 8628 says 5 s).
+        extra_params: More parameters for login requests (e.g. ``audience``).
     """
 
     def __init__(
@@ -150,6 +151,7 @@ class UserLogin:
         scopes: tuple[str, ...],
         redirect_uri: str | None = None,
         device_interval: float = 5.0,
+        extra_params: dict[str, str] | None = None,
     ) -> None:
         self.manager = manager
         self.server = server
@@ -157,11 +159,16 @@ class UserLogin:
         self.scopes = scopes
         self.redirect_uri = redirect_uri
         self.device_interval = device_interval
+        self.extra_params = dict(extra_params or {})
 
     def device_flow(self) -> DeviceCodeFlow:
         """A device login for this session; drive it step by step, then `save` its result."""
         return DeviceCodeFlow(
-            self.server, self.client, scopes=self.scopes, default_interval=self.device_interval
+            self.server,
+            self.client,
+            scopes=self.scopes,
+            default_interval=self.device_interval,
+            extra_params=self.extra_params,
         )
 
     def authorization_code_flow(self, redirect_uri: str | None = None) -> AuthorizationCodeFlow:
@@ -171,6 +178,7 @@ class UserLogin:
             self.client,
             redirect_uri=redirect_uri or self.redirect_uri,
             scopes=self.scopes,
+            extra_params=self.extra_params,
         )
 
     async def save(self, token: TokenSet) -> None:

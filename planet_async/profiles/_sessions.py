@@ -1,0 +1,304 @@
+"""Choosing a session (arguments, environment, ``~/.planet.json``, built-in) and building it.
+
+One precedence, used by the library and the `planet-async` command alike; the first that
+applies wins:
+
+1. Arguments: a profile, or a client id and secret, or an API key.
+2. Environment: ``PL_AUTH_PROFILE``; then ``PL_AUTH_CLIENT_ID`` with ``PL_AUTH_CLIENT_SECRET``;
+   then ``PL_AUTH_API_KEY`` (the guide's name) or ``PL_API_KEY`` (the SDK's).
+3. ``~/.planet.json``: the same keys in the same order, then the legacy ``{"key": ...}``.
+4. The built-in ``planet-user`` profile.
+
+The environment wins over the file as a whole, so a variable set for one command always beats
+what is saved. A profile named by a variable or the file that does not exist is an error, never
+a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import SecretStr
+
+from .._errors import ConfigurationError, LoginRequired
+from .._oauth import (
+    AuthorizationServer,
+    ClientAuth,
+    ClientSecretPost,
+    PrivateKeyJWT,
+    PublicClient,
+)
+from ..storage._protocol import Storage
+from ._clients import PLANET_M2M_ISSUER, AuthClientConfig
+from ._files import PlanetHome, normalize_profile_name
+
+if TYPE_CHECKING:
+    from .._auth import PlanetAuth
+
+__all__ = ["SessionSource", "auth_for_client", "auth_from_source", "choose_session"]
+
+DEFAULT_PROFILE = "planet-user"
+
+
+@dataclass(frozen=True)
+class SessionSource:
+    """Which credential is in use and where it came from.
+
+    Attributes:
+        kind: ``"profile"``, ``"client_credentials"`` or ``"api_key"``.
+        origin: Where it was found, e.g. ``"environment variable PL_AUTH_PROFILE"``.
+        profile: The profile name (for client credentials and API keys from variables: the
+            profile their tokens are kept under, if any).
+        client_id: The M2M client id, for client credentials.
+    """
+
+    kind: Literal["profile", "client_credentials", "api_key"]
+    origin: str
+    profile: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    api_key: SecretStr | None = None
+
+    def describe(self) -> str:
+        """One line for people: what is used, and why."""
+        if self.kind == "profile":
+            return f"profile {self.profile!r} (from {self.origin})"
+        if self.kind == "client_credentials":
+            return f"M2M client {self.client_id!r} (from {self.origin})"
+        return f"API key (from {self.origin})"
+
+
+def choose_session(
+    *,
+    profile: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    api_key: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    home: PlanetHome | None = None,
+) -> SessionSource:
+    """Apply the precedence in this module's docstring.
+
+    Raises:
+        ConfigurationError: Conflicting arguments, half a client id/secret pair, or a profile
+            that does not exist.
+    """
+    home = home or PlanetHome()
+    environ = os.environ if environ is None else environ
+    given = [x for x in (profile, client_id or client_secret, api_key) if x]
+    if len(given) > 1:
+        raise ConfigurationError("give a profile, a client id and secret, or an API key: one")
+    explicit = _from_values(
+        {
+            "PL_AUTH_PROFILE": profile,
+            "PL_AUTH_CLIENT_ID": client_id,
+            "PL_AUTH_CLIENT_SECRET": client_secret,
+            "PL_API_KEY": api_key,
+        },
+        "argument",
+    )
+    found = (
+        explicit
+        or _from_values(environ, "environment variable")
+        or _from_values(home.read_config(), str(home.config_file))
+    )
+    if found is None:
+        return SessionSource(kind="profile", profile=DEFAULT_PROFILE, origin="built-in default")
+    if found.kind == "profile":
+        assert found.profile is not None
+        if home.read_auth_client(found.profile) is None:
+            raise ConfigurationError(
+                f"profile {found.profile!r} (from {found.origin}) does not exist; "
+                "`planet-async profile list` shows the profiles"
+            )
+    return found
+
+
+def _from_values(values: Mapping[str, Any], origin: str) -> SessionSource | None:
+    def value(name: str) -> str | None:
+        item = values.get(name)
+        return item if isinstance(item, str) and item.strip() else None
+
+    def where(name: str) -> str:
+        if origin == "argument":
+            return "argument"
+        if origin == "environment variable":
+            return f"environment variable {name}"
+        return f"{origin} ({name})"
+
+    if profile := value("PL_AUTH_PROFILE"):
+        return SessionSource(
+            kind="profile",
+            profile=normalize_profile_name(profile),
+            origin=where("PL_AUTH_PROFILE"),
+        )
+    client_id, client_secret = value("PL_AUTH_CLIENT_ID"), value("PL_AUTH_CLIENT_SECRET")
+    if client_id or client_secret:
+        if not (client_id and client_secret):
+            missing = "PL_AUTH_CLIENT_SECRET" if client_id else "PL_AUTH_CLIENT_ID"
+            raise ConfigurationError(
+                f"{where('PL_AUTH_CLIENT_ID')}: a client id needs its secret; {missing} is missing"
+            )
+        return SessionSource(
+            kind="client_credentials",
+            origin=where("PL_AUTH_CLIENT_ID"),
+            profile=normalize_profile_name(client_id),
+            client_id=client_id,
+            client_secret=SecretStr(client_secret),
+        )
+    for name in ("PL_AUTH_API_KEY", "PL_API_KEY", "key"):
+        if key := value(name):
+            if name == "key" and origin in ("argument", "environment variable"):
+                continue
+            return SessionSource(kind="api_key", origin=where(name), api_key=SecretStr(key))
+    return None
+
+
+def auth_from_source(
+    source: SessionSource,
+    *,
+    home: PlanetHome | None = None,
+    storage: Storage | None = None,
+    allowed_origins: Iterable[str] | None = None,
+    allow_loopback_http: bool = False,
+) -> PlanetAuth:
+    """Build the PlanetAuth for a chosen session; tokens shared with the CLI unless `storage`.
+
+    Raises:
+        ConfigurationError: The profile's configuration cannot work.
+    """
+    from .._auth import PlanetAuth
+
+    home = home or PlanetHome()
+    options: dict[str, Any] = {
+        "allowed_origins": allowed_origins,
+        "allow_loopback_http": allow_loopback_http,
+    }
+    if source.kind == "api_key":
+        assert source.api_key is not None
+        key = source.api_key.get_secret_value()
+        auth = PlanetAuth(api_key=key, allowed_origins=allowed_origins)
+    elif source.kind == "client_credentials":
+        assert source.client_id is not None
+        assert source.client_secret is not None
+        secret = source.client_secret.get_secret_value()
+        config = AuthClientConfig.m2m(source.client_id, secret, auth_server=PLANET_M2M_ISSUER)
+        session = source.profile or source.client_id
+        auth = auth_for_client(
+            config, session=session, storage=storage or home.storage(), **options
+        )
+    else:
+        assert source.profile is not None
+        found = home.read_auth_client(source.profile)
+        if found is None:
+            raise ConfigurationError(f"profile {source.profile!r} does not exist")
+        auth = auth_for_client(
+            found, session=source.profile, storage=storage or home.storage(), home=home, **options
+        )
+    auth.source = source
+    return auth
+
+
+def auth_for_client(
+    config: AuthClientConfig,
+    *,
+    session: str,
+    storage: Storage | None = None,
+    home: PlanetHome | None = None,
+    allowed_origins: Iterable[str] | None = None,
+    allow_loopback_http: bool = False,
+) -> PlanetAuth:
+    """Build the PlanetAuth a client configuration describes.
+
+    Raises:
+        ConfigurationError: The configuration lacks what its client type needs.
+        LoginRequired: A legacy profile without a saved API key.
+    """
+    from .._auth import PlanetAuth
+    from .._manager import TokenManager
+    from ..flows._client_credentials import ClientCredentialsGrant
+
+    if config.kind in ("api_key", "legacy"):
+        key = _api_key_of(config, session, home)
+        return PlanetAuth(api_key=key, allowed_origins=allowed_origins)
+    if not config.server_url and "token_endpoint" not in config.endpoints():
+        raise ConfigurationError(f"profile {session!r} has no auth_server")
+    endpoints: dict[str, Any] = config.endpoints()
+    server = AuthorizationServer(
+        config.server_url, token_endpoint=endpoints.pop("token_endpoint", None), **endpoints
+    )
+    client = _client_auth(config, session)
+    audience = {"audience": " ".join(config.audiences)} if config.audiences else {}
+    if config.kind == "m2m":
+        grant = ClientCredentialsGrant(
+            server, client, scopes=config.scopes or (), extra_params=audience
+        )
+        manager = TokenManager(grant, storage=storage, session=session)
+        return PlanetAuth(
+            manager, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
+        )
+    return PlanetAuth._user_session(
+        server,
+        client,
+        scopes=tuple(config.scopes if config.scopes is not None else ("planet", "offline_access")),
+        redirect_uri=config.local_redirect_uri or config.redirect_uri,
+        storage=storage,
+        session=session,
+        extra_params=audience,
+        allowed_origins=allowed_origins,
+        allow_loopback_http=allow_loopback_http,
+    )
+
+
+def _client_auth(config: AuthClientConfig, session: str) -> ClientAuth:
+    if not config.client_id:
+        hint = (
+            " (set PL_AUTH_CLIENT_ID and PL_AUTH_CLIENT_SECRET)" if session == "planet-m2m" else ""
+        )
+        raise ConfigurationError(f"profile {session!r} has no client_id{hint}")
+    if config.client_type.endswith("_secret"):
+        if config.client_secret is None:
+            raise ConfigurationError(f"profile {session!r} needs a client_secret")
+        # Like the planet SDK: the secret goes in the form (Keycloak and Auth0 accept both).
+        return ClientSecretPost(client_id=config.client_id, client_secret=config.client_secret)
+    if config.client_type.endswith("_pubkey"):
+        key = _private_key(config, session)
+        password = config.client_privkey_password
+        return PrivateKeyJWT(
+            client_id=config.client_id,
+            private_key=key,
+            password=password,
+        )
+    return PublicClient(client_id=config.client_id)
+
+
+def _private_key(config: AuthClientConfig, session: str) -> SecretStr:
+    if config.client_privkey is not None:
+        return config.client_privkey
+    if config.client_privkey_file:
+        path = os.path.expanduser(config.client_privkey_file)
+        try:
+            with open(path) as file:
+                return SecretStr(file.read())
+        except OSError as exc:
+            raise ConfigurationError(
+                f"profile {session!r}: cannot read client_privkey_file {path}: {exc.strerror}"
+            ) from exc
+    raise ConfigurationError(f"profile {session!r} needs client_privkey or client_privkey_file")
+
+
+def _api_key_of(config: AuthClientConfig, session: str, home: PlanetHome | None) -> str:
+    if config.api_key is not None:
+        return config.api_key.get_secret_value()
+    saved = home.read_token_file(session) if home is not None else None
+    for name in ("api_key", "key"):
+        value = (saved or {}).get(name)
+        if isinstance(value, str) and value:
+            return value
+    raise LoginRequired(
+        f"profile {session!r} has no saved API key: run `planet-async auth login --api-key` "
+        "or set PL_API_KEY"
+    )
