@@ -1,5 +1,7 @@
 """planet_async: async-first authentication for Planet's APIs."""
 
+import logging as _logging
+
 from ._auth import PLANET_API_ORIGINS as PLANET_API_ORIGINS
 from ._auth import PLANET_M2M_ISSUER as PLANET_M2M_ISSUER
 from ._auth import PlanetAuth as PlanetAuth
@@ -105,3 +107,6 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where it goes.
+_logging.getLogger("planet_async").addHandler(_logging.NullHandler())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +22,7 @@ from ._oauth import (
     ClientSecretPost,
     PrivateKeyJWT,
     PublicClient,
+    revoke_token,
 )
 from ._user import BrowserOpener, UserLogin
 from .flows._client_credentials import ClientCredentialsGrant
@@ -302,6 +304,27 @@ class PlanetAuth(httpx.Auth):
         """Log the user in with the local browser and a loopback redirect listener."""
         return await self._user_login().login_with_browser(
             open_browser=open_browser, allow_tty_prompt=allow_tty_prompt, timeout=timeout
+        )
+
+    async def logout(self) -> bool:
+        """End the session: revoke its refresh token where the server supports RFC 7009, then
+        delete it from memory and storage. Returns whether a token was revoked.
+
+        Raises:
+            AuthServerError: The server refused or failed to revoke (the local session is
+                deleted all the same).
+        """
+        if self.manager is None:
+            return False
+        token = await self.manager.forget()
+        if self.user is None or token is None or token.refresh_token is None:
+            return False
+        return await revoke_token(
+            self.user.server,
+            self.user.client,
+            token.refresh_token.get_secret_value(),
+            hint="refresh_token",
+            clock=time.time,
         )
 
     @classmethod

@@ -22,7 +22,7 @@ from .storage._protocol import Storage
 
 __all__ = ["TokenManager"]
 
-logger = logging.getLogger("planet_async")
+logger = logging.getLogger(__name__)
 
 _NEVER = math.inf
 
@@ -40,12 +40,15 @@ class _Current:
 class _Flight:
     """One renewal in progress; every waiter gets its outcome."""
 
-    __slots__ = ("after_401", "done", "error", "header", "rejected")
+    __slots__ = ("after_401", "done", "error", "force", "header", "rejected")
 
-    def __init__(self, rejected: TokenSet | None, *, after_401: bool = False) -> None:
+    def __init__(
+        self, rejected: TokenSet | None, *, after_401: bool = False, force: bool = False
+    ) -> None:
         self.done = anyio.Event()
         self.rejected = rejected  # a token that must not be adopted again, even from storage
         self.after_401 = after_401
+        self.force = force  # ask the server, even if storage holds a fresh token
         self.header: str | None = None
         self.error: BaseException | None = None
 
@@ -232,7 +235,7 @@ class TokenManager:
         """
         flight = self._flight
         if flight is None:
-            flight = self._start_flight(self._current.token if self._current else None)
+            flight = self._start_flight(None, force=True)
             await self._launch(flight)
         await self._outcome(flight, fall_back=False)
         assert self._current is not None
@@ -247,6 +250,14 @@ class TokenManager:
         async with self.storage.lock(self.session):
             await self.storage.save(self.session, token)
         self._adopt(token)
+
+    async def forget(self) -> TokenSet | None:
+        """Delete the session from memory and storage; returns what was stored, if anything."""
+        async with self.storage.lock(self.session):
+            stored = await self.storage.load(self.session)
+            await self.storage.delete(self.session)
+        current, self._current = self._current, None
+        return stored or (current.token if current else None)
 
     async def is_initialized(self) -> bool:
         """Whether the session can produce a token without the user: a valid access token, or a
@@ -264,8 +275,10 @@ class TokenManager:
     def _valid(self, now: float) -> bool:
         return self._current is not None and now < self._current.hard
 
-    def _start_flight(self, rejected: TokenSet | None, *, after_401: bool = False) -> _Flight:
-        flight = self._flight = _Flight(rejected, after_401=after_401)
+    def _start_flight(
+        self, rejected: TokenSet | None, *, after_401: bool = False, force: bool = False
+    ) -> _Flight:
+        flight = self._flight = _Flight(rejected, after_401=after_401, force=force)
         return flight
 
     async def _launch(self, flight: _Flight) -> None:
@@ -290,7 +303,7 @@ class TokenManager:
 
     async def _fly(self, flight: _Flight) -> None:
         try:
-            token = await self._renew(flight.rejected)
+            token = await self._renew(flight.rejected, force=flight.force)
         except Exception as exc:
             flight.error = exc
             self._record_failure(exc)
@@ -304,10 +317,10 @@ class TokenManager:
                 self._flight = None
             flight.done.set()
 
-    async def _renew(self, rejected: TokenSet | None) -> TokenSet:
+    async def _renew(self, rejected: TokenSet | None, *, force: bool = False) -> TokenSet:
         async with self.storage.lock(self.session):
             stored = await self.storage.load(self.session)
-            if self._usable(stored, rejected):
+            if not force and self._usable(stored, rejected):
                 assert stored is not None
                 logger.debug("session %r: using the token another process renewed", self.session)
                 return stored
@@ -325,7 +338,7 @@ class TokenManager:
                 logger.info(
                     "session %r: refresh token was rotated elsewhere; retrying", self.session
                 )
-                if self._usable(latest, rejected):
+                if not force and self._usable(latest, rejected):
                     return latest
                 token = await self._request(latest)
             await self.storage.save(self.session, token)

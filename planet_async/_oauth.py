@@ -45,7 +45,7 @@ __all__ = [
     "parse_token_response",
 ]
 
-logger = logging.getLogger("planet_async")
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
@@ -514,6 +514,32 @@ class AuthorizationServer:
         return parse_token_response(
             response, endpoint=endpoint, received_at=clock(), context=context
         )
+
+
+async def revoke_token(
+    server: AuthorizationServer,
+    client: ClientAuth,
+    token: str,
+    *,
+    hint: str,
+    clock: Clock,
+) -> bool:
+    """Revoke a token at the server (RFC 7009). Returns False if the server cannot revoke.
+
+    Raises:
+        AuthServerError: The server failed or refused the request.
+    """
+    try:
+        await server.endpoint("revocation_endpoint")
+    except ConfigurationError:
+        return False
+    endpoint, response = await server.post_form(
+        "revocation_endpoint", {"token": token, "token_type_hint": hint}, client, clock=clock
+    )
+    if response.status_code != 200:
+        parse_json_response(response, endpoint=endpoint, received_at=clock())
+        raise InvalidTokenResponse(f"{endpoint} answered HTTP {response.status_code}")
+    return True
 
 
 def scope_param(scopes: Sequence[str]) -> dict[str, str]:

@@ -461,3 +461,16 @@ async def test_explicit_renew_raises_when_the_renewal_fails() -> None:
     with pytest.raises(InvalidClientError):
         await manager.renew()
     assert await manager.header() == "Bearer at-1"  # requests keep the still-valid token
+
+
+async def test_explicit_renew_asks_the_server_even_with_a_fresh_stored_token() -> None:
+    """`renew()` in a new process renews, rather than adopting the fresh token in storage."""
+    clock = FakeClock()
+    endpoint = FakeTokenEndpoint(clock)
+    storage = MemoryStorage()
+    await storage.save("default", token("stored", clock))
+    manager = m2m_manager(endpoint, storage=storage)
+    renewed = await manager.renew()
+    assert renewed.access_token.get_secret_value() == "at-1"
+    assert endpoint.calls == 1
+    assert (await storage.load("default")).access_token.get_secret_value() == "at-1"

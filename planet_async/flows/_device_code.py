@@ -24,7 +24,7 @@ from ._scopes import USER_SCOPES
 
 __all__ = ["DeviceAuthorization", "DeviceCodeFlow", "DeviceFlowState"]
 
-logger = logging.getLogger("planet_async")
+logger = logging.getLogger(__name__)
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _SLOW_DOWN_STEP = 5.0  # RFC 8628 3.5: each slow_down adds 5 seconds to the interval

@@ -6,6 +6,7 @@ Read leniently (unknown keys are kept), written exactly as `planet` writes them:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -130,6 +131,14 @@ class PlanetHome:
         directory = self.profile_dir(profile)
         make_private_dirs(self.home, self.profiles_dir, directory)
         write_json_atomic(directory / AUTH_CLIENT_FILE, config.to_json_dict())
+
+    def delete_profile(self, profile: str) -> None:
+        """Remove a profile's files (client configuration, tokens, lock) and its directory."""
+        directory = self.profile_dir(profile)
+        for name in (AUTH_CLIENT_FILE, "token.json", "token.json.lock"):
+            (directory / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: something else lives there; leave it
+            directory.rmdir()
 
     def read_token_file(self, profile: str) -> dict[str, Any] | None:
         """A profile's raw ``token.json`` (for API keys; OAuth tokens go through FileStorage)."""

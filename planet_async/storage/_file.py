@@ -19,7 +19,7 @@ from ._platform import try_lock, unlock
 
 __all__ = ["FileStorage"]
 
-logger = logging.getLogger("planet_async")
+logger = logging.getLogger(__name__)
 
 _TOKEN_FILE = "token.json"
 _LOCK_FILE = "token.json.lock"

@@ -1,0 +1,342 @@
+"""`planet-async`: log in, inspect and log out, with the same session choice as the library."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from .._auth import PlanetAuth
+from .._errors import ConfigurationError, PlanetAuthError
+from ..flows._device_code import DeviceAuthorization
+from ..profiles import AuthClientConfig, PlanetHome, auth_from_source, choose_session
+from ..profiles._clients import PLANET_M2M_ISSUER, PLANET_USER_ISSUER
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Fail(Exception):
+    """A user-facing failure: one line on stderr and an exit code, never a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _options(defaults: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after the command (`--profile x auth status` or the reverse)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    unset: Any = None if defaults else argparse.SUPPRESS
+    parser.add_argument(
+        "--profile", default=unset, help="the profile to use (default: as the library chooses)"
+    )
+    parser.add_argument(
+        "--home", default=unset, help="the directory holding .planet/ (default: your home)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False if defaults else argparse.SUPPRESS,
+        help="machine-readable output",
+    )
+    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="planet-async",
+        description="Log in to Planet, inspect the session and log out. Sessions are shared "
+        "with the `planet` CLI (~/.planet.json, ~/.planet/<profile>/).",
+        parents=[_options(defaults=True)],
+    )
+    parser.add_argument(
+        "--allow-loopback-http",
+        action="store_true",
+        help="allow an http:// authorization server on 127.0.0.1 (testing)",
+    )
+    common = [_options(defaults=False)]
+    commands = parser.add_subparsers(dest="group", required=True)
+
+    auth = commands.add_parser("auth", help="log in, status, tokens, log out")
+    auth_commands = auth.add_subparsers(dest="command", required=True)
+    login = auth_commands.add_parser("login", help="log in and save the session", parents=common)
+    how = login.add_mutually_exclusive_group()
+    how.add_argument("--browser", action="store_true", help="user login in a local browser")
+    how.add_argument("--device", action="store_true", help="user login with a code (default)")
+    how.add_argument("--api-key", help="save a Planet API key ('-' reads it from stdin)")
+    login.add_argument("--client-id", help="an M2M client id (with a secret), or a user client")
+    login.add_argument(
+        "--client-secret", help="the M2M secret (default: $PL_AUTH_CLIENT_SECRET, or a prompt)"
+    )
+    login.add_argument("--issuer", help="the authorization server (default: Planet's)")
+    login.add_argument("--scope", action="append", help="a scope to request (repeatable)")
+    login.add_argument("--redirect-uri", help="registered loopback redirect URI (browser)")
+    login.add_argument("--no-open", action="store_true", help="print the URL, do not open it")
+    login.add_argument("--qr", action="store_true", help="show a QR code for the device login")
+    login.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for you")
+    login.add_argument("--use", action="store_true", help="make this profile the default")
+    for name, text in (
+        ("status", "which session, where from, and its expiry"),
+        ("print-access-token", "print a valid access token"),
+        ("refresh", "renew the access token now"),
+        ("logout", "revoke and delete the session"),
+    ):
+        auth_commands.add_parser(name, help=text, parents=common)
+
+    profile = commands.add_parser("profile", help="list, show and choose profiles")
+    profile_commands = profile.add_subparsers(dest="command", required=True)
+    profile_commands.add_parser("list", help="list profiles", parents=common)
+    show = profile_commands.add_parser(
+        "show", help="show a profile's settings (secrets masked)", parents=common
+    )
+    show.add_argument("name", nargs="?")
+    use = profile_commands.add_parser("use", help="make a profile the default", parents=common)
+    use.add_argument("name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (0 ok, 1 failed, 2 bad usage or settings)."""
+    args = _parser().parse_args(argv)
+    _show_warnings()
+    try:
+        result = anyio.run(_run, args)
+    except _Fail as exc:
+        return _error(str(exc), exc.code)
+    except ConfigurationError as exc:
+        return _error(str(exc), EXIT_USAGE)
+    except PlanetAuthError as exc:
+        return _error(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+    _output(args, result)
+    return EXIT_OK
+
+
+def _show_warnings() -> None:
+    """Warnings (a corrupt file moved aside) go to stderr; a failed renewal is left to the
+    one-line error that follows it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("planet-async: warning: %(message)s"))
+    handler.addFilter(lambda record: not record.name.startswith("planet_async._manager"))
+    library = logging.getLogger("planet_async")
+    library.addHandler(handler)
+    library.setLevel(logging.WARNING)
+    library.propagate = False
+
+
+def _error(message: str, code: int) -> int:
+    print(f"planet-async: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _output(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return
+    text = result.pop("_text", None)
+    if text is not None:
+        print(text)
+        return
+    for key, value in result.items():
+        print(f"{key}: {value}")
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    home = PlanetHome(args.home)
+    if args.group == "profile":
+        return await anyio.to_thread.run_sync(_profile_command, args, home)
+    if args.command == "login":
+        return await _login(args, home)
+    auth = await _chosen_auth(args, home)
+    if args.command == "status":
+        return await _status(auth)
+    if args.command == "print-access-token":
+        if auth.manager is None:
+            raise _Fail("this profile uses an API key, which is not an access token")
+        token = await auth.manager.token()
+        value = token.access_token.get_secret_value()
+        return {"access_token": value, "_text": value}
+    if args.command == "refresh":
+        if auth.manager is None:
+            raise _Fail("an API key has nothing to refresh")
+        token = await auth.manager.renew()
+        return {"refreshed": True, "expires_at": token.expires_at, "_text": "refreshed"}
+    revoked = await auth.logout()
+    if auth.manager is None and auth.source and auth.source.profile:
+        await anyio.to_thread.run_sync(home.delete_token_file, auth.source.profile)
+    text = "logged out" + (" (refresh token revoked)" if revoked else "")
+    return {"logged_out": True, "revoked": revoked, "_text": text}
+
+
+async def _chosen_auth(args: argparse.Namespace, home: PlanetHome) -> PlanetAuth:
+    source = await anyio.to_thread.run_sync(lambda: choose_session(profile=args.profile, home=home))
+    return auth_from_source(source, home=home, allow_loopback_http=args.allow_loopback_http)
+
+
+async def _status(auth: PlanetAuth) -> dict[str, Any]:
+    source = auth.source
+    result: dict[str, Any] = {
+        "profile": source.profile if source else None,
+        "source": source.origin if source else None,
+    }
+    if auth.manager is None:
+        result.update(kind="api_key", logged_in=True)
+        return result
+    result["kind"] = "user" if auth.user is not None else "m2m"
+    stored = await auth.manager.storage.load(auth.manager.session)
+    if stored is None:
+        result.update(logged_in=False)
+        if auth.user is not None:
+            raise _Fail(
+                f"not logged in ({source.describe() if source else 'session'}): "
+                "run `planet-async auth login`"
+            )
+        return result
+    now = time.time()
+    result.update(
+        logged_in=True,
+        expires_at=stored.expires_at,
+        expires_in=None if stored.expires_at is None else round(stored.expires_at - now),
+        has_refresh_token=stored.refresh_token is not None,
+        scope=stored.scope,
+    )
+    return result
+
+
+async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
+    if args.api_key is not None:
+        key = sys.stdin.readline().strip() if args.api_key == "-" else args.api_key
+        if not key:
+            raise _Fail("no API key given", EXIT_USAGE)
+        name = args.profile or "planet-apikey"
+        await anyio.to_thread.run_sync(_save_api_key, home, name, key)
+        return _logged_in(args, home, name, "api_key")
+    secret = args.client_secret or os.environ.get("PL_AUTH_CLIENT_SECRET")
+    if args.client_id and (secret or not (args.device or args.browser or args.issuer)):
+        if not secret:
+            secret = getpass.getpass("Client secret: ") if sys.stdin.isatty() else ""
+        if not secret:
+            raise _Fail("an M2M login needs --client-secret or $PL_AUTH_CLIENT_SECRET", EXIT_USAGE)
+        name = args.profile or args.client_id
+        config = AuthClientConfig.m2m(
+            args.client_id,
+            secret,
+            auth_server=args.issuer or PLANET_M2M_ISSUER,
+            scopes=args.scope or [],
+        )
+        existed = await anyio.to_thread.run_sync(home.read_auth_client, name) is not None
+        auth = await _save_client(args, home, name, config)
+        assert auth.manager is not None
+        try:
+            await auth.manager.renew()  # proves the credentials work, and saves the token
+        except PlanetAuthError:
+            if not existed:  # leave no profile behind that cannot work
+                await anyio.to_thread.run_sync(home.delete_profile, name)
+            raise
+        return _logged_in(args, home, name, "m2m")
+    if args.client_id:
+        name = args.profile or args.client_id
+        config = AuthClientConfig.user(
+            args.client_id,
+            auth_server=args.issuer or PLANET_USER_ISSUER,
+            scopes=args.scope,
+            redirect_uri=args.redirect_uri,
+        )
+        auth = await _save_client(args, home, name, config)
+    else:
+        auth = await _chosen_auth(args, home)
+        name = auth.source.profile if auth.source and auth.source.profile else "planet-user"
+    if auth.user is None:
+        raise _Fail(
+            f"profile {name!r} is not a user profile: give --client-id and a secret, or --api-key",
+            EXIT_USAGE,
+        )
+    if args.browser:
+        opener = (lambda url: False) if args.no_open else None
+        await auth.login_with_browser(
+            open_browser=opener, allow_tty_prompt=sys.stdin.isatty(), timeout=args.timeout
+        )
+    else:
+        with anyio.fail_after(args.timeout):
+            await auth.login_with_device(show=lambda pending: _show_device_code(pending, args.qr))
+    return _logged_in(args, home, name, "user")
+
+
+async def _save_client(
+    args: argparse.Namespace, home: PlanetHome, name: str, config: AuthClientConfig
+) -> PlanetAuth:
+    await anyio.to_thread.run_sync(home.write_auth_client, name, config)
+    source = await anyio.to_thread.run_sync(lambda: choose_session(profile=name, home=home))
+    return auth_from_source(source, home=home, allow_loopback_http=args.allow_loopback_http)
+
+
+def _save_api_key(home: PlanetHome, name: str, key: str) -> None:
+    home.write_auth_client(name, AuthClientConfig.static_api_key(key))
+    home.write_token_file(name, {"api_key": key, "bearer_token_prefix": "api-key"})
+
+
+def _logged_in(args: argparse.Namespace, home: PlanetHome, name: str, kind: str) -> dict[str, Any]:
+    if args.use:
+        home.set_default_profile(name)
+    return {"profile": name, "kind": kind, "_text": f"logged in: profile {name!r} ({kind})"}
+
+
+def _show_device_code(pending: DeviceAuthorization, qr: bool) -> None:
+    print(
+        f"\n  Visit:  {pending.verification_uri}\n  Code:   {pending.user_code}\n", file=sys.stderr
+    )
+    if pending.verification_uri_complete:
+        print(f"  Or open: {pending.verification_uri_complete}\n", file=sys.stderr)
+        if qr:
+            print(_qr_text(pending.verification_uri_complete), file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _qr_text(url: str) -> str:
+    try:
+        import qrcode  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return "  (install planet-async[qr] for a QR code)\n"
+    code = qrcode.QRCode(border=2)
+    code.add_data(url)
+    lines: list[str] = []
+
+    class _Sink:
+        def write(self, text: str) -> None:
+            lines.append(text)
+
+        def flush(self) -> None:
+            return None
+
+    code.print_ascii(out=_Sink())
+    return "".join(lines)
+
+
+def _profile_command(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
+    if args.command == "list":
+        default = home.read_config().get("PL_AUTH_PROFILE")
+        names = home.list_profiles()
+        text = "\n".join(f"{'*' if n == default else ' '} {n}" for n in names)
+        return {"profiles": names, "default": default, "_text": text}
+    if args.command == "use":
+        if home.read_auth_client(args.name) is None:
+            raise _Fail(f"no profile {args.name!r}: `planet-async profile list` shows them", 2)
+        home.set_default_profile(args.name)
+        return {"default": args.name.lower(), "_text": f"default profile: {args.name.lower()}"}
+    name = args.name or choose_session(profile=args.profile, home=home).profile
+    config = home.read_auth_client(name) if name else None
+    if config is None:
+        raise _Fail(f"no profile {name!r}: `planet-async profile list` shows them", EXIT_USAGE)
+    shown = config.model_dump(mode="json", exclude_none=True)  # secrets come out masked
+    return {"profile": name, **shown}
