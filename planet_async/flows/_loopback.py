@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -15,7 +16,7 @@ from .._errors import ConfigurationError, LoginError
 
 __all__ = ["LoopbackListener"]
 
-logger = logging.getLogger("planet_async")
+logger = logging.getLogger(__name__)
 
 _MAX_HEAD = 16 * 1024
 _READ_TIMEOUT = 10.0
@@ -43,7 +44,7 @@ class LoopbackListener:
         self._name = host
         self._port = port
         self.path = path
-        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+        self._listener: anyio.abc.SocketListener | None = None
 
     @classmethod
     def for_redirect_uri(cls, redirect_uri: str | None) -> LoopbackListener:
@@ -73,9 +74,10 @@ class LoopbackListener:
         return f"http://{self._name}:{self.port}{self.path}"
 
     async def __aenter__(self) -> LoopbackListener:
-        self._listener = await anyio.create_tcp_listener(
-            local_host="127.0.0.1", local_port=self._port
-        )
+        listeners = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self._port)
+        (listener,) = listeners.listeners  # one address, one socket
+        assert isinstance(listener, anyio.abc.SocketListener)
+        self._listener = listener
         return self
 
     async def __aexit__(
@@ -125,10 +127,30 @@ class LoopbackListener:
                     )
                     tg.cancel_scope.cancel()
 
-            tg.start_soon(self._listener.serve, handle, tg)
+            tg.start_soon(_accept_when_waiting, self._listener, handle, tg)
         if failure:
             raise failure[0]
         return outcome[0]
+
+
+async def _accept_when_waiting(
+    listener: anyio.abc.SocketListener,
+    handle: Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]],
+    tg: anyio.abc.TaskGroup,
+) -> None:
+    """Like `Listener.serve`, but accepts only once a connection is waiting.
+
+    Stopping `serve` cancels an accept in progress, and on asyncio's selector event loops a
+    connection that arrives at that moment is accepted and then dropped: an unclosed socket, and
+    "Exception in callback ... _sock_accept ... InvalidStateError" printed by asyncio (CPython
+    gh-153761). Browsers open a connection (for /favicon.ico) just as the page that ends the
+    login arrives, so it happened to about one login in twenty. Waiting for readability first
+    means the accept never waits, and a cancellation finds nothing accepted.
+    """
+    raw = listener.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610
+    while True:
+        await anyio.wait_readable(raw)
+        tg.start_soon(handle, await listener.accept())
 
 
 async def _read_target(stream: anyio.abc.SocketStream) -> str | None:

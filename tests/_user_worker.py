@@ -1,0 +1,133 @@
+"""One program of a fleet sharing a user session, for tests/test_rotation_processes.py.
+
+Run it from the repository root (``python -m tests._user_worker ...``) or by path. It builds a
+`PlanetAuth` over the session in a FileStorage, renewed with the session's refresh token (which the
+peer rotates on every use), prints ``ready``, waits for a ``go`` line on stdin so that the fleet
+starts at one moment, then sends a request every INTERVAL_MS milliseconds for SECONDS seconds to a
+stand-in API that verifies each bearer token against the peer's JWKS (signature, issuer, audience,
+expiry). Finally it prints one JSON line:
+
+    {"renewals": n, "tokens": [[token, first_used], ...], "requests": n, "errors": n,
+     "rejected": n}
+
+`tokens` are the distinct access tokens the API received, with the wall-clock time each was first
+sent, in order of first use; `errors` counts requests that raised or did not end in 200,
+`rejected` the tokens the API refused. A watchdog ends the process if the parent never says go or
+something hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run by path: make `tests` and `planet_async` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import anyio
+import httpx
+
+from planet_async import (
+    AuthorizationServer,
+    FileStorage,
+    PlanetAuth,
+    PublicClient,
+    RefreshTokenGrant,
+    TokenManager,
+)
+from tests._helpers import API, VerifyingApi
+
+_GRACE = 30.0  # seconds the watchdog allows beyond the run itself
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests._user_worker", description=__doc__)
+    parser.add_argument("issuer", help="the authorization server (the test peer)")
+    parser.add_argument("root", help="the FileStorage root holding the session")
+    parser.add_argument("session", help="the session name in that storage")
+    parser.add_argument("seconds", type=float, help="how long to send requests")
+    parser.add_argument("interval_ms", type=float, help="milliseconds between requests")
+    parser.add_argument("--client-id", default="native-app")
+    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    return parser.parse_args(argv)
+
+
+def _start_watchdog(seconds: float) -> None:
+    def expire() -> None:
+        print(f"worker {os.getpid()}: watchdog expired after {seconds:g} s", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(3)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
+async def _run(
+    auth: PlanetAuth, api: VerifyingApi, seconds: float, interval: float
+) -> dict[str, Any]:
+    first_used: dict[str, float] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        token = request.headers.get("authorization", "").partition(" ")[2]
+        first_used.setdefault(token, time.time())
+        return api.handler(request)
+
+    requests = errors = 0
+    async with httpx.AsyncClient(auth=auth, transport=httpx.MockTransport(handler)) as client:
+        start = anyio.current_time()
+        deadline = start + seconds
+        next_at = start
+        while next_at < deadline:
+            requests += 1
+            try:
+                response = await client.get(f"{API}/data/v1/searches")
+            except Exception as exc:
+                errors += 1
+                print(f"worker {os.getpid()}: request failed: {exc!r}", file=sys.stderr)
+            else:
+                if response.status_code != 200:
+                    errors += 1
+                    print(f"worker {os.getpid()}: HTTP {response.status_code}", file=sys.stderr)
+            # Pacing a load generator, not synchronisation: the fleet shares only the file.
+            now = anyio.current_time()
+            next_at = max(next_at + interval, now)
+            await anyio.sleep(next_at - now)
+    assert auth.manager is not None
+    return {
+        "renewals": auth.manager.renewals,
+        "tokens": list(first_used.items()),  # dicts keep insertion order: order of first use
+        "requests": requests,
+        "errors": errors,
+        "rejected": api.rejected,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    _start_watchdog(args.seconds + _GRACE)
+    api = VerifyingApi(args.issuer)  # fetches the JWKS now, before the fleet starts
+    grant = RefreshTokenGrant(
+        AuthorizationServer(args.issuer), PublicClient(client_id=args.client_id)
+    )
+    manager = TokenManager(grant, storage=FileStorage(args.root), session=args.session)
+    auth = PlanetAuth(manager)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        print(f"worker {os.getpid()}: no go line on stdin", file=sys.stderr)
+        return 2
+    report: dict[str, Any] = anyio.run(
+        _run, auth, api, args.seconds, args.interval_ms / 1000, backend=args.backend
+    )
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
