@@ -31,12 +31,16 @@ async def login_with_device(
 ) -> TokenSet:
     """Run a device login end to end: start, `show` the user the code, poll until done.
 
+    `show` may be a plain function or a coroutine function.
+
     Raises:
         LoginError: The user declined, or the code expired.
         AuthServerError: The server failed.
     """
     pending = await flow.start()
-    show(pending)
+    shown = show(pending)
+    if inspect.isawaitable(shown):
+        await shown
     return await flow.complete(pending)
 
 
