@@ -9,16 +9,19 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 
-from .._auth import PlanetAuth
-from .._errors import ConfigurationError, PlanetAuthError
+from .._auth import PlanetAuth, _is_loopback
+from .._errors import ConfigurationError, LoginTimeout, PlanetAuthError
 from ..flows._device_code import DeviceAuthorization
 from ..profiles import AuthClientConfig, PlanetHome, auth_from_source, choose_session
 from ..profiles._clients import PLANET_M2M_ISSUER, PLANET_USER_ISSUER
+from ..storage._atomic import write_json_atomic
 
 __all__ = ["main"]
 
@@ -49,6 +52,12 @@ def _options(defaults: bool) -> argparse.ArgumentParser:
         default=False if defaults else argparse.SUPPRESS,
         help="machine-readable output",
     )
+    parser.add_argument(
+        "--allow-loopback-http",
+        action="store_true",
+        default=False if defaults else argparse.SUPPRESS,
+        help="allow an http:// authorization server on 127.0.0.1 (testing)",
+    )
     return parser
 
 
@@ -58,11 +67,6 @@ def _parser() -> argparse.ArgumentParser:
         description="Log in to Planet, inspect the session and log out. Sessions are shared "
         "with the `planet` CLI (~/.planet.json, ~/.planet/<profile>/).",
         parents=[_options(defaults=True)],
-    )
-    parser.add_argument(
-        "--allow-loopback-http",
-        action="store_true",
-        help="allow an http:// authorization server on 127.0.0.1 (testing)",
     )
     common = [_options(defaults=False)]
     commands = parser.add_subparsers(dest="group", required=True)
@@ -141,10 +145,10 @@ def _error(message: str, code: int) -> int:
 
 
 def _output(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    text = result.pop("_text", None)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return
-    text = result.pop("_text", None)
     if text is not None:
         print(text)
         return
@@ -158,7 +162,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         return await anyio.to_thread.run_sync(_profile_command, args, home)
     if args.command == "login":
         return await _login(args, home)
-    auth = await _chosen_auth(args, home)
+    auth = await _chosen_auth(args, home, check_server=args.command != "status")
     if args.command == "status":
         return await _status(auth)
     if args.command == "print-access-token":
@@ -179,9 +183,29 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     return {"logged_out": True, "revoked": revoked, "_text": text}
 
 
-async def _chosen_auth(args: argparse.Namespace, home: PlanetHome) -> PlanetAuth:
+async def _chosen_auth(
+    args: argparse.Namespace, home: PlanetHome, *, check_server: bool = True
+) -> PlanetAuth:
     source = await anyio.to_thread.run_sync(lambda: choose_session(profile=args.profile, home=home))
+    if check_server and source.kind == "profile" and source.profile:
+        config = await anyio.to_thread.run_sync(home.read_auth_client, source.profile)
+        if config is not None:
+            _check_server(config, args.allow_loopback_http)
     return auth_from_source(source, home=home, allow_loopback_http=args.allow_loopback_http)
+
+
+def _check_server(config: AuthClientConfig, allow_loopback_http: bool) -> None:
+    """Secrets and codes go to an https server only; http only on loopback, and only if asked."""
+    for url in (config.server_url, *config.endpoints().values()):
+        if not url:
+            continue
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "https" or (
+            parts.scheme == "http" and allow_loopback_http and _is_loopback(parts.hostname or "")
+        ):
+            continue
+        hint = " (--allow-loopback-http allows http on 127.0.0.1)" if parts.scheme == "http" else ""
+        raise _Fail(f"refusing authorization server {url}: it is not https{hint}", EXIT_USAGE)
 
 
 async def _status(auth: PlanetAuth) -> dict[str, Any]:
@@ -235,15 +259,10 @@ async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
             auth_server=args.issuer or PLANET_M2M_ISSUER,
             scopes=args.scope or [],
         )
-        existed = await anyio.to_thread.run_sync(home.read_auth_client, name) is not None
-        auth = await _save_client(args, home, name, config)
-        assert auth.manager is not None
-        try:
+        async with _undone_on_failure(home, name):
+            auth = await _save_client(args, home, name, config)
+            assert auth.manager is not None
             await auth.manager.renew()  # proves the credentials work, and saves the token
-        except PlanetAuthError:
-            if not existed:  # leave no profile behind that cannot work
-                await anyio.to_thread.run_sync(home.delete_profile, name)
-            raise
         return _logged_in(args, home, name, "m2m")
     if args.client_id:
         name = args.profile or args.client_id
@@ -253,36 +272,71 @@ async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
             scopes=args.scope,
             redirect_uri=args.redirect_uri,
         )
-        auth = await _save_client(args, home, name, config)
-    else:
-        auth = await _chosen_auth(args, home)
-        name = auth.source.profile if auth.source and auth.source.profile else "planet-user"
+        async with _undone_on_failure(home, name):
+            auth = await _save_client(args, home, name, config)
+            await _login_user(args, auth, name)
+        return _logged_in(args, home, name, "user")
+    auth = await _chosen_auth(args, home)
+    name = auth.source.profile if auth.source and auth.source.profile else "planet-user"
+    await _login_user(args, auth, name)
+    return _logged_in(args, home, name, "user")
+
+
+async def _login_user(args: argparse.Namespace, auth: PlanetAuth, name: str) -> None:
     if auth.user is None:
         raise _Fail(
             f"profile {name!r} is not a user profile: give --client-id and a secret, or --api-key",
             EXIT_USAGE,
         )
+    await _user_login(args, auth)
+
+
+@asynccontextmanager
+async def _undone_on_failure(home: PlanetHome, name: str) -> AsyncIterator[None]:
+    """A login that fails leaves the profile as it was: a new one removed, an old one restored."""
+    path = home.profile_dir(name) / "auth_client.json"
+    before = await anyio.to_thread.run_sync(lambda: path.read_bytes() if path.is_file() else None)
+    try:
+        yield
+    except (PlanetAuthError, _Fail):
+        if before is None:
+            await anyio.to_thread.run_sync(home.delete_profile, name)
+        else:
+            await anyio.to_thread.run_sync(write_json_atomic, path, json.loads(before))
+        raise
+
+
+async def _user_login(args: argparse.Namespace, auth: PlanetAuth) -> None:
     if args.browser:
         opener = (lambda url: False) if args.no_open else None
         await auth.login_with_browser(
             open_browser=opener, allow_tty_prompt=sys.stdin.isatty(), timeout=args.timeout
         )
-    else:
+        return
+    try:
         with anyio.fail_after(args.timeout):
             await auth.login_with_device(show=lambda pending: _show_device_code(pending, args.qr))
-    return _logged_in(args, home, name, "user")
+    except TimeoutError:
+        raise LoginTimeout(
+            f"nobody confirmed the device code within {args.timeout:g} s (--timeout); start again"
+        ) from None
 
 
 async def _save_client(
     args: argparse.Namespace, home: PlanetHome, name: str, config: AuthClientConfig
 ) -> PlanetAuth:
+    _check_server(config, args.allow_loopback_http)
     await anyio.to_thread.run_sync(home.write_auth_client, name, config)
     source = await anyio.to_thread.run_sync(lambda: choose_session(profile=name, home=home))
     return auth_from_source(source, home=home, allow_loopback_http=args.allow_loopback_http)
 
 
 def _save_api_key(home: PlanetHome, name: str, key: str) -> None:
-    home.write_auth_client(name, AuthClientConfig.static_api_key(key))
+    # The key goes in token.json only (which `planet` reads too when the client config has none),
+    # so that `auth logout`, which deletes token.json, really forgets it.
+    home.write_auth_client(
+        name, AuthClientConfig(client_type="static_apikey", bearer_token_prefix="api-key")
+    )
     home.write_token_file(name, {"api_key": key, "bearer_token_prefix": "api-key"})
 
 
