@@ -626,4 +626,4 @@ def test_wrong_secret_leaves_an_existing_profile_as_it_was(m2m: Cli, peer: Peer)
     before = config.read_bytes()
     _failed(m2m(*_m2m_login(peer.issuer, "m2m", secret="not-the-secret")), 1)
     assert config.read_bytes() == before
-    assert m2m("auth", "print-access-token").returncode == 0
+    assert m2m("--allow-loopback-http", "auth", "print-access-token").returncode == 0
