@@ -347,6 +347,25 @@ class ServerMetadata(BaseModel):
 
 
 _metadata_cache: dict[str, ServerMetadata] = {}
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def require_secure_url(url: str) -> str:
+    """`url` if credentials may be sent to it: https, or plain http on a loopback address.
+
+    Raises:
+        ConfigurationError: Anything else; client secrets and tokens must not travel in clear.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and (host in _LOOPBACK_HOSTS or host.startswith("127.")):
+        return url
+    raise ConfigurationError(
+        f"refusing authorization server URL {url!r}: it must be https "
+        "(plain http is allowed only on loopback, for tests)"
+    )
 
 
 def _well_known_urls(issuer: str) -> list[str]:
@@ -390,6 +409,9 @@ class AuthorizationServer:
         self._explicit = {k: v for k, v in endpoints.items() if v}
         if token_endpoint:
             self._explicit["token_endpoint"] = token_endpoint
+        for url in (issuer, *self._explicit.values()):
+            if url is not None:
+                require_secure_url(url)
         self._transport = transport
         self.timeout = timeout
 
@@ -417,7 +439,7 @@ class AuthorizationServer:
         url = getattr(metadata, name, None) or (metadata.model_extra or {}).get(name)
         if not isinstance(url, str) or not url:
             raise ConfigurationError(f"authorization server {self.issuer} has no {name}")
-        return url
+        return require_secure_url(url)
 
     async def metadata(self) -> ServerMetadata:
         """The server's metadata, fetched once per issuer and cached for the process.

@@ -548,3 +548,35 @@ async def test_every_call_is_bounded_by_the_timeout(call: str) -> None:
     assert url in str(info.value)
     assert info.value.endpoint == url
     assert endpoint.urls == [url]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://auth.example.com", "ftp://auth.example.com", "auth.example.com"]
+)
+def test_credentials_never_go_to_a_plain_http_server(url: str) -> None:
+    """An authorization server URL must be https; plain http only on loopback (tests)."""
+    with pytest.raises(ConfigurationError, match="must be https"):
+        AuthorizationServer(url)
+    with pytest.raises(ConfigurationError, match="must be https"):
+        AuthorizationServer(token_endpoint=f"{url}/token")
+    AuthorizationServer("http://127.0.0.1:8080")
+    AuthorizationServer(token_endpoint="http://localhost:9/token")
+
+
+async def test_discovered_plain_http_endpoint_is_refused() -> None:
+    """Metadata pointing the token endpoint at plain http is refused before any secret is sent."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(
+            200,
+            json={"issuer": "https://auth.test", "token_endpoint": "http://auth.test/token"},
+        )
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    server = AuthorizationServer("https://auth.test", transport=HttpxTransport(http))
+    with pytest.raises(ConfigurationError, match="must be https"):
+        await server.endpoint("token_endpoint")
+    assert sent == ["https://auth.test/.well-known/openid-configuration"]
+    await http.aclose()

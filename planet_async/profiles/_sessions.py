@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["SessionSource", "auth_for_client", "auth_from_source", "choose_session"]
 
 DEFAULT_PROFILE = "planet-user"
+M2M_PROFILE_PREFIX = "planet-m2m-"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class SessionSource:
         kind: ``"profile"``, ``"client_credentials"`` or ``"api_key"``.
         origin: Where it was found, e.g. ``"environment variable PL_AUTH_PROFILE"``.
         profile: The profile name (for client credentials and API keys from variables: the
-            profile their tokens are kept under, if any).
+            profile their tokens are kept under, if any; ``planet-m2m-<client id>`` for client
+            credentials, as in the `planet` SDK).
         client_id: The M2M client id, for client credentials.
     """
 
@@ -120,7 +122,10 @@ def choose_session(
 def _from_values(values: Mapping[str, Any], origin: str) -> SessionSource | None:
     def value(name: str) -> str | None:
         item = values.get(name)
-        return item if isinstance(item, str) and item.strip() else None
+        if item is not None and not isinstance(item, str):
+            # A setting of the wrong type is a broken setting, not an absent one.
+            raise ConfigurationError(f"{where(name)} must be a string; fix or remove it")
+        return item if item and item.strip() else None
 
     def where(name: str) -> str:
         if origin == "argument":
@@ -130,11 +135,11 @@ def _from_values(values: Mapping[str, Any], origin: str) -> SessionSource | None
         return f"{origin} ({name})"
 
     if profile := value("PL_AUTH_PROFILE"):
-        return SessionSource(
-            kind="profile",
-            profile=normalize_profile_name(profile),
-            origin=where("PL_AUTH_PROFILE"),
-        )
+        try:
+            name = normalize_profile_name(profile)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{where('PL_AUTH_PROFILE')}: {exc}") from None
+        return SessionSource(kind="profile", profile=name, origin=where("PL_AUTH_PROFILE"))
     client_id, client_secret = value("PL_AUTH_CLIENT_ID"), value("PL_AUTH_CLIENT_SECRET")
     if client_id or client_secret:
         if not (client_id and client_secret):
@@ -142,10 +147,15 @@ def _from_values(values: Mapping[str, Any], origin: str) -> SessionSource | None
             raise ConfigurationError(
                 f"{where('PL_AUTH_CLIENT_ID')}: a client id needs its secret; {missing} is missing"
             )
+        try:
+            # Where the `planet` SDK keeps the tokens of these credentials, so both share them.
+            profile = normalize_profile_name(f"{M2M_PROFILE_PREFIX}{client_id}")
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{where('PL_AUTH_CLIENT_ID')}: {exc}") from None
         return SessionSource(
             kind="client_credentials",
             origin=where("PL_AUTH_CLIENT_ID"),
-            profile=normalize_profile_name(client_id),
+            profile=profile,
             client_id=client_id,
             client_secret=SecretStr(client_secret),
         )
