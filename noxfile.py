@@ -56,3 +56,27 @@ def typecheck(session: nox.Session) -> None:
     """mypy, strict on the package."""
     session.install("-e", ".[test]", "mypy>=1.13")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks beside the `planet` SDK's auth and authlib: `python3 -m nox -s bench`.
+
+    Names or `--quick` go to `python -m benchmarks`: `python3 -m nox -s bench -- storm --quick`.
+    """
+    session.install(
+        "-e", ".", "planet>=3.7,<4", "planet-auth>=2.3,<3", "authlib>=1.6,<2", "matplotlib>=3.8"
+    )
+    _install_peer(session)
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job on loopback, no credentials: thousands of files, tokens living 3 s.
+
+    Options go to examples/download_demo.py: `python3 -m nox -s demo -- --backend trio`.
+    """
+    session.install("-e", ".", "trio>=0.27")
+    _install_peer(session)
+    session.run("python", "examples/download_demo.py", *session.posargs)

@@ -95,6 +95,9 @@ class Peer:
             line = first.get(timeout=timeout)
         except queue.Empty:
             raise fail(f"did not become ready within {timeout} s") from None
+        except BaseException:  # Ctrl-C while waiting: never leave node running
+            _terminate(proc)
+            raise
         if not line:
             proc.wait(timeout=5)
             raise fail(f"exited with code {proc.returncode} before becoming ready")
