@@ -627,3 +627,19 @@ def test_wrong_secret_leaves_an_existing_profile_as_it_was(m2m: Cli, peer: Peer)
     _failed(m2m(*_m2m_login(peer.issuer, "m2m", secret="not-the-secret")), 1)
     assert config.read_bytes() == before
     assert m2m("--allow-loopback-http", "auth", "print-access-token").returncode == 0
+
+
+def test_device_login_qr_code_when_asked() -> None:
+    """`--qr` draws a QR code of the complete URI (finder patterns in three corners)."""
+    from planet_async.cli._main import _qr_text
+
+    lines = [
+        line
+        for line in _qr_text("http://127.0.0.1:1/device?user_code=ABCD-EFGH").splitlines()
+        if line.strip()
+    ]
+    finder = "█▀▀▀▀▀█"
+    assert lines[0].count(finder) == 2  # top-left and top-right
+    assert sum(line.count("▀▀▀▀▀▀▀") for line in lines[:8]) >= 2
+    assert len(lines) >= 15
+    assert _qr_text("http://127.0.0.1:1/other") != _qr_text("http://127.0.0.1:1/device")
