@@ -1,0 +1,275 @@
+"""Processes: eight processes sharing one on-disk session across several token lifetimes.
+
+Two sessions: M2M (client credentials) and a user session from a device-code login whose refresh
+tokens rotate (the peer revokes the whole grant when an old refresh token is used again). Each
+contender gets a fresh session in a fresh HOME, in the `planet` CLI's layout
+(``~/.planet/<profile>/token.json``), then eight processes (`_fleet.py`) use it at once, each
+sending a request every 20 ms to an API that verifies every token. Tokens live 5 s and the token
+endpoint takes 300 ms, as a remote one would. A contender's two fleets (sixteen processes) run at
+the same time; the peer counts their grants apart (client credentials, refresh token).
+
+- planet_async: a `TokenManager` over `FileStorage(~/.planet)` with the profile as session,
+  renewing under the file lock (client credentials, or `RefreshTokenGrant` for the user session).
+- incumbent: `planet.Auth.from_profile(<profile>)` with ``auth_client.json`` beside the token.
+- authlib: `AsyncOAuth2Client` starting from the shared token file and writing renewed tokens back
+  (its `update_token` hook); it has no notion of a shared session. The static header has no
+  session to share and is left out.
+
+A renewal is one generation of the session's token: the most distinct tokens any one process
+used, less the one it started with. Target: one token request per renewal, no `invalid_grant`,
+no failed request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import planet_async
+
+from ._common import Context, table, write_results
+from ._contenders import Setup, incumbent_profile
+from ._fleet import fingerprint
+from ._login import USER_CLIENT_ID, USER_SCOPES, client_credentials, device_login, planet_token_file
+
+PROCESSES = 8
+INTERVAL_MS = 20
+TTL = 5
+TOKEN_DELAY_MS = 300
+CONTENDERS = ("planet_async", "incumbent", "authlib")
+SCENARIOS = {"m2m": "client_credentials", "user": "refresh_token"}
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 60.0
+
+
+class Fleet:
+    """Eight processes of one contender sharing one session of one kind, in a fresh HOME."""
+
+    def __init__(self, ctx: Context, scenario: str, contender: str, seconds: float) -> None:
+        self.ctx = ctx
+        self.scenario = scenario
+        self.contender = contender
+        self.seconds = seconds
+        self.home = Path(tempfile.mkdtemp(prefix=f"fleet-{scenario}-", dir=ctx.home))
+        self.profile = f"fleet-{scenario}"
+        self.first_token = ""
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks._fleet",
+            contender,
+            scenario,
+            ctx.peer.issuer,
+            str(self.home),
+            self.profile,
+            str(seconds),
+            str(INTERVAL_MS),
+            "--ttl",
+            str(TTL),
+        ]
+        env = {**os.environ, "HOME": str(self.home), "USERPROFILE": str(self.home)}
+        self._logs = [(self.home / f"process-{i}.log").open("w") for i in range(PROCESSES)]
+        self._processes = [
+            subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+            for log in self._logs
+        ]
+
+    def wait_ready(self) -> None:
+        # Each process's watchdog bounds these reads.
+        for process in self._processes:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != "ready":
+                raise self._failure("did not start")
+
+    def create_session(self) -> None:
+        """Log in (or get an M2M token) and store the session where the contender keeps it.
+
+        Done once the processes are ready, so that they start with a fresh token.
+        """
+        issuer = self.ctx.peer.issuer
+        if self.scenario == "user":
+            response, received = device_login(issuer)
+        else:
+            response, received = client_credentials(issuer)
+        self.first_token = fingerprint(response["access_token"])
+        if self.contender == "planet_async":
+            storage = planet_async.FileStorage(self.home / ".planet")
+            token = planet_async.TokenSet.from_response(response, received_at=received)
+            anyio.run(storage.save, self.profile, token)
+            return
+        client: dict[str, object] | None = None
+        if self.scenario == "user":
+            client = {
+                "client_type": "oidc_device_code",
+                "auth_server": issuer,
+                "token_endpoint": f"{issuer}/token",
+                "client_id": USER_CLIENT_ID,
+                "audiences": ["https://api.planet.com/"],
+                "scopes": list(USER_SCOPES),
+            }
+        setup = Setup(issuer, self.home, TTL)
+        directory = incumbent_profile(setup, self.profile, client=client)
+        (directory / "token.json").write_text(json.dumps(planet_token_file(response, received)))
+
+    def go(self) -> None:
+        for process in self._processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+
+    def reports(self) -> list[dict[str, Any]]:
+        reports = []
+        for process in self._processes:
+            out, _ = process.communicate(timeout=self.seconds + START_TIMEOUT)
+            lines = out.strip().splitlines()
+            if process.returncode != 0 or not lines:
+                raise self._failure("failed")
+            reports.append(json.loads(lines[-1]))
+        return reports
+
+    def _failure(self, what: str) -> RuntimeError:
+        for log in self._logs:
+            log.flush()
+        tails = [Path(log.name).read_text()[-2000:] for log in self._logs]
+        tail = next((t for t in tails if t.strip()), "(no output)")
+        return RuntimeError(f"a {self.contender} {self.scenario} fleet process {what}:\n{tail}")
+
+    def close(self) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for log in self._logs:
+            log.close()
+
+
+def _summary(fleet: Fleet, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    grant_type = SCENARIOS[fleet.scenario]
+    errors = {k: v for k, v in fleet.ctx.peer.errors().items() if k.startswith(f"{grant_type}:")}
+    token_requests = fleet.ctx.token_requests(grant_type)
+    # Generations of the session's token that one process went through (not counting the one
+    # the session started with): one renewal each.
+    renewals = max(len(set(report["tokens"]) - {fleet.first_token}) for report in reports)
+    seconds = max(r["ended"] for r in reports) - min(r["began"] for r in reports)
+    return {
+        "scenario": fleet.scenario,
+        "contender": fleet.contender,
+        "seconds": seconds,
+        "token_lifetimes": seconds / TTL,
+        "token_requests": token_requests,
+        "renewals": renewals,
+        "token_requests_per_renewal": token_requests / renewals if renewals > 0 else None,
+        "invalid_grant": errors.get(f"{grant_type}:invalid_grant", 0),
+        "token_errors": errors,
+        "requests": sum(report["requests"] for report in reports),
+        "failures": sum(report["failures"] for report in reports),
+        "errors": _merge(report["errors"] for report in reports),
+        "processes": reports,
+    }
+
+
+def _contender(ctx: Context, contender: str, seconds: float) -> list[dict[str, Any]]:
+    """Both sessions' fleets of one contender at once: the peer counts their grants apart."""
+    fleets: list[Fleet] = []
+    try:
+        for scenario in SCENARIOS:
+            fleets.append(Fleet(ctx, scenario, contender, seconds))
+        for fleet in fleets:
+            fleet.wait_ready()
+        for fleet in fleets:
+            fleet.create_session()
+        ctx.peer.reset()
+        for fleet in fleets:
+            fleet.go()
+        reports = [fleet.reports() for fleet in fleets]
+    finally:
+        for fleet in fleets:
+            fleet.close()
+    return [_summary(fleet, report) for fleet, report in zip(fleets, reports, strict=True)]
+
+
+def _merge(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    merged: Counter[str] = Counter()
+    for count in counts:
+        merged.update(count)
+    return dict(merged)
+
+
+def run(ctx: Context) -> None:
+    seconds = ctx.scaled(16, 6)
+    fleets = []
+    ctx.configure_peer(ttl=TTL, token_delay_ms=TOKEN_DELAY_MS)
+    try:
+        for contender in CONTENDERS:
+            fleets += _contender(ctx, contender, seconds)
+    finally:
+        ctx.configure_peer(ttl=3600, token_delay_ms=0)
+    fleets.sort(key=lambda fleet: list(SCENARIOS).index(fleet["scenario"]))
+    rows = []
+    for fleet in fleets:
+        per_renewal = fleet["token_requests_per_renewal"]
+        rows.append(
+            [
+                "M2M" if fleet["scenario"] == "m2m" else "user (rotating refresh tokens)",
+                fleet["contender"],
+                fleet["token_requests"],
+                fleet["renewals"],
+                "n/a" if per_renewal is None else f"{per_renewal:.2f}",
+                fleet["invalid_grant"],
+                f"{fleet['failures']:,} of {fleet['requests']:,}",
+            ]
+        )
+    ctx.show(
+        table(
+            f"Processes: {PROCESSES} processes sharing one session for {seconds} s, tokens live "
+            f"{TTL} s, token endpoint +{TOKEN_DELAY_MS} ms",
+            [
+                "session",
+                "contender",
+                "token requests",
+                "renewals",
+                "token requests per renewal",
+                "invalid_grant",
+                "failed requests",
+            ],
+            rows,
+            note=(
+                "Token requests (answered or refused) and invalid_grant as counted by the "
+                "peer. Renewals: the most "
+                "distinct tokens one process used, less its first. Failed requests: raised, or "
+                "not 200 from an API that verifies each token. Target: 1 token request per "
+                "renewal, 0 invalid_grant, 0 failed."
+            ),
+        )
+    )
+    write_results(
+        ctx,
+        "processes",
+        {
+            "parameters": {
+                "processes": PROCESSES,
+                "interval_ms": INTERVAL_MS,
+                "ttl": TTL,
+                "token_delay_ms": TOKEN_DELAY_MS,
+                "seconds": seconds,
+            },
+            "fleets": fleets,
+        },
+    )
