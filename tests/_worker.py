@@ -1,4 +1,6 @@
-"""One program of a fleet sharing a FileStorage session, for tests/test_cross_process.py.
+"""One program of a fleet sharing a FileStorage session, for tests/test_cross_process.py
+(client credentials) and tests/test_rotation_processes.py (``--user``: a user session renewed
+with its refresh token, which the peer rotates on every use).
 
 Run it from the repository root (``python -m tests._worker ...``) or by path. It builds its
 `PlanetAuth`, prints ``ready``, waits for a ``go`` line on stdin so that a fleet starts at one
@@ -6,9 +8,11 @@ moment, then sends a request every INTERVAL_MS milliseconds for SECONDS seconds 
 that verifies each bearer token against the peer's JWKS when it arrives (signature, issuer,
 audience, expiry). Finally it prints one JSON line:
 
-    {"renewals": n, "tokens": [...], "requests": n, "errors": n, "rejected": n}
+    {"renewals": n, "tokens": [[token, first_used], ...], "requests": n, "errors": n,
+     "rejected": n}
 
-`tokens` are the distinct access tokens the API received, in order of first use; `errors` counts
+`tokens` are the distinct access tokens the API received, with the wall-clock time each was first
+sent, in order of first use; `errors` counts
 requests that raised or did not end in 200, `rejected` the tokens the API refused. A watchdog ends
 the process if the parent never says go or something hangs.
 """
@@ -20,6 +24,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,14 @@ if __package__ in (None, ""):  # run by path: make `tests` and `planet_async` im
 import anyio
 import httpx
 
-from planet_async import FileStorage, PlanetAuth
+from planet_async import (
+    AuthorizationServer,
+    FileStorage,
+    PlanetAuth,
+    PublicClient,
+    RefreshTokenGrant,
+    TokenManager,
+)
 from tests._helpers import API, VerifyingApi
 
 _GRACE = 30.0  # seconds the watchdog allows beyond the run itself
@@ -42,7 +54,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("session", help="the session name in that storage")
     parser.add_argument("seconds", type=float, help="how long to send requests")
     parser.add_argument("interval_ms", type=float, help="milliseconds between requests")
-    parser.add_argument("--client-id", default="service-basic")
+    parser.add_argument(
+        "--user", action="store_true", help="a user session of the public client `--client-id`"
+    )
+    parser.add_argument("--client-id", help="default: service-basic, or native-app with --user")
     parser.add_argument("--client-secret", default="service-basic-secret")
     parser.add_argument(
         "--auth-method",
@@ -67,14 +82,11 @@ def _start_watchdog(seconds: float) -> None:
 async def _run(
     auth: PlanetAuth, api: VerifyingApi, seconds: float, interval: float
 ) -> dict[str, Any]:
-    tokens: list[str] = []
-    seen: set[str] = set()
+    first_used: dict[str, float] = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
         token = request.headers.get("authorization", "").partition(" ")[2]
-        if token not in seen:
-            seen.add(token)
-            tokens.append(token)
+        first_used.setdefault(token, time.time())
         return api.handler(request)
 
     requests = errors = 0
@@ -100,7 +112,7 @@ async def _run(
     assert auth.manager is not None
     return {
         "renewals": auth.manager.renewals,
-        "tokens": tokens,
+        "tokens": list(first_used.items()),  # dicts keep insertion order: order of first use
         "requests": requests,
         "errors": errors,
         "rejected": api.rejected,
@@ -111,14 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     _start_watchdog(args.seconds + _GRACE)
     api = VerifyingApi(args.issuer)  # fetches the JWKS now, before the fleet starts
-    auth = PlanetAuth.from_client_credentials(
-        args.client_id,
-        args.client_secret,
-        auth_method=args.auth_method,
-        issuer=args.issuer,
-        storage=FileStorage(args.root),
-        session=args.session,
-    )
+    storage = FileStorage(args.root)
+    if args.user:
+        client = PublicClient(client_id=args.client_id or "native-app")
+        grant = RefreshTokenGrant(AuthorizationServer(args.issuer), client)
+        auth = PlanetAuth(TokenManager(grant, storage=storage, session=args.session))
+    else:
+        auth = PlanetAuth.from_client_credentials(
+            args.client_id or "service-basic",
+            args.client_secret,
+            auth_method=args.auth_method,
+            issuer=args.issuer,
+            storage=storage,
+            session=args.session,
+        )
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         print(f"worker {os.getpid()}: no go line on stdin", file=sys.stderr)

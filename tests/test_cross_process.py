@@ -21,22 +21,15 @@ threshold (about four times the grants, every token used by one process).
 
 from __future__ import annotations
 
-import base64
 import functools
 import itertools
-import json
 import math
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
+from tests._fleet import Fleet, jwt_claims
 from tests._helpers import VerifyingApi
 from tests._peer import Peer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("asyncio", "trio", "asyncio", "trio")  # one worker process each
 TTL = 5  # seconds an access token lives, for this test
 SECONDS = 14.0  # how long each worker sends requests
@@ -53,61 +46,6 @@ MAX_GRANTS = 1 + math.floor((SECONDS + SLACK) / FASTEST_RENEWAL)  # 7
 MIN_IAT_GAP = math.floor(FASTEST_RENEWAL - 0.1)  # 2
 
 
-def _claims(token: str) -> dict[str, Any]:
-    """A JWT's payload, read without verifying it."""
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
-
-
-@contextmanager
-def _fleet(issuer: str, root: Path, logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Start one worker per backend; on the way out, kill any that still run and reap them all."""
-    with ExitStack() as stack:
-        procs: list[subprocess.Popen[bytes]] = []
-        for index, backend in enumerate(BACKENDS):
-            stderr = stack.enter_context(open(logs / f"worker-{index}.err", "wb"))
-            command = [
-                sys.executable,
-                "-W",
-                "error",
-                "-m",
-                "tests._worker",
-                issuer,
-                str(root),
-                "fleet",
-                str(SECONDS),
-                str(INTERVAL_MS),
-                "--backend",
-                backend,
-            ]
-            procs.append(
-                stack.enter_context(
-                    subprocess.Popen(
-                        command,
-                        cwd=REPO_ROOT,
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        stderr=stderr,
-                    )
-                )
-            )
-
-        def kill_stragglers() -> None:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-
-        stack.callback(kill_stragglers)  # runs before each Popen's exit waits for it
-        yield procs
-
-
-def _stderr(logs: Path, index: int) -> str:
-    return (logs / f"worker-{index}.err").read_text(errors="replace")[-3000:]
-
-
 def test_processes_share_one_renewal_per_expiry(peer: Peer, tmp_path: Path) -> None:
     """Processes sharing a token file make one token request per renewal and all use each token."""
     peer.set_access_token_ttl(TTL)
@@ -115,38 +53,28 @@ def test_processes_share_one_renewal_per_expiry(peer: Peer, tmp_path: Path) -> N
     logs = tmp_path / "logs"
     logs.mkdir()
 
-    with _fleet(peer.issuer, root, logs) as procs:
-        for index, proc in enumerate(procs):
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line == b"ready\n", f"worker {index} did not start:\n{_stderr(logs, index)}"
-        for proc in procs:  # release them together, with an empty token file
-            assert proc.stdin is not None
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-        outputs = [proc.communicate(timeout=SECONDS + 20)[0] for proc in procs]
-
-    reports = []
-    for index, (proc, output) in enumerate(zip(procs, outputs, strict=True)):
-        assert proc.returncode == 0, f"worker {index} failed:\n{_stderr(logs, index)}"
-        reports.append(json.loads(output.decode().splitlines()[-1]))
+    worker_args = [peer.issuer, str(root), "fleet", str(SECONDS), str(INTERVAL_MS)]
+    with Fleet(worker_args, BACKENDS, logs) as fleet:
+        fleet.go()  # release them together, with an empty token file
+        reports = fleet.reports(timeout=SECONDS + 20)
     grants = peer.grants("client_credentials")
 
-    used = [set(report["tokens"]) for report in reports]
-    claims = {token: _claims(token) for token in set().union(*used)}
+    orders = [[token for token, _ in report["tokens"]] for report in reports]  # first use
+    used = [set(order) for order in orders]
+    claims = {token: jwt_claims(token) for token in set().union(*used)}
     issued = sorted(claims, key=lambda token: claims[token]["iat"])
     iats = [claims[token]["iat"] for token in issued]
     gaps = [later - earlier for earlier, later in itertools.pairwise(iats)]
     requests = sum(report["requests"] for report in reports)
     print(
-        f"\n{len(procs)} processes ({', '.join(BACKENDS)}), {requests} requests in {SECONDS:g} s;"
+        f"\n{len(reports)} processes ({', '.join(BACKENDS)}), {requests} requests in {SECONDS:g} s;"
         f" tokens live {TTL} s: {grants} grants (1 + {grants - 1} renewals),"
         f" renewals per process {[report['renewals'] for report in reports]},"
         f" iat gaps {gaps} s"
     )
 
     for index, report in enumerate(reports):
-        assert (report["errors"], report["rejected"]) == (0, 0), _stderr(logs, index)
+        assert (report["errors"], report["rejected"]) == (0, 0), fleet.stderr(index)
         assert report["requests"] >= SECONDS * 1000 / INTERVAL_MS * 0.5  # it kept sending
     # Every token request reached the peer through a manager's count, and nothing else asked.
     assert grants == sum(report["renewals"] for report in reports)
@@ -158,9 +86,9 @@ def test_processes_share_one_renewal_per_expiry(peer: Peer, tmp_path: Path) -> N
     assert all(gap >= MIN_IAT_GAP for gap in gaps), gaps
     # Each process moved forward through the same tokens: it used every one but perhaps the last
     # (which may come when the others have stopped), in the order they were issued.
-    for index, report in enumerate(reports):
+    for index in range(len(reports)):
         assert used[index] >= set(issued[:-1]), f"worker {index} skipped a token"
-        assert report["tokens"] == [t for t in issued if t in used[index]], index
+        assert orders[index] == [t for t in issued if t in used[index]], index
 
     verifier = VerifyingApi(peer.issuer)
     for token in issued:

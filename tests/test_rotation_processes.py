@@ -22,17 +22,10 @@ least 4, half the lifetime.
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import math
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -46,10 +39,10 @@ from planet_async import (
     TokenSet,
 )
 from tests._browser import approve_device_over_http
+from tests._fleet import Fleet, jwt_claims
 from tests._helpers import VerifyingApi
 from tests._peer import Peer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("asyncio", "trio", "asyncio", "trio")  # one worker process each
 CLIENT_ID = "native-app"
 SCOPES = ("openid", "offline_access")
@@ -69,15 +62,6 @@ MAX_REFRESHES = math.floor((MAX_LEAD + SECONDS + SLACK) / FASTEST_RENEWAL)  # 4
 # issued, so none skips a token (but perhaps the last, issued when the others may have stopped).
 assert FASTEST_RENEWAL >= TTL / 2
 assert 2 * FASTEST_RENEWAL > SLOWEST_RENEWAL
-
-
-def _claims(token: str) -> dict[str, Any]:
-    """A JWT's payload, read without verifying it."""
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
 
 
 async def _log_in(issuer: str, root: Path) -> tuple[TokenSet, float]:
@@ -118,52 +102,6 @@ async def _come_back_later(issuer: str, root: Path) -> tuple[TokenSet, TokenSet,
     return before, token, after, manager.renewals
 
 
-@contextmanager
-def _fleet(issuer: str, root: Path, logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Start one worker per backend; on the way out, kill any that still run and reap them all."""
-    with ExitStack() as stack:
-        procs: list[subprocess.Popen[bytes]] = []
-        for index, backend in enumerate(BACKENDS):
-            stderr = stack.enter_context(open(logs / f"worker-{index}.err", "wb"))
-            command = [
-                sys.executable,
-                "-W",
-                "error",
-                "-m",
-                "tests._user_worker",
-                issuer,
-                str(root),
-                SESSION,
-                str(SECONDS),
-                str(INTERVAL_MS),
-                "--backend",
-                backend,
-            ]
-            procs.append(
-                stack.enter_context(
-                    subprocess.Popen(
-                        command,
-                        cwd=REPO_ROOT,
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        stderr=stderr,
-                    )
-                )
-            )
-
-        def kill_stragglers() -> None:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-
-        stack.callback(kill_stragglers)  # runs before each Popen's exit waits for it
-        yield procs
-
-
-def _stderr(logs: Path, index: int) -> str:
-    return (logs / f"worker-{index}.err").read_text(errors="replace")[-3000:]
-
-
 def test_processes_share_a_rotating_refresh_token(peer: Peer, tmp_path: Path) -> None:
     """Processes sharing a user session make exactly one refresh per renewal, each with the
     newest refresh token: no invalid_grant, and the stored refresh token still works at the end."""
@@ -172,23 +110,12 @@ def test_processes_share_a_rotating_refresh_token(peer: Peer, tmp_path: Path) ->
     logs = tmp_path / "logs"
     logs.mkdir()
 
-    with _fleet(peer.issuer, root, logs) as procs:
-        for index, proc in enumerate(procs):
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line == b"ready\n", f"worker {index} did not start:\n{_stderr(logs, index)}"
+    worker_args = [peer.issuer, str(root), SESSION, str(SECONDS), str(INTERVAL_MS), "--user"]
+    with Fleet(worker_args, BACKENDS, logs) as fleet:
         login, login_seconds = anyio.run(_log_in, peer.issuer, root)
-        for proc in procs:  # release them together, with a fresh login in the file
-            assert proc.stdin is not None
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
+        fleet.go()  # release them together, with a fresh login in the file
         lead = time.time() - login.issued_at
-        outputs = [proc.communicate(timeout=SECONDS + 20)[0] for proc in procs]
-
-    reports = []
-    for index, (proc, output) in enumerate(zip(procs, outputs, strict=True)):
-        assert proc.returncode == 0, f"worker {index} failed:\n{_stderr(logs, index)}"
-        reports.append(json.loads(output.decode().splitlines()[-1]))
+        reports = fleet.reports(timeout=SECONDS + 20)
     refreshes = peer.grants("refresh_token")
     errors = peer.errors()
 
@@ -197,7 +124,7 @@ def test_processes_share_a_rotating_refresh_token(peer: Peer, tmp_path: Path) ->
     for report in reports:
         for token, when in report["tokens"]:
             first_used[token] = min(when, first_used.get(token, math.inf))
-    claims = {token: _claims(token) for token in first_used}
+    claims = {token: jwt_claims(token) for token in first_used}
     issued = sorted(claims, key=lambda token: claims[token]["iat"])
     iat_gaps = [claims[b]["iat"] - claims[a]["iat"] for a, b in itertools.pairwise(issued)]
     use_gaps = [first_used[b] - first_used[a] for a, b in itertools.pairwise(issued)]
@@ -205,7 +132,7 @@ def test_processes_share_a_rotating_refresh_token(peer: Peer, tmp_path: Path) ->
     lifetimes = (lead + SECONDS) / TTL
     print(
         f"\ndevice login (approved over HTTP): {login_seconds:.2f} s; "
-        f"{len(procs)} processes ({', '.join(BACKENDS)}) for {SECONDS:g} s, "
+        f"{len(reports)} processes ({', '.join(BACKENDS)}) for {SECONDS:g} s, "
         f"{sum(r['requests'] for r in reports)} requests; tokens live {TTL} s, "
         f"{lifetimes:.1f} lifetimes: {refreshes} refreshes "
         f"(renewals per process {renewals}), peer errors {errors or 'none'}; "
@@ -215,7 +142,7 @@ def test_processes_share_a_rotating_refresh_token(peer: Peer, tmp_path: Path) ->
 
     assert lead < MAX_LEAD, lead
     for index, report in enumerate(reports):
-        assert (report["errors"], report["rejected"]) == (0, 0), _stderr(logs, index)
+        assert (report["errors"], report["rejected"]) == (0, 0), fleet.stderr(index)
         assert report["requests"] >= SECONDS * 1000 / INTERVAL_MS * 0.5  # it kept sending
     # Nothing was refused, and so no grant was revoked: no refresh token was used twice.
     assert errors == {}

@@ -1,0 +1,98 @@
+"""Fleets of worker processes (tests/_worker.py) sharing one FileStorage session."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """A JWT's payload, read without verifying it."""
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+class Fleet:
+    """One worker per backend, started and waiting for `go`; on exit, stragglers are killed and
+    every process is reaped.
+
+    Args:
+        worker_args: Arguments for ``python -m tests._worker`` (without ``--backend``).
+        backends: One worker per entry: ``"asyncio"`` or ``"trio"``.
+        logs: A directory for each worker's stderr.
+    """
+
+    def __init__(self, worker_args: Sequence[str], backends: Sequence[str], logs: Path) -> None:
+        self._args = list(worker_args)
+        self._backends = list(backends)
+        self._logs = logs
+        self._stack = ExitStack()
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Fleet:
+        with self._stack as stack:
+            for index, backend in enumerate(self._backends):
+                stderr = stack.enter_context(open(self._logs / f"worker-{index}.err", "wb"))
+                command = [sys.executable, "-W", "error", "-m", "tests._worker", *self._args]
+                self.procs.append(
+                    stack.enter_context(
+                        subprocess.Popen(
+                            [*command, "--backend", backend],
+                            cwd=REPO_ROOT,
+                            stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE,
+                            stderr=stderr,
+                        )
+                    )
+                )
+            stack.callback(self._kill_stragglers)  # runs before each Popen's exit waits for it
+            for index, proc in enumerate(self.procs):
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                assert line == b"ready\n", f"worker {index} did not start:\n{self.stderr(index)}"
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def _kill_stragglers(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    def go(self) -> None:
+        """Release every worker at once."""
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+
+    def reports(self, timeout: float) -> list[dict[str, Any]]:
+        """Each worker's JSON report, once all have exited successfully."""
+        outputs = [proc.communicate(timeout=timeout)[0] for proc in self.procs]
+        reports = []
+        for index, (proc, output) in enumerate(zip(self.procs, outputs, strict=True)):
+            assert proc.returncode == 0, f"worker {index} failed:\n{self.stderr(index)}"
+            reports.append(json.loads(output.decode().splitlines()[-1]))
+        return reports
+
+    def stderr(self, index: int) -> str:
+        return (self._logs / f"worker-{index}.err").read_text(errors="replace")[-3000:]
