@@ -1,7 +1,7 @@
 """Processes sharing one user session renew it in turn, never reusing a rotated refresh token.
 
 The parent logs a user in once (device flow, approved on the peer's dev pages) and saves the
-session in a FileStorage. Four worker processes (tests/_user_worker.py, two on asyncio and two on
+session in a FileStorage. Four worker processes (tests/_worker.py --user, two on asyncio and two on
 trio) then share it, each renewing with the session's refresh token when its access token ages;
 the peer rotates refresh tokens and, if an old one is ever presented again, answers
 `invalid_grant` and revokes the whole grant. So one process renewing with a refresh token that
