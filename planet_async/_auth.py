@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
@@ -377,13 +378,11 @@ class PlanetAuth(httpx.Auth):
         Raises:
             ConfigurationError: The profile does not exist or cannot work.
         """
-        from .profiles import PlanetHome, SessionSource, auth_from_source, choose_session
+        from .profiles import PlanetHome, auth_from_source, choose_session
 
         planet_home = PlanetHome(home)
-        source = choose_session(profile=profile, home=planet_home)
-        assert isinstance(source, SessionSource)
         return auth_from_source(
-            source,
+            choose_session(profile=profile, home=planet_home),
             home=planet_home,
             storage=storage,
             allowed_origins=allowed_origins,
@@ -399,8 +398,6 @@ class PlanetAuth(httpx.Auth):
         Raises:
             ConfigurationError: The file cannot be read or holds no key.
         """
-        import json
-
         file = Path(path).expanduser()
         try:
             data = json.loads(file.read_text())

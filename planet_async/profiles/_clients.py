@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -105,8 +106,6 @@ class AuthClientConfig(BaseModel):
 
     def to_json_dict(self) -> dict[str, Any]:
         """The file's contents, secrets in clear, null values dropped (as `planet` writes it)."""
-        import json
-
         data = json.loads(reveal_json(self))
         data.update(self.model_extra or {})
         return {key: value for key, value in data.items() if value is not None}

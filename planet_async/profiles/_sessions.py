@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import SecretStr
 
 from .._errors import ConfigurationError, LoginRequired
+from .._manager import TokenManager
 from .._oauth import (
     AuthorizationServer,
     ClientAuth,
@@ -31,6 +32,7 @@ from .._oauth import (
     PrivateKeyJWT,
     PublicClient,
 )
+from ..flows._client_credentials import ClientCredentialsGrant
 from ..storage._protocol import Storage
 from ._clients import PLANET_M2M_ISSUER, AuthClientConfig
 from ._files import PlanetHome, normalize_profile_name
@@ -228,8 +230,6 @@ def auth_for_client(
         LoginRequired: A legacy profile without a saved API key.
     """
     from .._auth import PlanetAuth
-    from .._manager import TokenManager
-    from ..flows._client_credentials import ClientCredentialsGrant
 
     if config.kind in ("api_key", "legacy"):
         key = _api_key_of(config, session, home)
