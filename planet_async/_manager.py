@@ -8,6 +8,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -15,8 +16,9 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._errors import ConfigurationError, InvalidGrantError, PlanetAuthError
+from ._errors import ConfigurationError, InvalidGrantError, PlanetAuthError, StorageError
 from ._models import TokenSet
+from ._redact import redact
 from .flows._base import Grant
 from .storage._memory import MemoryStorage
 from .storage._protocol import Storage
@@ -103,6 +105,13 @@ class TokenManager:
     Renewal happens under the storage's lock, after re-reading the stored session: if another
     process renewed meanwhile, its token is used and no request is made.
 
+    A token set once obtained is never dropped because storage failed. It is adopted in memory
+    first; if it cannot be saved (a full disk, a read-only directory, a storage service that is
+    down) it keeps serving, one WARNING says so, and saving is retried under the lock before the
+    next renewal, unless the storage has meanwhile received a newer session, which then wins.
+    If the lock cannot be taken at all, a still-valid stored token is used, and no token is
+    requested that could not be kept. Callers get `StorageError` only when no valid token is left.
+
     Use it as an async context manager to give background renewals a task group of their own;
     without one, the first caller past the soft threshold performs the renewal (shielded from
     cancellation, bounded by the server timeout) while every other caller keeps the current token.
@@ -150,6 +159,8 @@ class TokenManager:
         self._backoff_cap = backoff_cap
         self._current: _Current | None = None
         self._flight: _Flight | None = None
+        self._unsaved: TokenSet | None = None  # obtained, adopted, not yet in storage
+        self._unsaved_over: TokenSet | None = None  # what storage held when it was obtained
         self._failures = 0
         self._rejections = 0
         self._not_before = 0.0
@@ -221,6 +232,8 @@ class TokenManager:
             now = self._clock()
             if now < self._not_before and not self._valid(now):
                 assert self._last_error is not None
+                # A caller retrying in a loop must still let other tasks run.
+                await anyio.lowlevel.checkpoint()
                 raise _fresh(self._last_error)
             flight = self._start_flight(None)
             await self._launch(flight)
@@ -251,6 +264,7 @@ class TokenManager:
         elif flight is None:
             now = self._clock()
             if now < max(self._not_before, self._rejected_not_before):
+                await anyio.lowlevel.checkpoint()
                 return None
             self._rejections += 1
             flight = self._start_flight(current.token if current else None, after_401=True)
@@ -278,14 +292,25 @@ class TokenManager:
         return self._current.token
 
     async def set_token(self, token: TokenSet) -> None:
-        """Make `token` the session's, in storage and in memory (after a login, for example).
+        """Make `token` the session's, in memory and in storage (after a login, for example).
+
+        The token is adopted first. If it cannot be saved it still serves this manager and
+        saving is retried before its next renewal, but the error is raised all the same: the
+        session is not stored yet, so another process or a later run cannot use it.
 
         Raises:
-            StorageError: The storage failed; the token is not adopted then.
+            StorageError: The storage failed.
         """
-        async with self.storage.lock(self.session):
-            await self.storage.save(self.session, token)
         self._adopt(token)
+        try:
+            async with self.storage.lock(self.session):
+                stored = await self._load()
+                error = await self._save(token, over=stored)
+        except Exception as exc:
+            error = self._storage_error(exc, "lock or read", token)
+            self._keep_unsaved(token, over=None, error=error)
+        if error is not None:
+            raise error
 
     async def forget(self) -> TokenSet | None:
         """Delete the session from memory and storage; returns what was stored, if anything."""
@@ -293,13 +318,14 @@ class TokenManager:
             stored = await self.storage.load(self.session)
             await self.storage.delete(self.session)
         current, self._current = self._current, None
+        self._unsaved = self._unsaved_over = None
         return stored or (current.token if current else None)
 
     async def is_initialized(self) -> bool:
         """Whether the session can produce a token without the user: a valid access token, or a
         refresh token, in memory or in storage."""
         now = self._clock()
-        if self._valid(now):
+        if self._valid(now) or (self._unsaved is not None and self._unsaved.refresh_token):
             return True
         stored = await self.storage.load(self.session)
         if stored is None:
@@ -354,31 +380,136 @@ class TokenManager:
             await flight.release()
 
     async def _renew(self, rejected: TokenSet | None, *, force: bool = False) -> TokenSet:
-        async with self.storage.lock(self.session):
-            stored = await self.storage.load(self.session)
-            if not force and self._usable(stored, rejected):
-                assert stored is not None
-                logger.debug("session %r: using the token another process renewed", self.session)
-                return stored
+        async with AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(self.storage.lock(self.session))
+            except Exception as exc:
+                return await self._renew_without_lock(self._storage_error(exc, "lock"), rejected)
+            stored = await self._load()
+            latest = await self._reconcile(stored)
+            if not force and self._usable(latest, rejected):
+                assert latest is not None
+                logger.debug("session %r: using the stored token", self.session)
+                return latest
             base = (
-                stored if stored is not None else (self._current.token if self._current else None)
+                latest if latest is not None else (self._current.token if self._current else None)
             )
             try:
                 token = await self._request(base)
             except InvalidGrantError:
                 # A writer that takes no lock (the `planet` CLI) may have rotated the refresh token
-                # meanwhile: if the stored session changed, it is the one to use.
-                latest = await self.storage.load(self.session)
-                if latest is None or base is None or latest.same_refresh_token(base):
+                # meanwhile: if the stored session changed since it was read, it is the newer one.
+                again = await self._load()
+                if again is None or (stored is not None and _same_tokens(again, stored)):
                     raise
                 logger.info(
                     "session %r: refresh token was rotated elsewhere; retrying", self.session
                 )
-                if not force and self._usable(latest, rejected):
-                    return latest
-                token = await self._request(latest)
-            await self.storage.save(self.session, token)
+                if not force and self._usable(again, rejected):
+                    return again
+                stored = again
+                token = await self._request(again)
+            self._install(token)  # in use before it is saved: a failed save must not lose it
+            await self._save(token, over=stored)
             return token
+
+    async def _renew_without_lock(
+        self, error: PlanetAuthError, rejected: TokenSet | None
+    ) -> TokenSet:
+        """The lock cannot be taken (a read-only directory, a storage service that is down).
+
+        Renewing without it could spend a refresh token that another process is spending too,
+        and would get a token that cannot be kept, so no token is requested: a still-valid stored
+        token that this manager does not already have is used, and otherwise the error stands.
+        """
+        stored = await self._load()
+        current = self._current.token if self._current else None
+        if (
+            stored is not None
+            and not stored.same_access_token(current)
+            and not stored.same_access_token(rejected)
+            and self._clock() < self._deadlines(stored)[1]
+        ):
+            logger.warning(
+                "session %r: %s; using the stored token, which is still valid", self.session, error
+            )
+            return stored
+        raise error
+
+    async def _load(self) -> TokenSet | None:
+        try:
+            return await self.storage.load(self.session)
+        except Exception as exc:
+            raise self._storage_error(exc, "read") from exc
+
+    async def _reconcile(self, stored: TokenSet | None) -> TokenSet | None:
+        """The newest session: the stored one, or the one this manager could not save yet (which
+        it then tries to save again). Called under the lock."""
+        unsaved = self._unsaved
+        if unsaved is None:
+            return stored
+        over = self._unsaved_over
+        if stored is not None and not stored.same_access_token(unsaved):
+            stored_is_older = (
+                stored.same_access_token(over)
+                if over is not None
+                else stored.issued_at < math.floor(unsaved.issued_at)
+            )
+            if not stored_is_older:
+                logger.info(
+                    "session %r: storage holds a newer session than the unsaved one; using it",
+                    self.session,
+                )
+                self._unsaved = self._unsaved_over = None
+                return stored
+        await self._save(unsaved, over=over)
+        return unsaved
+
+    async def _save(self, token: TokenSet, *, over: TokenSet | None) -> PlanetAuthError | None:
+        """Save `token`, which replaces `over` in storage. On failure keep it, to save it later,
+        and return the error; never raise, since the token is already in use."""
+        try:
+            await self.storage.save(self.session, token)
+        except Exception as exc:
+            error = self._storage_error(exc, "save", token)
+            self._keep_unsaved(token, over=over, error=error)
+            return error
+        if self._unsaved is not None:
+            logger.info(
+                "session %r: saved the session that could not be saved before", self.session
+            )
+        self._unsaved = self._unsaved_over = None
+        return None
+
+    def _keep_unsaved(self, token: TokenSet, *, over: TokenSet | None, error: Exception) -> None:
+        if self._unsaved is None:  # one warning per episode, not one per attempt
+            logger.warning(
+                "session %r: could not save the new token (%s); it keeps serving from memory, "
+                "and saving will be retried before the next renewal",
+                self.session,
+                error,
+            )
+        self._unsaved, self._unsaved_over = token, over
+
+    def _storage_error(
+        self, exc: Exception, action: str, token: TokenSet | None = None
+    ) -> PlanetAuthError:
+        """`exc` as the library's own error: a storage's foreign exceptions become
+        `StorageError`, with no secret of `token` in the message."""
+        if isinstance(exc, PlanetAuthError):
+            return exc
+        secrets = []
+        if token is not None:
+            secrets = [token.access_token.get_secret_value()]
+            if token.refresh_token is not None:
+                secrets.append(token.refresh_token.get_secret_value())
+        detail = redact(str(exc), secrets)
+        error = StorageError(
+            f"{self.storage!r} could not {action} session {self.session!r}: "
+            f"{type(exc).__name__}: {detail}"
+        )
+        error.__cause__ = exc
+        return error
 
     async def _request(self, base: TokenSet | None) -> TokenSet:
         self.renewals += 1
@@ -399,10 +530,14 @@ class TokenManager:
         soft = token.issued_at + lifetime * self._soft_fraction
         return min(soft, hard), hard
 
-    def _adopt(self, token: TokenSet, *, after_401: bool = False) -> str:
+    def _install(self, token: TokenSet) -> str:
         soft, hard = self._deadlines(token)
         header = f"Bearer {token.access_token.get_secret_value()}"
         self._current = _Current(token, header, soft, hard)
+        return header
+
+    def _adopt(self, token: TokenSet, *, after_401: bool = False) -> str:
+        header = self._install(token)
         self._failures = 0
         self._last_error = None
         self._not_before = 0.0
@@ -431,6 +566,10 @@ class TokenManager:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._backoff_cap, self._backoff_base * 2 ** min(attempt - 1, 30))
         return float(ceiling * (0.5 + 0.5 * self._rng.random()))
+
+
+def _same_tokens(a: TokenSet, b: TokenSet) -> bool:
+    return a.same_access_token(b) and a.same_refresh_token(b)
 
 
 def _fresh(error: BaseException) -> BaseException:

@@ -1,0 +1,163 @@
+"""Session directories the program cannot write, on real files, against the real peer.
+
+Root writes anywhere, so the program runs as an unprivileged user (``setpriv`` to uid 65534 when
+the tests run as root, as in CI; as the test's own user otherwise).
+
+- A read-only directory without a lock file: the stored token serves while it is valid, and no
+  token is requested that could not be kept (an expired one gives `StorageError`).
+- A read-only directory whose lock file exists, so every save fails: a user session with
+  rotating refresh tokens renews from memory, each time with the newest refresh token, and is
+  saved as soon as the directory is writable again. The peer revokes the whole grant if a refresh
+  token is ever used twice, so zero errors at the peer is the proof.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from planet_async import (
+    AuthorizationServer,
+    FileStorage,
+    PlanetAuth,
+    PublicClient,
+    RefreshTokenGrant,
+    TokenManager,
+    TokenSet,
+)
+from tests._browser import approve_device_over_http
+from tests._helpers import VerifyingApi
+from tests._peer import Peer
+
+NOBODY = 65534
+SESSION = "readonly"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def unprivileged_root() -> Iterator[Path]:
+    """An empty storage root the unprivileged user owns, outside root's private temp dirs."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        if os.environ.get("CI"):
+            pytest.fail("setpriv (util-linux) is needed to run as an unprivileged user")
+        pytest.skip("running as root without setpriv")
+    top = Path(tempfile.mkdtemp(prefix="planet-async-readonly-"))
+    top.chmod(0o755)
+    root = top / "planet"
+    root.mkdir()
+    try:
+        yield root
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _hand_over(root: Path, *, lock_file: bool) -> Path:
+    """Give `root` to the unprivileged user with the session directory read-only."""
+    directory = root / SESSION
+    if lock_file:
+        (directory / "token.json.lock").touch(mode=0o600)
+    if os.geteuid() == 0:
+        for path in (root, directory, *directory.iterdir()):
+            os.chown(path, NOBODY, NOBODY)
+    directory.chmod(0o500)
+    return directory
+
+
+def _run_worker(backend: str, case: str, issuer: str, root: Path) -> dict:
+    command = [sys.executable, "-m", "tests._readonly_worker", backend, case, issuer, str(root)]
+    command.append(SESSION)
+    if os.geteuid() == 0:
+        command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+    env = {**os.environ, "HOME": str(root.parent), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _store(root: Path, token: TokenSet) -> None:
+    anyio.run(FileStorage(root).save, SESSION, token)
+
+
+@pytest.mark.parametrize("valid", [True, False], ids=["valid", "expired"])
+def test_read_only_directory_without_a_lock_file(
+    peer: Peer, unprivileged_root: Path, backend: str, valid: bool
+) -> None:
+    """A valid stored token serves without the lock; an expired one is a `StorageError`; either
+    way no token is requested, and no file is created."""
+    now = time.time()
+    issued = now - 10 if valid else now - 4000
+    stored = TokenSet(access_token="stored-token", issued_at=issued, expires_at=issued + 3600)
+    _store(unprivileged_root, stored)
+    directory = _hand_over(unprivileged_root, lock_file=False)
+    result = _run_worker(backend, "m2m", peer.issuer, unprivileged_root)
+    if valid:
+        assert result == {"header": "Bearer stored-token", "renewals": 0}
+    else:
+        assert result["error"] == "StorageError", result
+        assert "Permission denied" in result["message"]
+        assert result["renewals"] == 0
+    assert peer.grants("client_credentials") == 0
+    assert sorted(p.name for p in directory.iterdir()) == ["token.json"]
+
+
+async def _log_in(issuer: str, root: Path) -> TokenSet:
+    auth = PlanetAuth.for_user(
+        "native-app",
+        issuer=issuer,
+        scopes=("openid", "offline_access"),
+        storage=FileStorage(root),
+        session=SESSION,
+        device_interval=0.1,
+    )
+    assert auth.user is not None
+    flow = auth.user.device_flow()
+    pending = await flow.start()
+    assert pending.verification_uri_complete is not None
+    await anyio.to_thread.run_sync(approve_device_over_http, pending.verification_uri_complete)
+    token = await flow.complete(pending)
+    await auth.user.save(token)
+    return token
+
+
+async def _renew_later(issuer: str, root: Path) -> TokenSet:
+    grant = RefreshTokenGrant(AuthorizationServer(issuer), PublicClient(client_id="native-app"))
+    return await TokenManager(grant, storage=FileStorage(root), session=SESSION).renew()
+
+
+def test_rotating_session_survives_saves_that_fail(
+    peer: Peer, unprivileged_root: Path, backend: str
+) -> None:
+    """Every save fails, yet each renewal uses the newest refresh token (no `invalid_grant`, the
+    grant is never revoked), and the session is saved once the directory is writable."""
+    login = anyio.run(_log_in, peer.issuer, unprivileged_root)
+    _hand_over(unprivileged_root, lock_file=True)
+    peer.reset()
+    result = _run_worker(backend, "user", peer.issuer, unprivileged_root)
+    headers = result["headers"]
+    assert len(set(headers)) == 3
+    assert result["renewals"] == 3
+    login_token = login.access_token.get_secret_value()
+    assert result["stored"] == [login_token, login_token, headers[2].removeprefix("Bearer ")]
+    assert peer.grants("refresh_token") == 3
+    assert peer.errors() == {}
+    # A later program renews with what was saved: the session is alive.
+    renewed = anyio.run(_renew_later, peer.issuer, unprivileged_root)
+    assert peer.errors() == {}
+    assert VerifyingApi(peer.issuer).verify(renewed.access_token.get_secret_value())
