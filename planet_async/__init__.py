@@ -27,12 +27,12 @@ from ._oauth import AuthorizationServer as AuthorizationServer
 from ._oauth import ClientAuth as ClientAuth
 from ._oauth import ClientSecretBasic as ClientSecretBasic
 from ._oauth import ClientSecretPost as ClientSecretPost
-from ._oauth import HttpRequest as HttpRequest
-from ._oauth import HttpResponse as HttpResponse
-from ._oauth import HttpTransport as HttpTransport
 from ._oauth import PrivateKeyJWT as PrivateKeyJWT
 from ._oauth import PublicClient as PublicClient
 from ._oauth import ServerMetadata as ServerMetadata
+from ._transport import HttpRequest as HttpRequest
+from ._transport import HttpResponse as HttpResponse
+from ._transport import HttpTransport as HttpTransport
 from ._user import BrowserOpener as BrowserOpener
 from ._user import UserLogin as UserLogin
 from ._user import login_with_browser as login_with_browser

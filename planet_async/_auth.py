@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import httpx
 from pydantic import SecretStr
@@ -25,15 +24,21 @@ from ._oauth import (
     PublicClient,
     revoke_token,
 )
+from ._redact import require_header_safe
+from ._session import Credential, SessionSource, user_credential
+from ._urls import OriginPolicy, origin_of
 from ._user import BrowserOpener, UserLogin
 from .flows._client_credentials import ClientCredentialsGrant
 from .flows._device_code import DeviceAuthorization
-from .flows._refresh import RefreshTokenGrant
 from .flows._scopes import USER_SCOPES
+from .profiles import (
+    AuthClientConfig,
+    PlanetHome,
+    choose_session,
+    credential_for_client,
+    credential_from_source,
+)
 from .storage._protocol import Storage
-
-if TYPE_CHECKING:
-    from .profiles import SessionSource
 
 __all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "PlanetAuth"]
 
@@ -43,26 +48,8 @@ PLANET_API_ORIGINS = ("https://api.planet.com", "https://services.sentinel-hub.c
 PLANET_M2M_ISSUER = "https://services.sentinel-hub.com/auth/realms/main"
 """The authorization server of Planet's M2M (service account) clients."""
 
-_API_KEY_REFUSED = frozenset({("https", "services.sentinel-hub.com", None)})
-_LOOPBACK_NAMES = frozenset({"localhost"})
-
-Origin = tuple[str, str, "int | None"]
-
-
-def _origin(url: str | httpx.URL) -> Origin:
-    parsed = httpx.URL(url)
-    if not parsed.scheme or not parsed.host:
-        raise ConfigurationError(f"{str(url)!r} is not an origin like https://api.planet.com")
-    return parsed.scheme, parsed.host, parsed.port
-
-
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+_API_KEY_REFUSED = frozenset({origin_of("https://services.sentinel-hub.com")})
+"""Sentinel Hub does not accept Planet API keys: a key is never sent there."""
 
 
 class PlanetAuth(httpx.Auth):
@@ -97,35 +84,29 @@ class PlanetAuth(httpx.Auth):
     ) -> None:
         if (manager is None) == (api_key is None):
             raise ConfigurationError("give PlanetAuth either a TokenManager or an api_key")
-        if api_key is not None and not api_key.strip():
-            raise ConfigurationError("the API key is empty")
         self.manager = manager
-        self._api_key_header = f"api-key {api_key}" if api_key is not None else None
-        origins = {
-            _origin(o) for o in (PLANET_API_ORIGINS if allowed_origins is None else allowed_origins)
-        }
-        for scheme, host, _ in origins:
-            if scheme != "https" and not (scheme == "http" and _is_loopback(host)):
-                raise ConfigurationError(
-                    f"refusing to send credentials to {scheme}://{host}: only https origins "
-                    "(or http on loopback) can be allowlisted"
-                )
+        self._api_key_header = (
+            f"api-key {require_header_safe(api_key, 'API key')}" if api_key is not None else None
+        )
+        policy = OriginPolicy(
+            PLANET_API_ORIGINS if allowed_origins is None else allowed_origins,
+            loopback_http=allow_loopback_http,
+        )
         if api_key is not None:
-            if allowed_origins is not None and origins & _API_KEY_REFUSED:
+            if allowed_origins is not None and policy.origins & _API_KEY_REFUSED:
                 raise ConfigurationError(
                     "services.sentinel-hub.com does not accept Planet API keys; use OAuth2 there"
                 )
-            origins -= _API_KEY_REFUSED
-        self._origins = frozenset(origins)
+            policy = policy.without(_API_KEY_REFUSED)
+        self._policy = policy
         self.user: UserLogin | None = None
         """The login side of a user session (`for_user`); None for M2M and API keys."""
         self.source: SessionSource | None = None
         """Which credential this is and where it came from, when chosen from settings."""
-        self._allow_loopback_http = allow_loopback_http
 
     def __repr__(self) -> str:
         kind = "api_key=***" if self.manager is None else f"manager={self.manager!r}"
-        return f"PlanetAuth({kind}, origins={sorted(f'{s}://{h}' for s, h, _ in self._origins)})"
+        return f"PlanetAuth({kind}, origins={sorted(str(o) for o in self._policy.origins)})"
 
     @classmethod
     def from_client_credentials(
@@ -219,7 +200,7 @@ class PlanetAuth(httpx.Auth):
         """
         if client is None:
             client = PublicClient(client_id=client_id)
-        return cls._user_session(
+        credential = user_credential(
             AuthorizationServer(issuer, timeout=timeout),
             client,
             scopes=tuple(scopes),
@@ -227,38 +208,29 @@ class PlanetAuth(httpx.Auth):
             storage=storage,
             session=session or client_id,
             device_interval=device_interval,
-            allowed_origins=allowed_origins,
-            allow_loopback_http=allow_loopback_http,
+        )
+        return cls.from_credential(
+            credential, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
         )
 
     @classmethod
-    def _user_session(
+    def from_credential(
         cls,
-        server: AuthorizationServer,
-        client: ClientAuth,
+        credential: Credential,
         *,
-        scopes: tuple[str, ...],
-        redirect_uri: str | None,
-        storage: Storage | None,
-        session: str,
-        device_interval: float = 5.0,
-        extra_params: dict[str, str] | None = None,
         allowed_origins: Iterable[str] | None = None,
         allow_loopback_http: bool = False,
     ) -> PlanetAuth:
-        manager = TokenManager(RefreshTokenGrant(server, client), storage=storage, session=session)
+        """Authenticate httpx requests with a session's credential (see `Credential`)."""
+        api_key = credential.api_key.get_secret_value() if credential.api_key else None
         auth = cls(
-            manager, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
+            credential.manager,
+            api_key=api_key,
+            allowed_origins=allowed_origins,
+            allow_loopback_http=allow_loopback_http,
         )
-        auth.user = UserLogin(
-            manager,
-            server,
-            client,
-            scopes=scopes,
-            redirect_uri=redirect_uri,
-            device_interval=device_interval,
-            extra_params=extra_params,
-        )
+        auth.user = credential.user
+        auth.source = credential.source
         return auth
 
     def _user_login(self) -> UserLogin:
@@ -346,8 +318,6 @@ class PlanetAuth(httpx.Auth):
         Raises:
             ConfigurationError: A named profile does not exist, or the settings conflict.
         """
-        from .profiles import PlanetHome, auth_from_source, choose_session
-
         planet_home = PlanetHome(home)
         return auth_from_source(
             choose_session(home=planet_home),
@@ -378,8 +348,6 @@ class PlanetAuth(httpx.Auth):
         Raises:
             ConfigurationError: The profile does not exist or cannot work.
         """
-        from .profiles import PlanetHome, auth_from_source, choose_session
-
         planet_home = PlanetHome(home)
         return auth_from_source(
             choose_session(profile=profile, home=planet_home),
@@ -416,10 +384,13 @@ class PlanetAuth(httpx.Auth):
         return cls(api_key=api_key, allowed_origins=allowed_origins)
 
     def _authenticates(self, url: httpx.URL) -> bool:
-        origin = (url.scheme, url.host, url.port)
-        if origin in self._origins:
-            return True
-        return self._allow_loopback_http and url.scheme == "http" and _is_loopback(url.host)
+        return self._policy.allows(url.scheme, url.host, url.port)
+
+    def _rejects(self, response: httpx.Response, header: str) -> bool:
+        """Whether a 401 is the verdict on `header`: it came from an allowlisted origin, to a
+        request that carried it (not from a redirect's target, which got no credentials)."""
+        sent = response.request
+        return self._authenticates(sent.url) and sent.headers.get("Authorization") == header
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -449,7 +420,7 @@ class PlanetAuth(httpx.Auth):
         header = manager.header_nowait() or await manager.header()
         request.headers["Authorization"] = header
         response = yield request
-        if response.status_code != 401:
+        if response.status_code != 401 or not self._rejects(response, header):
             return
         retry = await manager.renew_rejected(header)
         if retry is None or not isinstance(request.stream, httpx.ByteStream):
@@ -459,3 +430,43 @@ class PlanetAuth(httpx.Auth):
         await response.aread()
         request.headers["Authorization"] = retry
         yield request
+
+
+def auth_from_source(
+    source: SessionSource,
+    *,
+    home: PlanetHome | None = None,
+    storage: Storage | None = None,
+    allowed_origins: Iterable[str] | None = None,
+    allow_loopback_http: bool = False,
+) -> PlanetAuth:
+    """The PlanetAuth of a chosen session (`credential_from_source`).
+
+    Raises:
+        ConfigurationError: The profile's configuration cannot work.
+    """
+    credential = credential_from_source(source, home=home, storage=storage)
+    return PlanetAuth.from_credential(
+        credential, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
+    )
+
+
+def auth_for_client(
+    config: AuthClientConfig,
+    *,
+    session: str,
+    storage: Storage | None = None,
+    home: PlanetHome | None = None,
+    allowed_origins: Iterable[str] | None = None,
+    allow_loopback_http: bool = False,
+) -> PlanetAuth:
+    """The PlanetAuth a client configuration describes (`credential_for_client`).
+
+    Raises:
+        ConfigurationError: The configuration lacks what its client type needs.
+        LoginRequired: A legacy profile without a saved API key.
+    """
+    credential = credential_for_client(config, session=session, storage=storage, home=home)
+    return PlanetAuth.from_credential(
+        credential, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
+    )

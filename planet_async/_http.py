@@ -9,7 +9,7 @@ import anyio
 import httpx
 
 from ._errors import AuthServerUnavailable
-from ._oauth import HttpRequest, HttpResponse
+from ._transport import HttpRequest, HttpResponse
 
 __all__ = ["HttpxTransport"]
 

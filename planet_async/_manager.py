@@ -18,7 +18,7 @@ import anyio.lowlevel
 
 from ._errors import ConfigurationError, InvalidGrantError, PlanetAuthError, StorageError
 from ._models import TokenSet
-from ._redact import redact
+from ._redact import redact, require_header_safe
 from .flows._base import Grant
 from .storage._memory import MemoryStorage
 from .storage._protocol import Storage
@@ -299,8 +299,10 @@ class TokenManager:
         session is not stored yet, so another process or a later run cannot use it.
 
         Raises:
+            ConfigurationError: The access token cannot be sent in a header (CR, LF, NUL, ...).
             StorageError: The storage failed.
         """
+        require_header_safe(token.access_token.get_secret_value(), "access token")
         self._adopt(token)
         try:
             async with self.storage.lock(self.session):
@@ -438,9 +440,18 @@ class TokenManager:
 
     async def _load(self) -> TokenSet | None:
         try:
-            return await self.storage.load(self.session)
+            stored = await self.storage.load(self.session)
         except Exception as exc:
             raise self._storage_error(exc, "read") from exc
+        if stored is not None:
+            try:
+                require_header_safe(stored.access_token.get_secret_value(), "stored access token")
+            except ConfigurationError as exc:
+                raise StorageError(
+                    f"session {self.session!r} in {self.storage!r} is unusable: {exc}; "
+                    "log in again to replace it"
+                ) from None
+        return stored
 
     async def _reconcile(self, stored: TokenSet | None) -> TokenSet | None:
         """The newest session: the stored one, or the one this manager could not save yet (which

@@ -1,20 +1,21 @@
 """The token endpoint: client authentication, token requests, error parsing, server discovery.
 
 The protocol logic here builds plain requests and interprets plain responses; sending them is the
-job of an `HttpTransport` (`_http.py` for httpx), so nothing in this module imports an HTTP library.
+job of an `HttpTransport` (`_http.py` for httpx, the default), so this module never touches an
+HTTP library itself. URLs are checked by the one URL policy, `_urls`.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
 import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import timezone
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, field_validator
@@ -28,17 +29,18 @@ from ._errors import (
     InvalidTokenResponse,
     OAuthError,
 )
+from ._http import HttpxTransport
 from ._jwt import PrivateKey, load_private_key, sign_client_assertion
 from ._models import TokenSet
+from ._redact import redact, require_header_safe
+from ._transport import HttpRequest, HttpResponse, HttpTransport
+from ._urls import require_issuer, require_secure_url
 
 __all__ = [
     "AuthorizationServer",
     "ClientAuth",
     "ClientSecretBasic",
     "ClientSecretPost",
-    "HttpRequest",
-    "HttpResponse",
-    "HttpTransport",
     "PrivateKeyJWT",
     "PublicClient",
     "ServerMetadata",
@@ -51,44 +53,6 @@ Clock = Callable[[], float]
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds any one call to an authorization server may take, from connect to the last byte."""
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """A request to an authorization server, independent of the HTTP library that sends it."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    form: Mapping[str, str] | None = None
-
-    def __repr__(self) -> str:
-        # Headers and form carry client secrets, assertions and refresh tokens.
-        return f"HttpRequest({self.method} {self.url})"
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    """An authorization server's response. Header names are lower-case."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
-
-    def __repr__(self) -> str:
-        return f"HttpResponse({self.status_code}, {len(self.content)} bytes)"
-
-
-class HttpTransport(Protocol):
-    """Sends requests to authorization servers. `_http.HttpxTransport` is the httpx one."""
-
-    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
-        """Send `request`, taking at most `timeout` seconds in all.
-
-        Raises:
-            AuthServerUnavailable: The server could not be reached or did not answer in time.
-        """
-        ...
 
 
 # -- client authentication (RFC 6749 section 2.3, OIDC Core section 9, RFC 7523) -----------------
@@ -226,8 +190,16 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def _quoted(text: str, response: HttpResponse) -> str:
+    """Text from a server's response, fit for a message: no secret of the request it answers,
+    and no control characters."""
+    text = redact(text, response.request_secrets)
+    return "".join(c if c.isprintable() else "?" for c in text[:500])
+
+
 def _describe_body(response: HttpResponse) -> str:
     content_type = response.headers.get("content-type", "").split(";")[0].strip() or "no type"
+    content_type = _quoted(content_type, response)
     return f"HTTP {response.status_code}, {content_type}, {len(response.content)} bytes"
 
 
@@ -259,7 +231,11 @@ def parse_json_response(
     data = _json_object(response)
     status = response.status_code
     if status == 429 or status >= 500:
-        code = f": {data['error']}" if data and isinstance(data.get("error"), str) else ""
+        code = (
+            f": {_quoted(data['error'], response)}"
+            if data and isinstance(data.get("error"), str)
+            else ""
+        )
         raise AuthServerUnavailable(
             f"{endpoint} is unavailable{who}: HTTP {status}{code}; "
             "planet_async will try again after a backoff",
@@ -267,7 +243,7 @@ def parse_json_response(
             retry_after=parse_retry_after(response.headers.get("retry-after"), now=received_at),
         )
     if data is not None and isinstance(data.get("error"), str):
-        raise _oauth_error(data, status=status, endpoint=endpoint, who=who)
+        raise _oauth_error(data, response, endpoint=endpoint, who=who)
     if status != 200 or data is None:
         what = "not an OAuth 2.0 response" if status != 200 else "which is not a JSON object"
         raise InvalidTokenResponse(
@@ -291,13 +267,15 @@ def parse_token_response(
         response, endpoint=endpoint, received_at=received_at, context=context
     )
     try:
-        return TokenSet.from_response(data, received_at=received_at)
+        token = TokenSet.from_response(data, received_at=received_at)
+        require_header_safe(token.access_token.get_secret_value(), "access token")
     except ValueError as exc:
         who = f" ({context})" if context else ""
         raise InvalidTokenResponse(
             f"token endpoint {endpoint} sent an unusable token response{who}: {exc}",
             endpoint=endpoint,
         ) from None
+    return token
 
 
 _ADVICE = {
@@ -309,10 +287,13 @@ _ADVICE = {
 }
 
 
-def _oauth_error(data: Mapping[str, Any], *, status: int, endpoint: str, who: str) -> OAuthError:
-    error = str(data["error"])
+def _oauth_error(
+    data: Mapping[str, Any], response: HttpResponse, *, endpoint: str, who: str
+) -> OAuthError:
+    status = response.status_code
+    error = _quoted(str(data["error"]), response)
     description = data.get("error_description")
-    description = description if isinstance(description, str) else None
+    description = _quoted(description, response) if isinstance(description, str) else None
     detail = f" ({description})" if description else ""
     advice = _ADVICE.get(error, "see the error code in RFC 6749 section 5.2")
     cls: type[OAuthError] = {
@@ -347,25 +328,6 @@ class ServerMetadata(BaseModel):
 
 
 _metadata_cache: dict[str, ServerMetadata] = {}
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-
-
-def require_secure_url(url: str) -> str:
-    """`url` if credentials may be sent to it: https, or plain http on a loopback address.
-
-    Raises:
-        ConfigurationError: Anything else; client secrets and tokens must not travel in clear.
-    """
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme == "https" and host:
-        return url
-    if parts.scheme == "http" and (host in _LOOPBACK_HOSTS or host.startswith("127.")):
-        return url
-    raise ConfigurationError(
-        f"refusing authorization server URL {url!r}: it must be https "
-        "(plain http is allowed only on loopback, for tests)"
-    )
 
 
 def _well_known_urls(issuer: str) -> list[str]:
@@ -409,9 +371,10 @@ class AuthorizationServer:
         self._explicit = {k: v for k, v in endpoints.items() if v}
         if token_endpoint:
             self._explicit["token_endpoint"] = token_endpoint
-        for url in (issuer, *self._explicit.values()):
-            if url is not None:
-                require_secure_url(url)
+        if issuer is not None:
+            require_issuer(issuer)
+        for url in self._explicit.values():
+            require_secure_url(url, what="authorization server endpoint")
         self._transport = transport
         self.timeout = timeout
 
@@ -421,8 +384,6 @@ class AuthorizationServer:
     @property
     def transport(self) -> HttpTransport:
         if self._transport is None:
-            from ._http import HttpxTransport
-
             self._transport = HttpxTransport()
         return self._transport
 
@@ -439,7 +400,7 @@ class AuthorizationServer:
         url = getattr(metadata, name, None) or (metadata.model_extra or {}).get(name)
         if not isinstance(url, str) or not url:
             raise ConfigurationError(f"authorization server {self.issuer} has no {name}")
-        return require_secure_url(url)
+        return require_secure_url(url, what=f"discovered {name}")
 
     async def metadata(self) -> ServerMetadata:
         """The server's metadata, fetched once per issuer and cached for the process.
@@ -512,10 +473,9 @@ class AuthorizationServer:
         logger.debug(
             "%s request: %s to %s", endpoint_name, context or body.get("grant_type"), endpoint
         )
-        response = await self.transport.send(
-            HttpRequest("POST", endpoint, headers=headers, form=body), timeout=self.timeout
-        )
-        return endpoint, response
+        request = HttpRequest("POST", endpoint, headers=headers, form=body)
+        response = await self.transport.send(request, timeout=self.timeout)
+        return endpoint, dataclasses.replace(response, request_secrets=frozenset(request.secrets()))
 
     async def request_token(
         self,

@@ -6,7 +6,9 @@ import base64
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
-__all__ = ["MASK", "redact", "secret_forms"]
+from ._errors import ConfigurationError
+
+__all__ = ["MASK", "redact", "require_header_safe", "secret_forms"]
 
 MASK = "***"
 
@@ -30,3 +32,36 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     for secret in sorted(found, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def require_header_safe(value: str, what: str) -> str:
+    """`value` if it can be sent as a credential in an HTTP header as it is.
+
+    Raises:
+        ConfigurationError: It is empty, has surrounding whitespace, or holds a control character
+            (CR and LF would split the header). The message names the problem, never the value.
+    """
+    if not value or not value.strip():
+        raise ConfigurationError(f"the {what} is empty")
+    if value != value.strip():
+        raise ConfigurationError(
+            f"the {what} has whitespace around it; remove it (a copy-and-paste left-over?)"
+        )
+    for char in value:
+        if not char.isprintable() or char.isspace():
+            raise ConfigurationError(
+                f"the {what} contains {_describe(char)}, which cannot be sent in an HTTP header; "
+                "check where it was copied from"
+            )
+    return value
+
+
+def _describe(char: str) -> str:
+    names = {
+        "\r": "a carriage return (CR)",
+        "\n": "a line feed (LF)",
+        "\x00": "a NUL byte",
+        " ": "a space",
+        "\t": "a tab",
+    }
+    return names.get(char, f"the character U+{ord(char):04X}")

@@ -11,9 +11,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
+import httpx
 import pytest
 
-from planet_async import MemoryStorage, StorageError, TokenSet
+from planet_async import AuthServerUnavailable, MemoryStorage, StorageError, TokenSet
 from tests._helpers import FakeClock
 from tests.test_manager import FakeTokenEndpoint, m2m_manager, refresh_manager, token
 
@@ -201,3 +203,31 @@ async def test_without_the_lock_a_valid_stored_token_serves_and_none_is_requeste
     clock.advance(300)  # past the backoff
     assert await manager.header() == "Bearer at-1"
     assert endpoint.calls == 1
+
+
+async def test_failing_fast_during_backoff_lets_other_tasks_run() -> None:
+    """A caller retrying in a tight loop while renewals back off does not starve the loop:
+    every failed call is a checkpoint."""
+    clock = FakeClock()
+    endpoint = FakeTokenEndpoint(clock)
+    endpoint.fail_with = httpx.Response(503)
+    manager = m2m_manager(endpoint)
+    with pytest.raises(AuthServerUnavailable):
+        await manager.header()
+    other_ran = anyio.Event()
+    seen_by_the_loop: list[bool] = []
+
+    async def retry_in_a_loop() -> None:
+        for _ in range(100):
+            with pytest.raises(AuthServerUnavailable):
+                await manager.header()
+        seen_by_the_loop.append(other_ran.is_set())
+
+    async def other() -> None:
+        other_ran.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(retry_in_a_loop)
+        tasks.start_soon(other)
+    assert seen_by_the_loop == [True]
+    assert endpoint.calls == 1  # all in the backoff: fail fast, no new request

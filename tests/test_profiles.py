@@ -30,12 +30,12 @@ from planet_async import (
     PublicClient,
     RefreshTokenGrant,
 )
+from planet_async._auth import auth_for_client
 from planet_async.profiles import (
     BUILTIN_PROFILES,
     AuthClientConfig,
     PlanetHome,
     SessionSource,
-    auth_for_client,
     normalize_profile_name,
 )
 from tests._helpers import API

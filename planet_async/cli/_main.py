@@ -16,10 +16,11 @@ from typing import Any
 
 import anyio
 
-from .._auth import PlanetAuth, _is_loopback
+from .._auth import PlanetAuth, auth_from_source
 from .._errors import ConfigurationError, LoginTimeout, PlanetAuthError
+from .._urls import require_secure_url
 from ..flows._device_code import DeviceAuthorization
-from ..profiles import AuthClientConfig, PlanetHome, auth_from_source, choose_session
+from ..profiles import AuthClientConfig, PlanetHome, choose_session
 from ..profiles._clients import PLANET_M2M_ISSUER, PLANET_USER_ISSUER
 from ..storage._atomic import write_json_atomic
 
@@ -199,13 +200,14 @@ def _check_server(config: AuthClientConfig, allow_loopback_http: bool) -> None:
     for url in (config.server_url, *config.endpoints().values()):
         if not url:
             continue
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme == "https" or (
-            parts.scheme == "http" and allow_loopback_http and _is_loopback(parts.hostname or "")
-        ):
-            continue
-        hint = " (--allow-loopback-http allows http on 127.0.0.1)" if parts.scheme == "http" else ""
-        raise _Fail(f"refusing authorization server {url}: it is not https{hint}", EXIT_USAGE)
+        try:
+            require_secure_url(url, loopback_http=allow_loopback_http)
+        except ConfigurationError:
+            http = urllib.parse.urlsplit(url).scheme == "http"
+            hint = " (--allow-loopback-http allows http on loopback)" if http else ""
+            raise _Fail(
+                f"refusing authorization server {url}: it is not https{hint}", EXIT_USAGE
+            ) from None
 
 
 async def _status(auth: PlanetAuth) -> dict[str, Any]:

@@ -5,17 +5,17 @@ from ._clients import AuthClientConfig as AuthClientConfig
 from ._files import PlanetHome as PlanetHome
 from ._files import normalize_profile_name as normalize_profile_name
 from ._sessions import SessionSource as SessionSource
-from ._sessions import auth_for_client as auth_for_client
-from ._sessions import auth_from_source as auth_from_source
 from ._sessions import choose_session as choose_session
+from ._sessions import credential_for_client as credential_for_client
+from ._sessions import credential_from_source as credential_from_source
 
 __all__ = [
     "BUILTIN_PROFILES",
     "AuthClientConfig",
     "PlanetHome",
     "SessionSource",
-    "auth_for_client",
-    "auth_from_source",
+    "credential_for_client",
+    "credential_from_source",
     "choose_session",
     "normalize_profile_name",
 ]

@@ -17,9 +17,8 @@ a silent fallback.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -32,47 +31,17 @@ from .._oauth import (
     PrivateKeyJWT,
     PublicClient,
 )
+from .._session import Credential, SessionSource, user_credential
 from ..flows._client_credentials import ClientCredentialsGrant
+from ..flows._scopes import USER_SCOPES
 from ..storage._protocol import Storage
 from ._clients import PLANET_M2M_ISSUER, AuthClientConfig
 from ._files import PlanetHome, normalize_profile_name
 
-if TYPE_CHECKING:
-    from .._auth import PlanetAuth
-
-__all__ = ["SessionSource", "auth_for_client", "auth_from_source", "choose_session"]
+__all__ = ["SessionSource", "choose_session", "credential_for_client", "credential_from_source"]
 
 DEFAULT_PROFILE = "planet-user"
 M2M_PROFILE_PREFIX = "planet-m2m-"
-
-
-@dataclass(frozen=True)
-class SessionSource:
-    """Which credential is in use and where it came from.
-
-    Attributes:
-        kind: ``"profile"``, ``"client_credentials"`` or ``"api_key"``.
-        origin: Where it was found, e.g. ``"environment variable PL_AUTH_PROFILE"``.
-        profile: The profile name (for client credentials and API keys from variables: the
-            profile their tokens are kept under, if any; ``planet-m2m-<client id>`` for client
-            credentials, as in the `planet` SDK).
-        client_id: The M2M client id, for client credentials.
-    """
-
-    kind: Literal["profile", "client_credentials", "api_key"]
-    origin: str
-    profile: str | None = None
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    api_key: SecretStr | None = None
-
-    def describe(self) -> str:
-        """One line for people: what is used, and why."""
-        if self.kind == "profile":
-            return f"profile {self.profile!r} (from {self.origin})"
-        if self.kind == "client_credentials":
-            return f"M2M client {self.client_id!r} (from {self.origin})"
-        return f"API key (from {self.origin})"
 
 
 def choose_session(
@@ -169,71 +138,54 @@ def _from_values(values: Mapping[str, Any], origin: str) -> SessionSource | None
     return None
 
 
-def auth_from_source(
+def credential_from_source(
     source: SessionSource,
     *,
     home: PlanetHome | None = None,
     storage: Storage | None = None,
-    allowed_origins: Iterable[str] | None = None,
-    allow_loopback_http: bool = False,
-) -> PlanetAuth:
-    """Build the PlanetAuth for a chosen session; tokens shared with the CLI unless `storage`.
+) -> Credential:
+    """The credential of a chosen session; tokens shared with the CLI unless `storage`.
 
     Raises:
         ConfigurationError: The profile's configuration cannot work.
     """
-    from .._auth import PlanetAuth
-
     home = home or PlanetHome()
-    options: dict[str, Any] = {
-        "allowed_origins": allowed_origins,
-        "allow_loopback_http": allow_loopback_http,
-    }
     if source.kind == "api_key":
         assert source.api_key is not None
-        key = source.api_key.get_secret_value()
-        auth = PlanetAuth(api_key=key, allowed_origins=allowed_origins)
-    elif source.kind == "client_credentials":
+        return Credential(api_key=source.api_key, source=source)
+    if source.kind == "client_credentials":
         assert source.client_id is not None
         assert source.client_secret is not None
         secret = source.client_secret.get_secret_value()
         config = AuthClientConfig.m2m(source.client_id, secret, auth_server=PLANET_M2M_ISSUER)
         session = source.profile or source.client_id
-        auth = auth_for_client(
-            config, session=session, storage=storage or home.storage(), **options
-        )
-    else:
-        assert source.profile is not None
-        found = home.read_auth_client(source.profile)
-        if found is None:
-            raise ConfigurationError(f"profile {source.profile!r} does not exist")
-        auth = auth_for_client(
-            found, session=source.profile, storage=storage or home.storage(), home=home, **options
-        )
-    auth.source = source
-    return auth
+        found = credential_for_client(config, session=session, storage=storage or home.storage())
+        return found.with_source(source)
+    assert source.profile is not None
+    client = home.read_auth_client(source.profile)
+    if client is None:
+        raise ConfigurationError(f"profile {source.profile!r} does not exist")
+    found = credential_for_client(
+        client, session=source.profile, storage=storage or home.storage(), home=home
+    )
+    return found.with_source(source)
 
 
-def auth_for_client(
+def credential_for_client(
     config: AuthClientConfig,
     *,
     session: str,
     storage: Storage | None = None,
     home: PlanetHome | None = None,
-    allowed_origins: Iterable[str] | None = None,
-    allow_loopback_http: bool = False,
-) -> PlanetAuth:
-    """Build the PlanetAuth a client configuration describes.
+) -> Credential:
+    """The credential a client configuration describes.
 
     Raises:
         ConfigurationError: The configuration lacks what its client type needs.
         LoginRequired: A legacy profile without a saved API key.
     """
-    from .._auth import PlanetAuth
-
     if config.kind in ("api_key", "legacy"):
-        key = _api_key_of(config, session, home)
-        return PlanetAuth(api_key=key, allowed_origins=allowed_origins)
+        return Credential(api_key=SecretStr(_api_key_of(config, session, home)))
     if not config.server_url and "token_endpoint" not in config.endpoints():
         raise ConfigurationError(f"profile {session!r} has no auth_server")
     endpoints: dict[str, Any] = config.endpoints()
@@ -246,20 +198,15 @@ def auth_for_client(
         grant = ClientCredentialsGrant(
             server, client, scopes=config.scopes or (), extra_params=audience
         )
-        manager = TokenManager(grant, storage=storage, session=session)
-        return PlanetAuth(
-            manager, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
-        )
-    return PlanetAuth._user_session(
+        return Credential(manager=TokenManager(grant, storage=storage, session=session))
+    return user_credential(
         server,
         client,
-        scopes=tuple(config.scopes if config.scopes is not None else ("planet", "offline_access")),
+        scopes=tuple(config.scopes if config.scopes is not None else USER_SCOPES),
         redirect_uri=config.local_redirect_uri or config.redirect_uri,
         storage=storage,
         session=session,
         extra_params=audience,
-        allowed_origins=allowed_origins,
-        allow_loopback_http=allow_loopback_http,
     )
 
 
