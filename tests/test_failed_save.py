@@ -214,16 +214,19 @@ async def test_failing_fast_during_backoff_lets_other_tasks_run() -> None:
     manager = m2m_manager(endpoint)
     with pytest.raises(AuthServerUnavailable):
         await manager.header()
+    looping = anyio.Event()
     other_ran = anyio.Event()
     seen_by_the_loop: list[bool] = []
 
     async def retry_in_a_loop() -> None:
+        looping.set()
         for _ in range(100):
             with pytest.raises(AuthServerUnavailable):
                 await manager.header()
         seen_by_the_loop.append(other_ran.is_set())
 
     async def other() -> None:
+        await looping.wait()  # runnable from here on: only a checkpoint in the loop lets it run
         other_ran.set()
 
     async with anyio.create_task_group() as tasks:
