@@ -277,26 +277,29 @@ def _client_auth(config: AuthClientConfig, session: str) -> ClientAuth:
     if config.client_type.endswith("_pubkey"):
         key = _private_key(config, session)
         password = config.client_privkey_password
-        return PrivateKeyJWT(
-            client_id=config.client_id,
-            private_key=key,
-            password=password,
-        )
+        try:
+            return PrivateKeyJWT(client_id=config.client_id, private_key=key, password=password)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"profile {session!r}: {exc}") from exc
     return PublicClient(client_id=config.client_id)
 
 
-def _private_key(config: AuthClientConfig, session: str) -> SecretStr:
+def _private_key(config: AuthClientConfig, session: str) -> SecretStr | bytes:
     if config.client_privkey is not None:
         return config.client_privkey
     if config.client_privkey_file:
         path = os.path.expanduser(config.client_privkey_file)
         try:
-            with open(path) as file:
-                return SecretStr(file.read())
+            with open(path, "rb") as file:
+                return file.read()  # PEM or DER: PrivateKeyJWT tells them apart
         except OSError as exc:
             raise ConfigurationError(
                 f"profile {session!r}: cannot read client_privkey_file {path}: {exc.strerror}"
             ) from exc
+        except ValueError:  # a NUL in the path
+            raise ConfigurationError(
+                f"profile {session!r}: client_privkey_file {path!r} is not a usable path"
+            ) from None
     raise ConfigurationError(f"profile {session!r} needs client_privkey or client_privkey_file")
 
 

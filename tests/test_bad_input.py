@@ -1,0 +1,361 @@
+"""Bad input gets a typed error that says what to do, never a raw library exception or a secret.
+
+Private keys for private_key_jwt, scopes, session names, token responses and the `planet` CLI's
+files: each malformed shape raises ConfigurationError or StorageError (or is handled as the
+documented corrupt case), and no message or traceback quotes the secret it was given.
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x25519
+from joserfc import jwk, jwt
+from joserfc.errors import SecurityWarning
+from pydantic import SecretStr
+
+from planet_async import (
+    AuthorizationServer,
+    ClientCredentialsGrant,
+    ConfigurationError,
+    HttpxTransport,
+    PrivateKeyJWT,
+)
+from planet_async.profiles import AuthClientConfig, auth_for_client
+from tests._helpers import FakeClock, token_response
+
+pytestmark = pytest.mark.anyio
+
+TOKEN_URL = "https://auth.test/token"
+
+
+class TokenEndpoint:
+    """A token endpoint that answers every request with a token and keeps the forms it got."""
+
+    def __init__(self) -> None:
+        self.forms: list[dict[str, str]] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.forms.append(dict(httpx.QueryParams(request.content.decode())))
+        return token_response()
+
+    def server(self) -> AuthorizationServer:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+        return AuthorizationServer(token_endpoint=TOKEN_URL, transport=HttpxTransport(http))
+
+
+def _rendered(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+# -- private keys for private_key_jwt -------------------------------------------------------------
+
+SigningKey = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)
+
+KEYS: dict[str, tuple[Callable[[], SigningKey], str]] = {
+    "rsa": (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256"),
+    "p256": (lambda: ec.generate_private_key(ec.SECP256R1()), "ES256"),
+    "p384": (lambda: ec.generate_private_key(ec.SECP384R1()), "ES384"),
+    "p521": (lambda: ec.generate_private_key(ec.SECP521R1()), "ES512"),
+    "secp256k1": (lambda: ec.generate_private_key(ec.SECP256K1()), "ES256K"),
+    "ed25519": (ed25519.Ed25519PrivateKey.generate, "EdDSA"),
+    "ed448": (ed448.Ed448PrivateKey.generate, "EdDSA"),
+}
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, SigningKey]:
+    """One private key of every kind private_key_jwt can sign with."""
+    return {name: make() for name, (make, _) in KEYS.items()}
+
+
+def _encode(
+    key: Any,
+    encoding: serialization.Encoding,
+    form: serialization.PrivateFormat = serialization.PrivateFormat.PKCS8,
+    password: bytes | None = None,
+) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return bytes(key.private_bytes(encoding, form, encryption))
+
+
+def _material(key: SigningKey, form: str) -> tuple[Any, str | None]:
+    """The key as `form`, and the password it needs."""
+    pem, der = serialization.Encoding.PEM, serialization.Encoding.DER
+    if form == "pem":
+        return _encode(key, pem).decode(), None
+    if form == "pem-bytes":
+        return _encode(key, pem), None
+    if form == "der-pkcs8":
+        return _encode(key, der), None
+    if form == "der-traditional":
+        return _encode(key, der, serialization.PrivateFormat.TraditionalOpenSSL), None
+    if form == "der-encrypted":
+        return _encode(key, der, password=b"pass phrase"), "pass phrase"
+    if form == "pem-encrypted":
+        return _encode(key, pem, password=b"pass phrase").decode(), "pass phrase"
+    assert form == "jwk"
+    return jwk.import_key(_encode(key, pem), _kty(key)).as_dict(private=True), None
+
+
+def _kty(key: Any) -> Any:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RSA"
+    return "EC" if isinstance(key, ec.EllipticCurvePrivateKey) else "OKP"
+
+
+def _verify(assertion: str, key: SigningKey, alg: str) -> dict[str, Any]:
+    public = jwk.import_key(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        _kty(key),
+    )
+    with warnings.catch_warnings():
+        # joserfc's verifier warns that "EdDSA" is deprecated (RFC 9864); signing must not.
+        warnings.filterwarnings("ignore", "EdDSA is deprecated", SecurityWarning)
+        token = jwt.decode(assertion, public, algorithms=[alg])
+    assert token.header["alg"] == alg
+    return dict(token.claims)
+
+
+FORMS = [
+    "pem",
+    "pem-bytes",
+    "pem-encrypted",
+    "der-pkcs8",
+    "der-traditional",
+    "der-encrypted",
+    "jwk",
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "form"),
+    [
+        (kind, form)
+        for kind in KEYS
+        for form in FORMS
+        # Edwards keys have no traditional (non-PKCS#8) encoding.
+        if not (form == "der-traditional" and kind.startswith("ed"))
+    ],
+)
+async def test_every_supported_key_signs_a_verifiable_assertion(
+    keys: dict[str, SigningKey], kind: str, form: str
+) -> None:
+    """RSA, EC on P-256/P-384/P-521/secp256k1, Ed25519 and Ed448, as PEM, DER or JWK, sign with
+    the algorithm their curve calls for, and the assertion verifies with the public key."""
+    key, alg = keys[kind], KEYS[kind][1]
+    material, password = _material(key, form)
+    client = PrivateKeyJWT(client_id="svc", private_key=material, password=password)
+    endpoint = TokenEndpoint()
+    await ClientCredentialsGrant(endpoint.server(), client).renew(None, clock=FakeClock())
+    claims = _verify(endpoint.forms[0]["client_assertion"], key, alg)
+    assert claims["iss"] == claims["sub"] == "svc"
+    assert claims["aud"] == TOKEN_URL
+
+
+@pytest.mark.parametrize(
+    ("kind", "algorithm"),
+    [("rsa", "PS256"), ("rsa", "RS512"), ("ed25519", "Ed25519"), ("ed448", "Ed448")],
+)
+async def test_an_algorithm_that_fits_the_key_is_used(
+    keys: dict[str, SigningKey], kind: str, algorithm: str
+) -> None:
+    """An explicit algorithm the key can sign with is the one in the assertion header."""
+    key = keys[kind]
+    pem = _encode(key, serialization.Encoding.PEM).decode()
+    client = PrivateKeyJWT(client_id="svc", private_key=pem, algorithm=algorithm)
+    endpoint = TokenEndpoint()
+    await ClientCredentialsGrant(endpoint.server(), client).renew(None, clock=FakeClock())
+    _verify(endpoint.forms[0]["client_assertion"], key, algorithm)
+
+
+@pytest.mark.parametrize(
+    ("kind", "algorithm"),
+    [
+        ("rsa", "ES256"),
+        ("rsa", "HS256"),
+        ("rsa", "none"),
+        ("p256", "ES384"),
+        ("p384", "ES256"),
+        ("secp256k1", "ES256"),
+        ("ed25519", "RS256"),
+        ("ed25519", "Ed448"),
+        ("p256", "XX999"),
+    ],
+)
+def test_an_algorithm_that_does_not_fit_the_key_is_refused_at_construction(
+    keys: dict[str, SigningKey], kind: str, algorithm: str
+) -> None:
+    """An explicit algorithm the key cannot sign with is a ConfigurationError naming both."""
+    pem = _encode(keys[kind], serialization.Encoding.PEM).decode()
+    with pytest.raises(ConfigurationError, match=f"cannot sign with '{algorithm}'"):
+        PrivateKeyJWT(client_id="svc", private_key=pem, algorithm=algorithm)
+
+
+def _pem_of(key: Any) -> str:
+    return _encode(key, serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda: _pem_of(ec.generate_private_key(ec.SECP224R1())), "curve secp224r1"),
+        (lambda: _pem_of(ec.generate_private_key(ec.BrainpoolP256R1())), "curve brainpoolP256r1"),
+        (lambda: _pem_of(dsa.generate_private_key(key_size=2048)), "a DSA key"),
+        (lambda: _pem_of(x25519.X25519PrivateKey.generate()), "a X25519 key"),
+        (lambda: {"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}, "kty is 'oct'"),
+        (lambda: {"kty": "OKP", "crv": "X25519", "x": "AA", "d": "AA"}, "crv is 'X25519'"),
+        (lambda: {"kty": "EC", "crv": "P-999", "x": "AA", "y": "AA", "d": "AA"}, "'P-999'"),
+        (lambda: {"x": "AA", "d": "AA"}, "kty is None"),
+    ],
+    ids=["p224", "brainpool", "dsa", "x25519", "oct-jwk", "x25519-jwk", "unknown-curve", "no-kty"],
+)
+def test_a_key_that_cannot_sign_is_refused_at_construction(
+    make: Callable[[], Any], named: str
+) -> None:
+    """A key of a type or curve assertions cannot be signed with fails when it is given, with a
+    ConfigurationError naming it and what is supported, not at the first token request."""
+    with pytest.raises(ConfigurationError) as info:
+        PrivateKeyJWT(client_id="svc", private_key=make())
+    message = str(info.value)
+    assert named in message
+    assert "P-384" in message
+    assert "Ed25519" in message
+
+
+def test_a_public_jwk_is_refused(keys: dict[str, SigningKey]) -> None:
+    """A JWK without its private part is a ConfigurationError saying a private key is needed."""
+    public = jwk.import_key(_encode(keys["p256"], serialization.Encoding.PEM), "EC").as_dict()
+    with pytest.raises(ConfigurationError, match="needs a private key"):
+        PrivateKeyJWT(client_id="svc", private_key=public)
+
+
+@pytest.mark.parametrize(
+    ("form", "password", "advice"),
+    [
+        ("pem-encrypted", None, "give its password"),
+        ("der-encrypted", None, "give its password"),
+        ("pem-encrypted", "Wrong-Pass-Phrase", "check the password"),
+        ("der-encrypted", "Wrong-Pass-Phrase", "check the password"),
+        ("pem", "Needless-Pass-Phrase", "leave the password out"),
+        ("der-pkcs8", "Needless-Pass-Phrase", "leave the password out"),
+    ],
+)
+def test_a_password_problem_says_what_to_do(
+    keys: dict[str, SigningKey], form: str, password: str | None, advice: str
+) -> None:
+    """An encrypted key without its password, a wrong password, or a password for a key that has
+    none, is a ConfigurationError with advice that quotes neither key nor password."""
+    material, _ = _material(keys["rsa"], form)
+    with pytest.raises(ConfigurationError, match=advice) as info:
+        PrivateKeyJWT(client_id="svc", private_key=material, password=password)
+    rendered = _rendered(info.value)
+    if password:
+        assert password not in rendered
+    assert "pass phrase" not in rendered
+
+
+@pytest.mark.parametrize(
+    "material",
+    [
+        b"\x30\x82\x01\x00 not DER at all \xff\xfe\x80",
+        b"\xff\xfe\xfd\xfc",
+        b"",
+        b"-----BEGIN PRIVATE KEY-----\n\xff\xfe\x80GARBAGE\n-----END PRIVATE KEY-----\n",
+        b'{"kty": "RSA", "n": "\xff\xfe"}',
+        '{"a": ' * 100_000 + "1" + "}" * 100_000,
+        {"kty": "EC", "crv": "P-256", "x": 1, "y": 2, "d": 3},
+        {"kty": "EC", "crv": "P-256", "x": b"GARBAGE-X", "y": "AA", "d": "AA"},
+        {"kty": "RSA", "n": "AQAB", "e": "AQAB", "d": "GARBAGE-D"},
+        {"kty": "OKP", "crv": "Ed25519", "x": "AA", "d": "GARBAGE-D"},
+        {"kty": "EC", "crv": ["P-256"], "x": "AA", "y": "AA", "d": "AA"},
+    ],
+    ids=[
+        "der-garbage",
+        "binary",
+        "empty",
+        "pem-not-utf8",
+        "jwk-json-not-utf8",
+        "jwk-nested",
+        "jwk-numbers",
+        "jwk-bytes",
+        "rsa-jwk-bad-d",
+        "okp-jwk-short-d",
+        "jwk-crv-list",
+    ],
+)
+def test_garbage_key_material_is_a_configuration_error(material: Any) -> None:
+    """Bytes, text and JWKs that are no key raise ConfigurationError, never UnicodeDecodeError,
+    RecursionError, KeyError, or a joserfc, cryptography or pydantic exception."""
+    with pytest.raises(ConfigurationError, match="private_key_jwt") as info:
+        PrivateKeyJWT(client_id="svc", private_key=material)
+    assert "GARBAGE" not in _rendered(info.value)
+
+
+def test_der_key_stays_out_of_repr(keys: dict[str, SigningKey]) -> None:
+    """A DER key kept by PrivateKeyJWT appears in no repr or str of the client."""
+    der = _encode(keys["p256"], serialization.Encoding.DER)
+    client = PrivateKeyJWT(client_id="svc", private_key=der)
+    for shown in (repr(client), str(client), client.model_dump_json()):
+        assert der.hex() not in shown
+        assert "MIG" not in shown  # the start of the key's base64
+
+
+@pytest.mark.parametrize("lifetime", [0, -1, float("nan"), float("inf")])
+def test_assertion_lifetime_must_be_positive_seconds(
+    keys: dict[str, SigningKey], lifetime: float
+) -> None:
+    """A zero, negative or non-finite assertion lifetime fails at construction, not at signing."""
+    with pytest.raises(ConfigurationError, match="assertion_lifetime"):
+        PrivateKeyJWT(
+            client_id="svc", private_key=_pem_of(keys["p256"]), assertion_lifetime=lifetime
+        )
+
+
+def test_profile_key_file_may_be_der(keys: dict[str, SigningKey], clean_env: Path) -> None:
+    """A profile's client_privkey_file may hold a DER key, which was read as text and failed."""
+    (clean_env / "client.der").write_bytes(_encode(keys["p384"], serialization.Encoding.DER))
+    config = AuthClientConfig(
+        client_type="oidc_client_credentials_pubkey",
+        client_id="svc",
+        token_endpoint=TOKEN_URL,
+        client_privkey_file="~/client.der",
+    )
+    auth = auth_for_client(config, session="svc")
+    assert auth.manager is not None
+    grant = auth.manager.grant
+    assert isinstance(grant, ClientCredentialsGrant)
+    assert isinstance(grant.client, PrivateKeyJWT)
+
+
+def test_profile_key_that_cannot_sign_names_the_profile(
+    keys: dict[str, SigningKey], clean_env: Path
+) -> None:
+    """A profile whose key cannot sign is a ConfigurationError naming the profile and the key."""
+    pem = _pem_of(ec.generate_private_key(ec.SECP224R1()))
+    config = AuthClientConfig(
+        client_type="oidc_client_credentials_pubkey",
+        client_id="svc",
+        token_endpoint=TOKEN_URL,
+        client_privkey=SecretStr(pem),
+    )
+    with pytest.raises(ConfigurationError, match=r"profile 'svc'.*secp224r1"):
+        auth_for_client(config, session="svc")
