@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -22,11 +23,18 @@ from joserfc.errors import SecurityWarning
 from pydantic import SecretStr
 
 from planet_async import (
+    AuthorizationCodeFlow,
     AuthorizationServer,
     ClientCredentialsGrant,
+    ClientSecretPost,
     ConfigurationError,
+    DeviceCodeFlow,
     HttpxTransport,
     PrivateKeyJWT,
+    RefreshTokenGrant,
+    TokenManager,
+    TokenSet,
+    UserLogin,
 )
 from planet_async.profiles import AuthClientConfig, auth_for_client
 from tests._helpers import FakeClock, token_response
@@ -34,21 +42,41 @@ from tests._helpers import FakeClock, token_response
 pytestmark = pytest.mark.anyio
 
 TOKEN_URL = "https://auth.test/token"
+DEVICE_URL = "https://auth.test/device"
+AUTHORIZE_URL = "https://auth.test/authorize"
 
 
 class TokenEndpoint:
-    """A token endpoint that answers every request with a token and keeps the forms it got."""
+    """A token endpoint (and a device authorization endpoint) that keeps the forms it got.
+
+    The token endpoint answers every request with a token; the device endpoint with a code.
+    """
 
     def __init__(self) -> None:
         self.forms: list[dict[str, str]] = []
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.forms.append(dict(httpx.QueryParams(request.content.decode())))
-        return token_response()
+        if str(request.url) == DEVICE_URL:
+            return httpx.Response(
+                200,
+                json={
+                    "device_code": "dc-1",
+                    "user_code": "WDJB-MJHT",
+                    "verification_uri": "https://auth.test/activate",
+                    "expires_in": 600,
+                },
+            )
+        return token_response(refresh_token="rt-2")
 
     def server(self) -> AuthorizationServer:
         http = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
-        return AuthorizationServer(token_endpoint=TOKEN_URL, transport=HttpxTransport(http))
+        return AuthorizationServer(
+            token_endpoint=TOKEN_URL,
+            device_authorization_endpoint=DEVICE_URL,
+            authorization_endpoint=AUTHORIZE_URL,
+            transport=HttpxTransport(http),
+        )
 
 
 def _rendered(exc: BaseException) -> str:
@@ -358,4 +386,107 @@ def test_profile_key_that_cannot_sign_names_the_profile(
         client_privkey=SecretStr(pem),
     )
     with pytest.raises(ConfigurationError, match=r"profile 'svc'.*secp224r1"):
+        auth_for_client(config, session="svc")
+
+
+# -- scopes ----------------------------------------------------------------------------------------
+
+
+def _session() -> TokenSet:
+    return TokenSet(
+        access_token=SecretStr("at-1"),
+        issued_at=1_800_000_000.0,
+        refresh_token=SecretStr("rt-1"),
+    )
+
+
+async def _scope_sent(kind: str, scopes: Any) -> str | None:
+    """The `scope` a grant or login built with `scopes` sends to the authorization server."""
+    endpoint = TokenEndpoint()
+    server, client = (
+        endpoint.server(),
+        ClientSecretPost(client_id="c", client_secret=SecretStr("s")),
+    )
+    if kind == "client_credentials":
+        await ClientCredentialsGrant(server, client, scopes=scopes).renew(None, clock=FakeClock())
+    elif kind == "refresh_token":
+        await RefreshTokenGrant(server, client, scopes=scopes).renew(_session(), clock=FakeClock())
+    elif kind == "device_code":
+        await DeviceCodeFlow(server, client, scopes=scopes).start()
+    elif kind == "user_login":
+        manager = TokenManager(RefreshTokenGrant(server, client))
+        login = UserLogin(manager, server, client, scopes=scopes)
+        await login.device_flow().start()
+    else:
+        assert kind == "authorization_code"
+        flow = AuthorizationCodeFlow(
+            server, client, redirect_uri="http://127.0.0.1/callback", scopes=scopes
+        )
+        pending = await flow.start()
+        query = dict(parse_qsl(urlsplit(pending.authorization_url).query))
+        if "offline_access" in query.get("scope", "").split():
+            assert query["prompt"] == "consent"
+        return query.get("scope")
+    return endpoint.forms[0].get("scope")
+
+
+SCOPE_TAKERS = [
+    "client_credentials",
+    "refresh_token",
+    "device_code",
+    "user_login",
+    "authorization_code",
+]
+
+
+@pytest.mark.parametrize("kind", SCOPE_TAKERS)
+@pytest.mark.parametrize(
+    ("scopes", "sent"),
+    [
+        ("planet read", "planet read"),
+        (" planet\tread\n  planet ", "planet read"),
+        (["planet", "read", "planet"], "planet read"),
+        ({"planet": 1, "read": 2}.keys(), "planet read"),
+        ("", None),
+        ((), None),
+    ],
+    ids=["string", "whitespace-and-duplicates", "list", "iterable", "empty-string", "empty"],
+)
+async def test_scopes_as_one_string_are_split_on_whitespace(
+    kind: str, scopes: Any, sent: str | None
+) -> None:
+    """Every grant and login reads one string as space-separated scope names (it was split into
+    characters), and drops duplicates keeping the order."""
+    assert await _scope_sent(kind, scopes) == sent
+
+
+async def test_client_credentials_never_asks_for_offline_access_in_a_string() -> None:
+    """offline_access in a space-separated string is dropped for M2M, as in a list."""
+    assert await _scope_sent("client_credentials", "read offline_access") == "read"
+
+
+async def test_offline_access_in_a_string_asks_for_consent() -> None:
+    """A browser login given "planet offline_access" sends prompt=consent, as for a list."""
+    assert await _scope_sent("authorization_code", "planet offline_access") == (
+        "planet offline_access"
+    )
+
+
+@pytest.mark.parametrize("kind", SCOPE_TAKERS)
+@pytest.mark.parametrize(
+    "scopes",
+    [["planet read"], [""], ["a\x00b"], "planet a\x07b", ["planet", 1], [b"planet"], None, 5],
+    ids=["space-in-item", "empty-item", "nul", "bell", "number", "bytes", "none", "int"],
+)
+async def test_malformed_scopes_are_a_configuration_error(kind: str, scopes: Any) -> None:
+    """Items that are not scope names, and values that are not scopes at all, fail when the
+    grant or login is built, with a ConfigurationError showing the accepted shapes."""
+    with pytest.raises(ConfigurationError, match=r"scope names like \['planet'"):
+        await _scope_sent(kind, scopes)
+
+
+def test_profile_with_a_malformed_scope_names_the_profile() -> None:
+    """An auth_client.json scope item holding a space is a ConfigurationError naming the profile."""
+    config = AuthClientConfig.m2m("svc", "s", scopes=["planet offline_access"])
+    with pytest.raises(ConfigurationError, match=r"profile 'svc'.*'planet offline_access'"):
         auth_for_client(config, session="svc")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 from .._errors import CallbackError, ConfigurationError, LoginDenied, LoginTimeout
 from .._models import TokenSet, reveal_json
 from .._oauth import AuthorizationServer, ClientAuth
-from ._scopes import OFFLINE_ACCESS, USER_SCOPES
+from ._scopes import OFFLINE_ACCESS, USER_SCOPES, normalize_scopes
 
 __all__ = ["AuthorizationCodeFlow", "PendingAuthorization"]
 
@@ -81,9 +81,10 @@ class AuthorizationCodeFlow:
         client: The client: `PublicClient` for native apps; `ClientSecretBasic`,
             `ClientSecretPost` or `PrivateKeyJWT` for web services (confidential clients).
         redirect_uri: The registered redirect URI; `start` can also be given one per login.
-        scopes: Scopes to request; by default ``planet`` and ``offline_access``. When
-            ``offline_access`` is requested, ``prompt=consent`` is sent too (OpenID Connect
-            Core 11 issues refresh tokens only then).
+        scopes: Scopes to request, as names or one space-separated string; by default
+            ``planet`` and ``offline_access``. When ``offline_access`` is requested,
+            ``prompt=consent`` is sent too (OpenID Connect Core 11 issues refresh tokens only
+            then).
         extra_params: More authorization request parameters (e.g. ``audience``).
         lifetime: Seconds a pending login stays usable.
         clock: Wall-clock seconds; injectable for tests.
@@ -95,7 +96,7 @@ class AuthorizationCodeFlow:
         client: ClientAuth,
         *,
         redirect_uri: str | None = None,
-        scopes: Iterable[str] = USER_SCOPES,
+        scopes: str | Iterable[str] = USER_SCOPES,
         extra_params: Mapping[str, str] | None = None,
         lifetime: float = 600.0,
         clock: Callable[[], float] = time.time,
@@ -103,7 +104,7 @@ class AuthorizationCodeFlow:
         self.server = server
         self.client = client
         self.redirect_uri = redirect_uri
-        self.scopes = tuple(scopes)
+        self.scopes = normalize_scopes(scopes)
         self.extra_params = dict(extra_params or {})
         self.lifetime = lifetime
         self._clock = clock

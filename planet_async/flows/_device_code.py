@@ -20,7 +20,7 @@ from .._errors import (
 )
 from .._models import TokenSet, reveal_json
 from .._oauth import AuthorizationServer, ClientAuth, parse_json_response, scope_param
-from ._scopes import USER_SCOPES
+from ._scopes import USER_SCOPES, normalize_scopes
 
 __all__ = ["DeviceAuthorization", "DeviceCodeFlow", "DeviceFlowState"]
 
@@ -92,7 +92,8 @@ class DeviceCodeFlow:
     Args:
         server: The authorization server.
         client: The client (`PublicClient` for native apps; confidential clients work too).
-        scopes: Scopes to request; by default ``planet`` and ``offline_access``.
+        scopes: Scopes to request, as names or one space-separated string; by default
+            ``planet`` and ``offline_access``.
         default_interval: Seconds between polls when the server gives no `interval`.
         extra_params: More form fields for the device authorization request.
         clock: Wall-clock seconds; injectable for tests.
@@ -104,7 +105,7 @@ class DeviceCodeFlow:
         server: AuthorizationServer,
         client: ClientAuth,
         *,
-        scopes: Iterable[str] = USER_SCOPES,
+        scopes: str | Iterable[str] = USER_SCOPES,
         default_interval: float = 5.0,
         extra_params: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
@@ -112,7 +113,7 @@ class DeviceCodeFlow:
     ) -> None:
         self.server = server
         self.client = client
-        self.scopes = tuple(scopes)
+        self.scopes = normalize_scopes(scopes)
         self.default_interval = default_interval
         self.extra_params = dict(extra_params or {})
         self._clock = clock

@@ -33,6 +33,7 @@ from .._oauth import (
     PublicClient,
 )
 from ..flows._client_credentials import ClientCredentialsGrant
+from ..flows._scopes import normalize_scopes
 from ..storage._protocol import Storage
 from ._clients import PLANET_M2M_ISSUER, AuthClientConfig
 from ._files import PlanetHome, normalize_profile_name
@@ -241,6 +242,11 @@ def auth_for_client(
         config.server_url, token_endpoint=endpoints.pop("token_endpoint", None), **endpoints
     )
     client = _client_auth(config, session)
+    if config.scopes is not None:
+        try:
+            normalize_scopes(config.scopes)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"profile {session!r}: {exc}") from None
     audience = {"audience": " ".join(config.audiences)} if config.audiences else {}
     if config.kind == "m2m":
         grant = ClientCredentialsGrant(
