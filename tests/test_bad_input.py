@@ -7,6 +7,8 @@ documented corrupt case), and no message or traceback quotes the secret it was g
 
 from __future__ import annotations
 
+import base64
+import os
 import traceback
 import warnings
 from collections.abc import Callable
@@ -30,18 +32,29 @@ from planet_async import (
     ConfigurationError,
     DeviceCodeFlow,
     HttpxTransport,
+    InvalidTokenResponse,
+    PlanetAuth,
     PrivateKeyJWT,
+    PublicClient,
     RefreshTokenGrant,
+    StorageError,
     TokenManager,
     TokenSet,
     UserLogin,
 )
-from planet_async.profiles import AuthClientConfig, auth_for_client
+from planet_async.profiles import (
+    AuthClientConfig,
+    PlanetHome,
+    auth_for_client,
+    choose_session,
+    normalize_profile_name,
+)
 from tests._helpers import FakeClock, token_response
 
 pytestmark = pytest.mark.anyio
 
 TOKEN_URL = "https://auth.test/token"
+SECRET = "at-Never-Shown"
 DEVICE_URL = "https://auth.test/device"
 AUTHORIZE_URL = "https://auth.test/authorize"
 
@@ -490,3 +503,180 @@ def test_profile_with_a_malformed_scope_names_the_profile() -> None:
     config = AuthClientConfig.m2m("svc", "s", scopes=["planet offline_access"])
     with pytest.raises(ConfigurationError, match=r"profile 'svc'.*'planet offline_access'"):
         auth_for_client(config, session="svc")
+
+
+# -- profile names and the `planet` CLI's files ---------------------------------------------------
+
+PROFILE_NAMES = ["a\x00b", "a\nb", "a\x1bb", "a\ud800b", "x" * 256]
+PROFILE_NAME_IDS = ["nul", "newline", "escape", "surrogate", "too-long"]
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES, ids=PROFILE_NAME_IDS)
+def test_profile_names_that_cannot_be_file_names_are_refused(tmp_path: Path, name: str) -> None:
+    """Every PlanetHome method, normalize_profile_name and PlanetAuth.from_profile refuse such a
+    name with a ConfigurationError saying why, and create nothing (they raised ValueError
+    "embedded null byte", UnicodeEncodeError or OSError, or made odd directories)."""
+    home = PlanetHome(tmp_path / "planet-home")
+    attempts: list[Callable[[], object]] = [
+        lambda: normalize_profile_name(name),
+        lambda: home.profile_dir(name),
+        lambda: home.read_auth_client(name),
+        lambda: home.write_auth_client(name, AuthClientConfig.static_api_key("k")),
+        lambda: home.read_token_file(name),
+        lambda: home.write_token_file(name, {"api_key": "k"}),
+        lambda: home.delete_token_file(name),
+        lambda: home.delete_profile(name),
+        lambda: home.set_default_profile(name),
+        lambda: PlanetAuth.from_profile(name, home=home.home),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ConfigurationError, match="cannot be a profile name: it "):
+            attempt()
+    assert not home.home.exists()
+
+
+def test_profile_name_from_the_environment_is_refused_with_its_origin(clean_env: Path) -> None:
+    """A PL_AUTH_PROFILE holding a control character names the variable and the problem."""
+    with pytest.raises(ConfigurationError, match=r"PL_AUTH_PROFILE.*control character"):
+        choose_session(environ={"PL_AUTH_PROFILE": "a\x1bb"}, home=PlanetHome(clean_env))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000],
+    ids=["lists", "dicts"],
+)
+@pytest.mark.parametrize(
+    ("path", "read"),
+    [
+        (".planet.json", lambda home: home.read_config()),
+        (".planet/p/auth_client.json", lambda home: home.read_auth_client("p")),
+        (".planet/p/token.json", lambda home: home.read_token_file("p")),
+        (".planet.json", lambda home: choose_session(environ={}, home=home)),
+    ],
+    ids=["planet.json", "auth_client.json", "token.json", "choose_session"],
+)
+def test_deeply_nested_settings_file_is_a_configuration_error(
+    clean_env: Path, content: bytes, path: str, read: Callable[[PlanetHome], object]
+) -> None:
+    """A `planet` CLI file nested too deep to parse is a ConfigurationError naming the file,
+    which is left as it is (it raised RecursionError)."""
+    file = clean_env / path
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(content)
+    with pytest.raises(ConfigurationError, match="is not a JSON object") as info:
+        read(PlanetHome(clean_env))
+    assert str(file) in str(info.value)
+    assert file.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda home: home.write_auth_client("p", AuthClientConfig.static_api_key("k")),
+        lambda home: home.write_token_file("p", {"api_key": "k"}),
+        lambda home: home.delete_token_file("p"),
+        lambda home: home.delete_profile("p"),
+    ],
+    ids=["write_auth_client", "write_token_file", "delete_token_file", "delete_profile"],
+)
+def test_profile_directory_that_is_a_symlink_is_not_written_through(
+    tmp_path: Path, change: Callable[[PlanetHome], object]
+) -> None:
+    """PlanetHome writes and deletes nothing through a profile directory that is a symbolic
+    link: StorageError naming it, and the link's target keeps its files."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("auth_client.json", "token.json"):
+        (outside / name).write_text('{"theirs": true}')
+    home = PlanetHome(tmp_path / "home")
+    home.profiles_dir.mkdir(parents=True)
+    (home.profiles_dir / "p").symlink_to(outside, target_is_directory=True)
+
+    with pytest.raises(StorageError, match="symbolic link") as info:
+        change(home)
+    assert str(home.profiles_dir / "p") in str(info.value)
+    assert sorted(os.listdir(outside)) == ["auth_client.json", "token.json"]
+    assert (outside / "token.json").read_text() == '{"theirs": true}'
+
+
+# -- what authorization servers send ---------------------------------------------------------------
+
+
+def _jwt_with_payload(payload: bytes) -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+    return ".".join([b64(b'{"alg": "none"}'), b64(payload), "c2ln"])
+
+
+async def _token_from(body: dict[str, Any]) -> TokenSet:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=body)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    server = AuthorizationServer(token_endpoint=TOKEN_URL, transport=HttpxTransport(http))
+    client = ClientSecretPost(client_id="c", client_secret=SecretStr("s"))
+    return await ClientCredentialsGrant(server, client).renew(None, clock=FakeClock())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"access_token": SECRET, "expires_in": 10**400},
+        {"access_token": SECRET, "expires_in": "9" * 5000},
+    ],
+    ids=["huge-int", "huge-digits"],
+)
+async def test_expires_in_too_large_is_an_invalid_token_response(body: dict[str, Any]) -> None:
+    """An expires_in that is no finite time from now is InvalidTokenResponse, not OverflowError,
+    and the message does not quote the token."""
+    with pytest.raises(InvalidTokenResponse, match="expires_in is out of range") as info:
+        await _token_from(body)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[" * 5000, b'{"exp": 1' + b"0" * 400 + b"}"],
+    ids=["nested", "huge-exp"],
+)
+async def test_unreadable_jwt_claims_mean_an_unknown_expiry(payload: bytes) -> None:
+    """A JWT access token without expires_in whose claims are nested too deep or hold an `exp`
+    too large for a float is used as an opaque token (it raised RecursionError or
+    OverflowError)."""
+    access = _jwt_with_payload(payload)
+    token = await _token_from({"access_token": access})
+    assert token.access_token.get_secret_value() == access
+    assert token.expires_at is None
+
+
+@pytest.mark.parametrize(
+    "extra", [{"expires_in": 10**400}, {"interval": 10**400}], ids=["expires_in", "interval"]
+)
+async def test_device_authorization_with_huge_numbers_is_an_invalid_response(
+    extra: dict[str, Any],
+) -> None:
+    """A device authorization response with numbers too large for a float is
+    InvalidTokenResponse (it raised OverflowError)."""
+    body = {
+        "device_code": "dc-Never-Shown",
+        "user_code": "WDJB-MJHT",
+        "verification_uri": "https://auth.test/activate",
+        "expires_in": 600,
+        **extra,
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=body)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    server = AuthorizationServer(
+        token_endpoint=TOKEN_URL,
+        device_authorization_endpoint=DEVICE_URL,
+        transport=HttpxTransport(http),
+    )
+    flow = DeviceCodeFlow(server, PublicClient(client_id="c"))
+    with pytest.raises(InvalidTokenResponse, match="unusable device authorization") as info:
+        await flow.start()
+    assert "dc-Never-Shown" not in str(info.value)

@@ -147,7 +147,7 @@ class DeviceCodeFlow:
         )
         try:
             pending = _device_authorization(data, received, self.default_interval)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise InvalidTokenResponse(
                 f"{endpoint} sent an unusable device authorization response "
                 "(needs device_code, user_code, verification_uri, expires_in)",

@@ -12,7 +12,7 @@ from typing import Any
 from .._errors import StorageError
 from ._platform import fsync_directory
 
-__all__ = ["make_private_dirs", "write_json_atomic"]
+__all__ = ["make_private_dirs", "refuse_symlink", "write_json_atomic"]
 
 _STALE_AFTER = 600.0
 
@@ -29,6 +29,23 @@ def make_private_dirs(*directories: Path) -> None:
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create {path}: {exc.strerror}") from exc
+
+
+def refuse_symlink(directory: Path) -> None:
+    """Refuse a session's directory that is a symbolic link.
+
+    Through a link, writing, locking and deleting would happen outside the storage's root (the
+    root itself, like ``~/.planet``, may be a link).
+
+    Raises:
+        StorageError: `directory` is a symbolic link.
+    """
+    if directory.is_symlink():
+        raise StorageError(
+            f"{directory} is a symbolic link; planet_async keeps a session only in a real "
+            "directory, so that nothing is written or deleted elsewhere through it: replace the "
+            "link with a directory"
+        )
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
