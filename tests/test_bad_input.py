@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
+import subprocess
+import sys
 import traceback
 import warnings
 from collections.abc import Callable
@@ -30,9 +33,11 @@ from planet_async import (
     ClientCredentialsGrant,
     ClientSecretPost,
     ConfigurationError,
+    DeviceAuthorization,
     DeviceCodeFlow,
     HttpxTransport,
     InvalidTokenResponse,
+    PendingAuthorization,
     PlanetAuth,
     PrivateKeyJWT,
     PublicClient,
@@ -600,6 +605,34 @@ def test_profile_directory_that_is_a_symlink_is_not_written_through(
     assert (outside / "token.json").read_text() == '{"theirs": true}'
 
 
+def test_failed_login_restores_a_corrupt_client_file_byte_for_byte(clean_env: Path) -> None:
+    """When a login over a profile whose auth_client.json is not JSON fails, the file comes back
+    as it was and the user sees the login's error, not a JSONDecodeError from the restore."""
+    config = clean_env / ".planet" / "p" / "auth_client.json"
+    config.parent.mkdir(parents=True)
+    before = b'{"client_type": "oidc_client_credentials_secret", broken'
+    config.write_bytes(before)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    command = [sys.executable, "-m", "planet_async.cli", "--home", str(clean_env)]
+    login = ["auth", "login", "--client-id", "svc", "--client-secret", "cs-Never-Shown"]
+    where = ["--allow-loopback-http", "--issuer", closed, "--profile", "p"]
+    result = subprocess.run(
+        [*command, *login, *where],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "could not be reached" in result.stderr
+    assert "cs-Never-Shown" not in result.stderr
+    assert config.read_bytes() == before
+
+
 # -- what authorization servers send ---------------------------------------------------------------
 
 
@@ -680,3 +713,24 @@ async def test_device_authorization_with_huge_numbers_is_an_invalid_response(
     with pytest.raises(InvalidTokenResponse, match="unusable device authorization") as info:
         await flow.start()
     assert "dc-Never-Shown" not in str(info.value)
+
+
+@pytest.mark.parametrize("model", [PendingAuthorization, DeviceAuthorization])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"state": "st-Never-Shown", "code_verifier": "cv-Never-Shown"}',
+        '{"device_code": "dc-Never-Shown"}',
+        "[" * 100_000,
+        b"\xff\xfe",
+    ],
+    ids=["other-fields", "missing-fields", "nested", "binary"],
+)
+def test_saved_login_state_that_is_not_ours_is_a_configuration_error(
+    model: Any, text: str | bytes
+) -> None:
+    """from_json of text that to_json did not write is a ConfigurationError saying to start
+    again, which quotes none of the secrets in it (pydantic's error quoted its input)."""
+    with pytest.raises(ConfigurationError, match="start the login again") as info:
+        model.from_json(text)
+    assert "Never-Shown" not in _rendered(info.value)

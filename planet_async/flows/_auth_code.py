@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
 
 from .._errors import CallbackError, ConfigurationError, LoginDenied, LoginTimeout
 from .._models import TokenSet, reveal_json
@@ -39,7 +39,8 @@ class PendingAuthorization(BaseModel):
         expires_at: Epoch seconds after which `finish` refuses it.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error must not quote its input: the input holds the verifier and `state`.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     # The URL carries `state` and `nonce`: kept out of repr, and masked by model_dump_json.
     authorization_url: str = Field(repr=False)
@@ -69,8 +70,18 @@ class PendingAuthorization(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> PendingAuthorization:
-        """Load what `to_json` wrote."""
-        return cls.model_validate_json(text)
+        """Load what `to_json` wrote.
+
+        Raises:
+            ConfigurationError: `text` is not what `to_json` wrote.
+        """
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError:
+            raise ConfigurationError(
+                "this is not a pending login written by PendingAuthorization.to_json; "
+                "start the login again"
+            ) from None
 
 
 class AuthorizationCodeFlow:

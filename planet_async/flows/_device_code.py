@@ -9,10 +9,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import anyio
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from .._errors import (
     AuthServerUnavailable,
+    ConfigurationError,
     InvalidTokenResponse,
     LoginDenied,
     LoginTimeout,
@@ -54,7 +55,8 @@ class DeviceAuthorization(BaseModel):
         interval: Seconds between polls.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error must not quote its input: the input holds the device code.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     device_code: SecretStr
     user_code: str
@@ -69,8 +71,18 @@ class DeviceAuthorization(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> DeviceAuthorization:
-        """Load what `to_json` wrote."""
-        return cls.model_validate_json(text)
+        """Load what `to_json` wrote.
+
+        Raises:
+            ConfigurationError: `text` is not what `to_json` wrote.
+        """
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError:
+            raise ConfigurationError(
+                "this is not a device login written by DeviceAuthorization.to_json; "
+                "start the login again"
+            ) from None
 
     def instructions(self) -> str:
         """A short text telling the user what to do."""
