@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -245,13 +246,14 @@ async def test_symlinked_session_directory_is_refused(tmp_path: Path, outside: P
     (outside / "token.json").write_bytes(theirs)
     storage = FileStorage(root)
 
-    for attempt in (
-        storage.load("default"),
-        storage.save("default", _token()),
-        storage.delete("default"),
-    ):
+    attempts: list[Callable[[], Awaitable[object]]] = [
+        lambda: storage.load("default"),
+        lambda: storage.save("default", _token()),
+        lambda: storage.delete("default"),
+    ]
+    for attempt in attempts:
         with pytest.raises(StorageError, match="symbolic link") as info:
-            await attempt
+            await attempt()
         assert str(root / "default") in str(info.value)
     with pytest.raises(StorageError, match="symbolic link"):
         async with storage.lock("default"):
