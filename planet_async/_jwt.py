@@ -23,6 +23,7 @@ from ._errors import ConfigurationError
 __all__ = [
     "PrivateKey",
     "assertion_algorithm",
+    "check_signing_key",
     "load_private_key",
     "read_claims_unverified",
     "sign_client_assertion",
@@ -188,6 +189,27 @@ def assertion_algorithm(key: PrivateKey, algorithm: str | None = None) -> str:
             f"use {', '.join(usable)}, or leave the algorithm out"
         )
     return algorithm
+
+
+def check_signing_key(key: PrivateKey, algorithm: str | None = None) -> str:
+    """Check, with a trial signature, that `key` signs with `algorithm`; return the algorithm.
+
+    The trial finds what the tables cannot, such as an RSA key too small for PS512.
+
+    Raises:
+        ConfigurationError: `algorithm` does not fit the key, or signing with it fails.
+    """
+    alg = assertion_algorithm(key, algorithm)
+    try:
+        jws.serialize_compact(
+            {"alg": alg}, b"trial", key, registry=_AssertionRegistry(algorithms=[alg])
+        )
+    except (JoseError, ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"private_key_jwt cannot sign with {alg!r} and this {key.key_type} key (is the key "
+            "too small for it?): use a larger key or another algorithm"
+        ) from exc
+    return alg
 
 
 def sign_client_assertion(

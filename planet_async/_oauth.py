@@ -28,7 +28,7 @@ from ._errors import (
     InvalidTokenResponse,
     OAuthError,
 )
-from ._jwt import PrivateKey, assertion_algorithm, load_private_key, sign_client_assertion
+from ._jwt import PrivateKey, check_signing_key, load_private_key, sign_client_assertion
 from ._models import TokenSet
 
 __all__ = [
@@ -207,7 +207,7 @@ class PrivateKeyJWT(ClientAuth):
                 ) from None
         password = self.password.get_secret_value() if self.password else None
         key = load_private_key(source, password)
-        assertion_algorithm(key, self.algorithm)
+        check_signing_key(key, self.algorithm)
         return key
 
     def apply(

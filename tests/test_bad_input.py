@@ -260,6 +260,15 @@ def _pem_of(key: Any) -> str:
     return _encode(key, serialization.Encoding.PEM).decode()
 
 
+@pytest.mark.filterwarnings("ignore:Key size should be >= 2048 bits")
+def test_an_rsa_key_too_small_for_the_algorithm_is_refused_at_construction() -> None:
+    """A 1024-bit RSA key with PS512 (which needs 1040 bits) fails when the client is built, not
+    with cryptography's ValueError at the first token request."""
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+    with pytest.raises(ConfigurationError, match=r"cannot sign with 'PS512'.*larger key"):
+        PrivateKeyJWT(client_id="svc", private_key=_pem_of(small), algorithm="PS512")
+
+
 @pytest.mark.parametrize(
     ("make", "named"),
     [
