@@ -30,7 +30,7 @@ from ._urls import OriginPolicy, origin_of
 from ._user import BrowserOpener, UserLogin
 from .flows._client_credentials import ClientCredentialsGrant
 from .flows._device_code import DeviceAuthorization
-from .flows._scopes import USER_SCOPES
+from .flows._scopes import USER_SCOPES, normalize_scopes
 from .profiles import (
     AuthClientConfig,
     PlanetHome,
@@ -118,7 +118,7 @@ class PlanetAuth(httpx.Auth):
         auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic",
         issuer: str | None = PLANET_M2M_ISSUER,
         token_endpoint: str | None = None,
-        scopes: Iterable[str] = (),
+        scopes: str | Iterable[str] = (),
         storage: Storage | None = None,
         session: str | None = None,
         timeout: float = 10.0,
@@ -134,7 +134,7 @@ class PlanetAuth(httpx.Auth):
             auth_method: How a secret is sent: HTTP Basic (default) or in the form.
             issuer: The authorization server; Planet's M2M server by default.
             token_endpoint: Skip discovery and use this token endpoint.
-            scopes: Scopes to request; none by default.
+            scopes: Scopes to request, as names or one space-separated string; none by default.
             storage: Where to keep the session; in memory by default.
             session: The session's name in the storage; the client id by default.
             timeout: Seconds any one call to the authorization server may take.
@@ -167,7 +167,7 @@ class PlanetAuth(httpx.Auth):
         *,
         issuer: str,
         client: ClientAuth | None = None,
-        scopes: Iterable[str] = USER_SCOPES,
+        scopes: str | Iterable[str] = USER_SCOPES,
         redirect_uri: str | None = None,
         storage: Storage | None = None,
         session: str | None = None,
@@ -203,7 +203,7 @@ class PlanetAuth(httpx.Auth):
         credential = user_credential(
             AuthorizationServer(issuer, timeout=timeout),
             client,
-            scopes=tuple(scopes),
+            scopes=normalize_scopes(scopes),
             redirect_uri=redirect_uri,
             storage=storage,
             session=session or client_id,

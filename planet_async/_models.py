@@ -47,7 +47,11 @@ class TokenSet(BaseModel):
         extra: Other members of the token response, kept so a saved file keeps them.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Times are finite (a file can be written back only then), and a validation error must not
+    # quote its input: the input holds the tokens.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True
+    )
 
     access_token: SecretStr
     token_type: str = "Bearer"
@@ -68,7 +72,8 @@ class TokenSet(BaseModel):
         """Build a token set from a token endpoint's JSON object.
 
         Raises:
-            ValueError: `payload` has no usable `access_token` or a malformed `expires_in`.
+            ValueError: `payload` has no usable `access_token`, or a malformed or out-of-range
+                `expires_in`.
         """
         access_token = payload.get("access_token")
         if not isinstance(access_token, str) or not access_token:
@@ -80,6 +85,8 @@ class TokenSet(BaseModel):
         expires_in = payload.get("expires_in")
         if expires_in is not None:
             expires_at = received_at + _seconds(expires_in)
+            if not math.isfinite(expires_at):
+                raise ValueError("expires_in is out of range")
         else:
             expires_at = _jwt_exp(access_token)
         return cls(
@@ -145,13 +152,15 @@ class TokenSet(BaseModel):
 
 
 def _seconds(value: object) -> float:
-    if _is_number(value) or (isinstance(value, str) and value.strip().isdigit()):
-        seconds = float(value)
-    else:
-        raise ValueError("expires_in is not a number")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError("expires_in is out of range")
-    return seconds
+    if isinstance(value, str) and value.strip().isdecimal():
+        try:
+            value = int(value)
+        except ValueError:  # more digits than Python converts
+            raise ValueError("expires_in is out of range") from None
+    if _is_number(value) and value >= 0:
+        return float(value)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    raise ValueError(f"expires_in is {'out of range' if numeric else 'not a number'}")
 
 
 def _jwt_exp(token: str) -> float | None:
@@ -161,7 +170,13 @@ def _jwt_exp(token: str) -> float | None:
 
 
 def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """Whether `value` is a finite number that fits a float (JSON integers have no limit)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _optional_str(value: object) -> str | None:

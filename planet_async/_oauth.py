@@ -30,7 +30,7 @@ from ._errors import (
     OAuthError,
 )
 from ._http import HttpxTransport
-from ._jwt import PrivateKey, load_private_key, sign_client_assertion
+from ._jwt import PrivateKey, check_signing_key, load_private_key, sign_client_assertion
 from ._models import TokenSet
 from ._redact import redact, require_header_safe
 from ._transport import HttpRequest, HttpResponse, HttpTransport
@@ -108,13 +108,22 @@ class ClientSecretPost(ClientAuth):
 class PrivateKeyJWT(ClientAuth):
     """`private_key_jwt`: a short-lived assertion signed with the client's private key.
 
+    The key is loaded, and the algorithm checked against it, when the client is built, so a key
+    that cannot sign fails here and not at the first token request.
+
     Args:
         client_id: The registered client id.
-        private_key: An RSA or EC P-256 private key, as PEM text or a JWK (JSON text or dict).
-        password: The PEM's password, if it is encrypted.
+        private_key: An RSA, EC (P-256, P-384, P-521, secp256k1), Ed25519 or Ed448 private key:
+            PEM text or bytes, DER bytes (PKCS#8 or traditional), or a JWK (JSON text or dict).
+        password: The password of an encrypted PEM or DER key.
         key_id: The `kid` to put in the assertion header, if the key does not carry one.
-        algorithm: Overrides the signing algorithm (default RS256 for RSA, ES256 for EC).
+        algorithm: Overrides the signing algorithm. By default RS256 for RSA; ES256, ES384,
+            ES512 or ES256K by EC curve; EdDSA for Ed25519 and Ed448.
         assertion_lifetime: Seconds the assertion is valid; keep it short.
+
+    Raises:
+        ConfigurationError: The key cannot be loaded or cannot sign, the algorithm does not fit
+            it, or the lifetime is not a positive number of seconds.
     """
 
     private_key: SecretStr
@@ -125,6 +134,8 @@ class PrivateKeyJWT(ClientAuth):
     _key: PrivateKey | None = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
+        if "private_key" in data:
+            data["private_key"] = _key_text(data["private_key"])
         super().__init__(**data)
         # Loaded after validation, not in it: pydantic would turn the ConfigurationError into a
         # ValidationError, and a bad key is a configuration error.
@@ -133,24 +144,35 @@ class PrivateKeyJWT(ClientAuth):
     @field_validator("private_key", mode="before")
     @classmethod
     def _key_as_text(cls, value: object) -> object:
-        if isinstance(value, Mapping):
-            return json.dumps(dict(value))
-        if isinstance(value, bytes):
-            return value.decode()
-        return value
+        return _key_text(value)
 
     def _load_key(self) -> PrivateKey:
-        text = self.private_key.get_secret_value()
-        try:
-            source: str | dict[str, Any] = (
-                json.loads(text) if text.lstrip().startswith("{") else text
-            )
-        except ValueError:
+        if not (math.isfinite(self.assertion_lifetime) and self.assertion_lifetime > 0):
             raise ConfigurationError(
-                "private key for private_key_jwt is not valid JSON (JWK) or PEM"
-            ) from None
+                "assertion_lifetime for private_key_jwt must be a positive number of seconds"
+            )
+        text = self.private_key.get_secret_value()
+        source: str | bytes | dict[str, Any]
+        if text.lstrip().startswith("{"):
+            try:
+                source = json.loads(text)
+            except (ValueError, RecursionError):
+                raise ConfigurationError(
+                    "the private key for private_key_jwt is not valid JSON (JWK)"
+                ) from None
+        elif "-----BEGIN" in text:
+            source = text
+        else:
+            try:
+                source = base64.b64decode(text, validate=True)
+            except ValueError:
+                raise ConfigurationError(
+                    "the private key for private_key_jwt is not PEM, DER or a JWK"
+                ) from None
         password = self.password.get_secret_value() if self.password else None
-        return load_private_key(source, password)
+        key = load_private_key(source, password)
+        check_signing_key(key, self.algorithm)
+        return key
 
     def apply(
         self, headers: dict[str, str], form: dict[str, str], *, endpoint: str, now: float
@@ -168,6 +190,28 @@ class PrivateKeyJWT(ClientAuth):
             algorithm=self.algorithm,
             key_id=self.key_id,
         )
+
+
+def _key_text(value: object) -> object:
+    """Key material as the text kept in `PrivateKeyJWT.private_key`: PEM or JWK JSON as it is,
+    DER as base64 (a `SecretStr` holds text, and DER is binary).
+
+    Raises:
+        ConfigurationError: A JWK dict that cannot be JSON.
+    """
+    if isinstance(value, Mapping):
+        try:
+            return json.dumps(dict(value))
+        except (TypeError, ValueError, RecursionError):
+            raise ConfigurationError(
+                "the JWK for private_key_jwt must hold only JSON values (strings for its members)"
+            ) from None
+    if isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+        if data.lstrip().startswith(b"{") or b"-----BEGIN" in data:
+            return data.decode("utf-8", "replace")
+        return base64.b64encode(data).decode("ascii")
+    return value
 
 
 # -- responses ------------------------------------------------------------------------------------
@@ -206,7 +250,7 @@ def _describe_body(response: HttpResponse) -> str:
 def _json_object(response: HttpResponse) -> dict[str, Any] | None:
     try:
         data = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         return None
     return data if isinstance(data, dict) else None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import webbrowser
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import anyio
 
@@ -15,6 +15,7 @@ from ._oauth import AuthorizationServer, ClientAuth
 from .flows._auth_code import AuthorizationCodeFlow
 from .flows._device_code import DeviceAuthorization, DeviceCodeFlow
 from .flows._loopback import LoopbackListener
+from .flows._scopes import normalize_scopes
 
 __all__ = ["BrowserOpener", "UserLogin", "login_with_browser", "login_with_device"]
 
@@ -140,7 +141,7 @@ class UserLogin:
         manager: The session's TokenManager (its grant renews with the refresh token).
         server: The authorization server.
         client: The client logins are made for.
-        scopes: Scopes to request.
+        scopes: Scopes to request, as names or one space-separated string.
         redirect_uri: The registered loopback redirect URI, if the client has one.
         device_interval: Poll interval when the server gives none (RFC 8628 says 5 s).
         extra_params: More parameters for login requests (e.g. ``audience``).
@@ -152,7 +153,7 @@ class UserLogin:
         server: AuthorizationServer,
         client: ClientAuth,
         *,
-        scopes: tuple[str, ...],
+        scopes: str | Iterable[str],
         redirect_uri: str | None = None,
         device_interval: float = 5.0,
         extra_params: dict[str, str] | None = None,
@@ -160,7 +161,7 @@ class UserLogin:
         self.manager = manager
         self.server = server
         self.client = client
-        self.scopes = scopes
+        self.scopes = normalize_scopes(scopes)
         self.redirect_uri = redirect_uri
         self.device_interval = device_interval
         self.extra_params = dict(extra_params or {})

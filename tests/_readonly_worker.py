@@ -1,6 +1,6 @@
 """A program whose session directory it cannot write, for tests/test_readonly_storage.py.
 
-The test runs it as an unprivileged user (root writes anywhere), from the repository root::
+The test runs it where file permissions bind it (root writes anywhere), from the repository root::
 
     python -m tests._readonly_worker BACKEND CASE ISSUER ROOT SESSION
 

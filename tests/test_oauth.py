@@ -218,7 +218,7 @@ async def test_private_key_jwt_assertion(
     assert len(jtis) == 2
 
 
-_ED25519_PEM = _pem(ed25519.Ed25519PrivateKey.generate())
+_P224_PEM = _pem(ec.generate_private_key(ec.SECP224R1()))
 
 
 @pytest.mark.parametrize(
@@ -233,9 +233,9 @@ _ED25519_PEM = _pem(ed25519.Ed25519PrivateKey.generate())
         ({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "BBBB", "d": "GARBAGE-D"}, "GARBAGE-D"),
         ('{"kty": "RSA", "d": "GARBAGE-D"', "GARBAGE-D"),
         ("just-a-GARBAGE-string", "GARBAGE"),
-        (_ED25519_PEM, _ED25519_PEM.splitlines()[1][8:40]),
+        (_P224_PEM, _P224_PEM.splitlines()[1][8:40]),
     ],
-    ids=["pem", "rsa-jwk", "ec-jwk", "broken-json", "text", "ed25519"],
+    ids=["pem", "rsa-jwk", "ec-jwk", "broken-json", "text", "p224"],
 )
 def test_unusable_private_key_is_a_configuration_error(key: Any, material: str) -> None:
     """A key that cannot be used raises ConfigurationError whose traceback never quotes the key."""

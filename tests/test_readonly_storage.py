@@ -1,7 +1,9 @@
 """Session directories the program cannot write, on real files, against the real peer.
 
-Root writes anywhere, so the program runs as an unprivileged user (``setpriv`` to uid 65534 when
-the tests run as root, as in CI; as the test's own user otherwise).
+Root writes anywhere, so when the tests run as root (as in CI) the program runs without the
+capabilities that bypass file permissions (``setpriv`` drops CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+and CAP_FOWNER from its bounding set): it stays uid 0, owner of the files, and the mode bits bind
+it like any user. Run as another user, the tests need no such step.
 
 - A read-only directory without a lock file: the stored token serves while it is valid, and no
   token is requested that could not be kept (an expired one gives `StorageError`).
@@ -18,9 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -39,7 +39,6 @@ from tests._browser import approve_device_over_http
 from tests._helpers import VerifyingApi
 from tests._peer import Peer
 
-NOBODY = 65534
 SESSION = "readonly"
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,30 +49,22 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def unprivileged_root() -> Iterator[Path]:
-    """An empty storage root the unprivileged user owns, outside root's private temp dirs."""
+def unprivileged_root(tmp_path: Path) -> Path:
+    """An empty storage root, for a program that file permissions bind."""
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         if os.environ.get("CI"):
-            pytest.fail("setpriv (util-linux) is needed to run as an unprivileged user")
+            pytest.fail("setpriv (util-linux) is needed to run without root's file powers")
         pytest.skip("running as root without setpriv")
-    top = Path(tempfile.mkdtemp(prefix="planet-async-readonly-"))
-    top.chmod(0o755)
-    root = top / "planet"
+    root = tmp_path / "planet"
     root.mkdir()
-    try:
-        yield root
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    return root
 
 
-def _hand_over(root: Path, *, lock_file: bool) -> Path:
-    """Give `root` to the unprivileged user with the session directory read-only."""
+def _make_read_only(root: Path, *, lock_file: bool) -> Path:
+    """Make the session directory read-only (with a lock file in it, if asked)."""
     directory = root / SESSION
     if lock_file:
         (directory / "token.json.lock").touch(mode=0o600)
-    if os.geteuid() == 0:
-        for path in (root, directory, *directory.iterdir()):
-            os.chown(path, NOBODY, NOBODY)
     directory.chmod(0o500)
     return directory
 
@@ -82,7 +73,7 @@ def _run_worker(backend: str, case: str, issuer: str, root: Path) -> dict:
     command = [sys.executable, "-m", "tests._readonly_worker", backend, case, issuer, str(root)]
     command.append(SESSION)
     if os.geteuid() == 0:
-        command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", *command]
     env = {**os.environ, "HOME": str(root.parent), "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
@@ -105,7 +96,7 @@ def test_read_only_directory_without_a_lock_file(
     issued = now - 10 if valid else now - 4000
     stored = TokenSet(access_token="stored-token", issued_at=issued, expires_at=issued + 3600)
     _store(unprivileged_root, stored)
-    directory = _hand_over(unprivileged_root, lock_file=False)
+    directory = _make_read_only(unprivileged_root, lock_file=False)
     result = _run_worker(backend, "m2m", peer.issuer, unprivileged_root)
     if valid:
         assert result == {"header": "Bearer stored-token", "renewals": 0}
@@ -147,7 +138,7 @@ def test_rotating_session_survives_saves_that_fail(
     """Every save fails, yet each renewal uses the newest refresh token (no `invalid_grant`, the
     grant is never revoked), and the session is saved once the directory is writable."""
     login = anyio.run(_log_in, peer.issuer, unprivileged_root)
-    _hand_over(unprivileged_root, lock_file=True)
+    _make_read_only(unprivileged_root, lock_file=True)
     peer.reset()
     result = _run_worker(backend, "user", peer.issuer, unprivileged_root)
     headers = result["headers"]

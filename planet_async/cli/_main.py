@@ -22,7 +22,7 @@ from .._urls import require_secure_url
 from ..flows._device_code import DeviceAuthorization
 from ..profiles import AuthClientConfig, PlanetHome, choose_session
 from ..profiles._clients import PLANET_M2M_ISSUER, PLANET_USER_ISSUER
-from ..storage._atomic import write_json_atomic
+from ..storage._atomic import write_atomic
 
 __all__ = ["main"]
 
@@ -304,7 +304,8 @@ async def _undone_on_failure(home: PlanetHome, name: str) -> AsyncIterator[None]
         if before is None:
             await anyio.to_thread.run_sync(home.delete_profile, name)
         else:
-            await anyio.to_thread.run_sync(write_json_atomic, path, json.loads(before))
+            # Byte for byte: the old file need not even be valid JSON.
+            await anyio.to_thread.run_sync(write_atomic, path, before)
         raise
 
 

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
 
 from .._errors import CallbackError, ConfigurationError, LoginDenied, LoginTimeout
 from .._models import TokenSet, reveal_json
 from .._oauth import AuthorizationServer, ClientAuth
-from ._scopes import OFFLINE_ACCESS, USER_SCOPES
+from ._scopes import OFFLINE_ACCESS, USER_SCOPES, normalize_scopes
 
 __all__ = ["AuthorizationCodeFlow", "PendingAuthorization"]
 
@@ -39,7 +39,8 @@ class PendingAuthorization(BaseModel):
         expires_at: Epoch seconds after which `finish` refuses it.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error must not quote its input: the input holds the verifier and `state`.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     # The URL carries `state` and `nonce`: kept out of repr, and masked by model_dump_json.
     authorization_url: str = Field(repr=False)
@@ -69,8 +70,18 @@ class PendingAuthorization(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> PendingAuthorization:
-        """Load what `to_json` wrote."""
-        return cls.model_validate_json(text)
+        """Load what `to_json` wrote.
+
+        Raises:
+            ConfigurationError: `text` is not what `to_json` wrote.
+        """
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError:
+            raise ConfigurationError(
+                "this is not a pending login written by PendingAuthorization.to_json; "
+                "start the login again"
+            ) from None
 
 
 class AuthorizationCodeFlow:
@@ -81,9 +92,10 @@ class AuthorizationCodeFlow:
         client: The client: `PublicClient` for native apps; `ClientSecretBasic`,
             `ClientSecretPost` or `PrivateKeyJWT` for web services (confidential clients).
         redirect_uri: The registered redirect URI; `start` can also be given one per login.
-        scopes: Scopes to request; by default ``planet`` and ``offline_access``. When
-            ``offline_access`` is requested, ``prompt=consent`` is sent too (OpenID Connect
-            Core 11 issues refresh tokens only then).
+        scopes: Scopes to request, as names or one space-separated string; by default
+            ``planet`` and ``offline_access``. When ``offline_access`` is requested,
+            ``prompt=consent`` is sent too (OpenID Connect Core 11 issues refresh tokens only
+            then).
         extra_params: More authorization request parameters (e.g. ``audience``).
         lifetime: Seconds a pending login stays usable.
         clock: Wall-clock seconds; injectable for tests.
@@ -95,7 +107,7 @@ class AuthorizationCodeFlow:
         client: ClientAuth,
         *,
         redirect_uri: str | None = None,
-        scopes: Iterable[str] = USER_SCOPES,
+        scopes: str | Iterable[str] = USER_SCOPES,
         extra_params: Mapping[str, str] | None = None,
         lifetime: float = 600.0,
         clock: Callable[[], float] = time.time,
@@ -103,7 +115,7 @@ class AuthorizationCodeFlow:
         self.server = server
         self.client = client
         self.redirect_uri = redirect_uri
-        self.scopes = tuple(scopes)
+        self.scopes = normalize_scopes(scopes)
         self.extra_params = dict(extra_params or {})
         self.lifetime = lifetime
         self._clock = clock

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from .._errors import ConfigurationError
 from .._models import TokenSet
 from .._oauth import AuthorizationServer, ClientAuth, PublicClient, scope_param
+from ._scopes import OFFLINE_ACCESS, normalize_scopes
 
 __all__ = ["ClientCredentialsGrant"]
 
@@ -17,7 +18,8 @@ class ClientCredentialsGrant:
     Args:
         server: The authorization server.
         client: A confidential client: `ClientSecretBasic`, `ClientSecretPost` or `PrivateKeyJWT`.
-        scopes: Scopes to request; none by default. M2M clients never get `offline_access`.
+        scopes: Scopes to request, as names or one space-separated string; none by default.
+            M2M clients never get `offline_access`.
         extra_params: More form fields for the token request (e.g. ``audience``, ``resource``).
     """
 
@@ -26,7 +28,7 @@ class ClientCredentialsGrant:
         server: AuthorizationServer,
         client: ClientAuth,
         *,
-        scopes: Iterable[str] = (),
+        scopes: str | Iterable[str] = (),
         extra_params: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(client, PublicClient):
@@ -35,7 +37,7 @@ class ClientCredentialsGrant:
             )
         self.server = server
         self.client = client
-        self.scopes = tuple(s for s in scopes if s != "offline_access")
+        self.scopes = tuple(s for s in normalize_scopes(scopes) if s != OFFLINE_ACCESS)
         self.extra_params = dict(extra_params or {})
 
     @property

@@ -9,10 +9,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import anyio
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from .._errors import (
     AuthServerUnavailable,
+    ConfigurationError,
     InvalidTokenResponse,
     LoginDenied,
     LoginTimeout,
@@ -20,7 +21,7 @@ from .._errors import (
 )
 from .._models import TokenSet, reveal_json
 from .._oauth import AuthorizationServer, ClientAuth, parse_json_response, scope_param
-from ._scopes import USER_SCOPES
+from ._scopes import USER_SCOPES, normalize_scopes
 
 __all__ = ["DeviceAuthorization", "DeviceCodeFlow", "DeviceFlowState"]
 
@@ -54,7 +55,8 @@ class DeviceAuthorization(BaseModel):
         interval: Seconds between polls.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error must not quote its input: the input holds the device code.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     device_code: SecretStr
     user_code: str
@@ -69,8 +71,18 @@ class DeviceAuthorization(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> DeviceAuthorization:
-        """Load what `to_json` wrote."""
-        return cls.model_validate_json(text)
+        """Load what `to_json` wrote.
+
+        Raises:
+            ConfigurationError: `text` is not what `to_json` wrote.
+        """
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError:
+            raise ConfigurationError(
+                "this is not a device login written by DeviceAuthorization.to_json; "
+                "start the login again"
+            ) from None
 
     def instructions(self) -> str:
         """A short text telling the user what to do."""
@@ -92,7 +104,8 @@ class DeviceCodeFlow:
     Args:
         server: The authorization server.
         client: The client (`PublicClient` for native apps; confidential clients work too).
-        scopes: Scopes to request; by default ``planet`` and ``offline_access``.
+        scopes: Scopes to request, as names or one space-separated string; by default
+            ``planet`` and ``offline_access``.
         default_interval: Seconds between polls when the server gives no `interval`.
         extra_params: More form fields for the device authorization request.
         clock: Wall-clock seconds; injectable for tests.
@@ -104,7 +117,7 @@ class DeviceCodeFlow:
         server: AuthorizationServer,
         client: ClientAuth,
         *,
-        scopes: Iterable[str] = USER_SCOPES,
+        scopes: str | Iterable[str] = USER_SCOPES,
         default_interval: float = 5.0,
         extra_params: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
@@ -112,7 +125,7 @@ class DeviceCodeFlow:
     ) -> None:
         self.server = server
         self.client = client
-        self.scopes = tuple(scopes)
+        self.scopes = normalize_scopes(scopes)
         self.default_interval = default_interval
         self.extra_params = dict(extra_params or {})
         self._clock = clock
@@ -146,7 +159,7 @@ class DeviceCodeFlow:
         )
         try:
             pending = _device_authorization(data, received, self.default_interval)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise InvalidTokenResponse(
                 f"{endpoint} sent an unusable device authorization response "
                 "(needs device_code, user_code, verification_uri, expires_in)",

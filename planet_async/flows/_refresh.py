@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from .._errors import LoginRequired
 from .._models import TokenSet
 from .._oauth import AuthorizationServer, ClientAuth, scope_param
+from ._scopes import normalize_scopes
 
 __all__ = ["RefreshTokenGrant"]
 
@@ -20,15 +21,20 @@ class RefreshTokenGrant:
     Args:
         server: The authorization server.
         client: The client the session was issued to (`PublicClient` for native apps).
-        scopes: Scopes to ask for on refresh; by default the server keeps the granted ones.
+        scopes: Scopes to ask for on refresh, as names or one space-separated string; by
+            default the server keeps the granted ones.
     """
 
     def __init__(
-        self, server: AuthorizationServer, client: ClientAuth, *, scopes: Iterable[str] = ()
+        self,
+        server: AuthorizationServer,
+        client: ClientAuth,
+        *,
+        scopes: str | Iterable[str] = (),
     ) -> None:
         self.server = server
         self.client = client
-        self.scopes = tuple(scopes)
+        self.scopes = normalize_scopes(scopes)
 
     @property
     def description(self) -> str:

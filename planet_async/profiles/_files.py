@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigurationError
-from ..storage._atomic import make_private_dirs, write_json_atomic
-from ..storage._file import FileStorage
+from ..storage._atomic import make_private_dirs, refuse_symlink, write_json_atomic
+from ..storage._file import FileStorage, name_problem
 from ._clients import BUILTIN_PROFILES, AuthClientConfig
 
 __all__ = ["PlanetHome", "normalize_profile_name"]
@@ -29,11 +29,13 @@ def normalize_profile_name(name: str) -> str:
     """Profile names are case-insensitive, as in `planet`: lower-cased, no path separators.
 
     Raises:
-        ConfigurationError: The name is empty or contains a path separator.
+        ConfigurationError: The name is empty, contains a path separator or a control character,
+            or is too long for a directory name.
     """
     normal = name.strip().lower()
-    if not normal or normal in {".", ".."} or "/" in normal or "\\" in normal or os.sep in normal:
-        raise ConfigurationError(f"{name!r} cannot be a profile name")
+    problem = name_problem(normal)
+    if problem is not None:
+        raise ConfigurationError(f"{name!r} cannot be a profile name: {problem}")
     return normal
 
 
@@ -41,6 +43,8 @@ class PlanetHome:
     """The `planet` CLI's state under one home directory (the user's, by default).
 
     Every method here does blocking file I/O: call them from a worker thread in async code.
+    Methods that write or delete refuse a profile directory that is a symbolic link
+    (`StorageError`), as `FileStorage` does.
 
     Args:
         home: The directory holding ``.planet.json`` and ``.planet/``; ``~`` by default.
@@ -129,12 +133,18 @@ class PlanetHome:
 
     def write_auth_client(self, profile: str, config: AuthClientConfig) -> None:
         directory = self.profile_dir(profile)
+        refuse_symlink(directory)
         make_private_dirs(self.home, self.profiles_dir, directory)
         write_json_atomic(directory / AUTH_CLIENT_FILE, config.to_json_dict())
 
     def delete_profile(self, profile: str) -> None:
-        """Remove a profile's files (client configuration, tokens, lock) and its directory."""
+        """Remove a profile's files (client configuration, tokens, lock) and its directory.
+
+        Raises:
+            StorageError: The profile's directory is a symbolic link.
+        """
         directory = self.profile_dir(profile)
+        refuse_symlink(directory)
         for name in (AUTH_CLIENT_FILE, "token.json", "token.json.lock"):
             (directory / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: something else lives there; leave it
@@ -146,13 +156,16 @@ class PlanetHome:
 
     def write_token_file(self, profile: str, data: dict[str, Any]) -> None:
         directory = self.profile_dir(profile)
+        refuse_symlink(directory)
         make_private_dirs(self.home, self.profiles_dir, directory)
         write_json_atomic(directory / "token.json", _without_nulls(data))
 
     def delete_token_file(self, profile: str) -> bool:
         """Remove a profile's ``token.json``; returns whether there was one."""
+        directory = self.profile_dir(profile)
+        refuse_symlink(directory)
         try:
-            (self.profile_dir(profile) / "token.json").unlink()
+            (directory / "token.json").unlink()
         except FileNotFoundError:
             return False
         return True
@@ -171,7 +184,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         data = None
     if not isinstance(data, dict):
         raise ConfigurationError(f"{path} is not a JSON object; fix or remove it")

@@ -33,7 +33,7 @@ from .._oauth import (
 )
 from .._session import Credential, SessionSource, user_credential
 from ..flows._client_credentials import ClientCredentialsGrant
-from ..flows._scopes import USER_SCOPES
+from ..flows._scopes import USER_SCOPES, normalize_scopes
 from ..storage._protocol import Storage
 from ._clients import PLANET_M2M_ISSUER, AuthClientConfig
 from ._files import PlanetHome, normalize_profile_name
@@ -193,6 +193,11 @@ def credential_for_client(
         config.server_url, token_endpoint=endpoints.pop("token_endpoint", None), **endpoints
     )
     client = _client_auth(config, session)
+    if config.scopes is not None:
+        try:
+            normalize_scopes(config.scopes)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"profile {session!r}: {exc}") from None
     audience = {"audience": " ".join(config.audiences)} if config.audiences else {}
     if config.kind == "m2m":
         grant = ClientCredentialsGrant(
@@ -224,26 +229,29 @@ def _client_auth(config: AuthClientConfig, session: str) -> ClientAuth:
     if config.client_type.endswith("_pubkey"):
         key = _private_key(config, session)
         password = config.client_privkey_password
-        return PrivateKeyJWT(
-            client_id=config.client_id,
-            private_key=key,
-            password=password,
-        )
+        try:
+            return PrivateKeyJWT(client_id=config.client_id, private_key=key, password=password)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"profile {session!r}: {exc}") from exc
     return PublicClient(client_id=config.client_id)
 
 
-def _private_key(config: AuthClientConfig, session: str) -> SecretStr:
+def _private_key(config: AuthClientConfig, session: str) -> SecretStr | bytes:
     if config.client_privkey is not None:
         return config.client_privkey
     if config.client_privkey_file:
         path = os.path.expanduser(config.client_privkey_file)
         try:
-            with open(path) as file:
-                return SecretStr(file.read())
+            with open(path, "rb") as file:
+                return file.read()  # PEM or DER: PrivateKeyJWT tells them apart
         except OSError as exc:
             raise ConfigurationError(
                 f"profile {session!r}: cannot read client_privkey_file {path}: {exc.strerror}"
             ) from exc
+        except ValueError:  # a NUL in the path
+            raise ConfigurationError(
+                f"profile {session!r}: client_privkey_file {path!r} is not a usable path"
+            ) from None
     raise ConfigurationError(f"profile {session!r} needs client_privkey or client_privkey_file")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from .._errors import StorageError
 from ._platform import fsync_directory
 
-__all__ = ["make_private_dirs", "write_json_atomic"]
+__all__ = ["make_private_dirs", "refuse_symlink", "write_atomic", "write_json_atomic"]
 
 _STALE_AFTER = 600.0
 
@@ -31,18 +31,44 @@ def make_private_dirs(*directories: Path) -> None:
                 raise StorageError(f"cannot create {path}: {exc.strerror}") from exc
 
 
+def refuse_symlink(directory: Path) -> None:
+    """Refuse a session's directory that is a symbolic link.
+
+    Through a link, writing, locking and deleting would happen outside the storage's root (the
+    root itself, like ``~/.planet``, may be a link).
+
+    Raises:
+        StorageError: `directory` is a symbolic link.
+    """
+    if directory.is_symlink():
+        raise StorageError(
+            f"{directory} is a symbolic link; planet_async keeps a session only in a real "
+            "directory, so that nothing is written or deleted elsewhere through it: replace the "
+            "link with a directory"
+        )
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Replace `path` with `data` as JSON, so that readers see the old file or the new, never half.
 
+    The layout is the `planet` CLI's: sorted keys, two-space indents, no trailing newline.
+
+    Raises:
+        StorageError: The file cannot be written.
+    """
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode())
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Replace `path` with `payload`, so that readers see the old file or the new, never half.
+
     The temporary file is created 0600 in the same directory, written, fsynced and renamed over
-    `path`; then the directory is fsynced. The layout is the `planet` CLI's: sorted keys,
-    two-space indents, no trailing newline.
+    `path`; then the directory is fsynced.
 
     Raises:
         StorageError: The file cannot be written.
     """
     directory = path.parent
-    payload = json.dumps(data, indent=2, sort_keys=True).encode()
     prefix = f".{path.stem}."
     try:
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,15 +16,33 @@ import anyio
 
 from .._errors import ConfigurationError, StorageError
 from .._models import TokenSet
-from ._atomic import make_private_dirs, write_json_atomic
-from ._platform import try_lock, unlock
+from ._atomic import make_private_dirs, refuse_symlink, write_json_atomic
+from ._platform import open_no_follow, try_lock, unlock
 
-__all__ = ["FileStorage"]
+__all__ = ["FileStorage", "name_problem"]
 
 logger = logging.getLogger(__name__)
 
 _TOKEN_FILE = "token.json"
 _LOCK_FILE = "token.json.lock"
+_MAX_NAME_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a session's directory, or None when it can."""
+    if not name or name in {".", ".."}:
+        return "it is empty" if not name else "it is . or .."
+    if "/" in name or "\\" in name or os.sep in name:
+        return "it contains a path separator"
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        return "it contains a control character (NUL, newline, ...)"
+    try:
+        encoded = name.encode()
+    except UnicodeEncodeError:
+        return "it is not valid Unicode text"
+    if len(encoded) > _MAX_NAME_BYTES:
+        return f"it is longer than {_MAX_NAME_BYTES} bytes"
+    return None
 
 
 class FileStorage:
@@ -33,6 +53,9 @@ class FileStorage:
     created 0700. A file that cannot be parsed is moved aside (``token.json.corrupt-<time>``) with a
     warning naming it, and the session is treated as absent. The cross-process lock is an advisory
     lock on ``token.json.lock`` beside the token file. All file I/O runs in worker threads.
+
+    Symbolic links are not followed out of the root: a session directory, or a lock file, that is
+    a link raises `StorageError` (the root itself may be a link).
 
     Args:
         root: The directory holding one sub-directory per session (`planet` uses ``~/.planet``).
@@ -50,11 +73,13 @@ class FileStorage:
         """The directory of a session; profile names are lower-cased as the `planet` CLI does.
 
         Raises:
-            ConfigurationError: The name is empty or would leave the root directory.
+            ConfigurationError: The name is empty, would leave the root directory, or cannot be a
+                file name (control characters, too long).
         """
         name = session.lower()
-        if not name or name in {".", ".."} or "/" in name or "\\" in name or os.sep in name:
-            raise ConfigurationError(f"{session!r} cannot be a session (profile) name")
+        problem = name_problem(name)
+        if problem is not None:
+            raise ConfigurationError(f"{session!r} cannot be a session (profile) name: {problem}")
         return self.root / name
 
     async def load(self, session: str) -> TokenSet | None:
@@ -65,8 +90,7 @@ class FileStorage:
         await anyio.to_thread.run_sync(self._save, self.session_dir(session), data)
 
     async def delete(self, session: str) -> None:
-        path = self.session_dir(session) / _TOKEN_FILE
-        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+        await anyio.to_thread.run_sync(self._delete, self.session_dir(session))
 
     @asynccontextmanager
     async def lock(self, session: str) -> AsyncIterator[None]:
@@ -97,13 +121,21 @@ class FileStorage:
     # -- blocking parts, run in worker threads ------------------------------------------------
 
     def _open_lock_file(self, directory: Path) -> int:
+        refuse_symlink(directory)
         make_private_dirs(self.root, directory)
+        path = directory / _LOCK_FILE
         try:
-            return os.open(directory / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            return open_no_follow(str(path), os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
+            if exc.errno == errno.ELOOP or path.is_symlink():
+                raise StorageError(
+                    f"the lock file {path} is a symbolic link; planet_async does not follow it "
+                    "(it could create a file anywhere): remove the link"
+                ) from exc
             raise StorageError(f"cannot open the lock file in {directory}: {exc.strerror}") from exc
 
     def _load(self, path: Path) -> TokenSet | None:
+        refuse_symlink(path.parent)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -112,7 +144,7 @@ class FileStorage:
             raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
             data = None
         if not isinstance(data, dict):
             self._move_aside(path)
@@ -144,5 +176,15 @@ class FileStorage:
         )
 
     def _save(self, directory: Path, data: dict[str, object]) -> None:
+        refuse_symlink(directory)
         make_private_dirs(self.root, directory)
         write_json_atomic(directory / _TOKEN_FILE, data)
+
+    @staticmethod
+    def _delete(directory: Path) -> None:
+        refuse_symlink(directory)
+        path = directory / _TOKEN_FILE
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {path}: {exc.strerror}") from exc
