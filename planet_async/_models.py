@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from ._errors import ConfigurationError
 from ._jwt import read_claims_unverified
 
-__all__ = ["TokenSet", "reveal_json"]
+__all__ = ["TokenSet", "load_revealed_json", "reveal_json"]
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 # Token response keys TokenSet models itself; anything else is kept in `extra`.
 _KNOWN_KEYS = frozenset(
@@ -194,3 +197,18 @@ def reveal_json(model: BaseModel) -> str:
         for name, value in model
     }
     return json.dumps(data)
+
+
+def load_revealed_json(cls: type[_Model], text: str | bytes, what: str) -> _Model:
+    """Load what `reveal_json` wrote of a `cls` (a pending login, kept by a web service).
+
+    Raises:
+        ConfigurationError: `text` is not that; the message quotes nothing of it (it may hold a
+            PKCE verifier or a device code).
+    """
+    try:
+        return cls.model_validate_json(text)
+    except ValidationError:
+        raise ConfigurationError(
+            f"this is not {what} written by {cls.__name__}.to_json; start the login again"
+        ) from None

@@ -22,8 +22,11 @@ from html.parser import HTMLParser
 from typing import TypeVar
 from urllib.parse import parse_qs, urljoin, urlsplit
 
+import anyio
 import httpx
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from planet_async import PlanetAuth, Storage, TokenSet
 
 T = TypeVar("T")
 
@@ -215,3 +218,24 @@ def approve_device_over_http(
                 data.update(login=login, password=PASSWORD)
             response = http.post(urljoin(str(response.url), form.action), data=data)
     raise AssertionError(f"the dev pages did not end in success after {max_pages} pages")
+
+
+async def device_login_saved(issuer: str, storage: Storage, session: str) -> TokenSet:
+    """Log `native-app` in at the peer with a device code approved over HTTP (asking for a
+    refresh token), and save the session to `storage` as `session`."""
+    auth = PlanetAuth.for_user(
+        "native-app",
+        issuer=issuer,
+        scopes=("openid", "offline_access"),
+        storage=storage,
+        session=session,
+        device_interval=0.1,
+    )
+    assert auth.user is not None
+    flow = auth.user.device_flow()
+    pending = await flow.start()
+    assert pending.verification_uri_complete is not None
+    await anyio.to_thread.run_sync(approve_device_over_http, pending.verification_uri_complete)
+    token = await flow.complete(pending)
+    await auth.user.save(token)
+    return token

@@ -29,13 +29,12 @@ import pytest
 from planet_async import (
     AuthorizationServer,
     FileStorage,
-    PlanetAuth,
     PublicClient,
     RefreshTokenGrant,
     TokenManager,
     TokenSet,
 )
-from tests._browser import approve_device_over_http
+from tests._browser import device_login_saved
 from tests._helpers import VerifyingApi
 from tests._peer import Peer
 
@@ -108,25 +107,6 @@ def test_read_only_directory_without_a_lock_file(
     assert sorted(p.name for p in directory.iterdir()) == ["token.json"]
 
 
-async def _log_in(issuer: str, root: Path) -> TokenSet:
-    auth = PlanetAuth.for_user(
-        "native-app",
-        issuer=issuer,
-        scopes=("openid", "offline_access"),
-        storage=FileStorage(root),
-        session=SESSION,
-        device_interval=0.1,
-    )
-    assert auth.user is not None
-    flow = auth.user.device_flow()
-    pending = await flow.start()
-    assert pending.verification_uri_complete is not None
-    await anyio.to_thread.run_sync(approve_device_over_http, pending.verification_uri_complete)
-    token = await flow.complete(pending)
-    await auth.user.save(token)
-    return token
-
-
 async def _renew_later(issuer: str, root: Path) -> TokenSet:
     grant = RefreshTokenGrant(AuthorizationServer(issuer), PublicClient(client_id="native-app"))
     return await TokenManager(grant, storage=FileStorage(root), session=SESSION).renew()
@@ -137,7 +117,7 @@ def test_rotating_session_survives_saves_that_fail(
 ) -> None:
     """Every save fails, yet each renewal uses the newest refresh token (no `invalid_grant`, the
     grant is never revoked), and the session is saved once the directory is writable."""
-    login = anyio.run(_log_in, peer.issuer, unprivileged_root)
+    login = anyio.run(device_login_saved, peer.issuer, FileStorage(unprivileged_root), SESSION)
     _make_read_only(unprivileged_root, lock_file=True)
     peer.reset()
     result = _run_worker(backend, "user", peer.issuer, unprivileged_root)

@@ -32,20 +32,18 @@ import anyio
 from planet_async import (
     AuthorizationServer,
     FileStorage,
-    PlanetAuth,
     PublicClient,
     RefreshTokenGrant,
     TokenManager,
     TokenSet,
 )
-from tests._browser import approve_device_over_http
+from tests._browser import device_login_saved
 from tests._fleet import Fleet, jwt_claims
 from tests._helpers import VerifyingApi
 from tests._peer import Peer
 
 BACKENDS = ("asyncio", "trio", "asyncio", "trio")  # one worker process each
 CLIENT_ID = "native-app"
-SCOPES = ("openid", "offline_access")
 SESSION = "user"
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 TTL = 8  # seconds an access token lives, for this test
@@ -68,21 +66,7 @@ async def _log_in(issuer: str, root: Path) -> tuple[TokenSet, float]:
     """A device login, approved over HTTP, saved to the FileStorage; returns the token and how
     long the login took."""
     started = time.perf_counter()
-    auth = PlanetAuth.for_user(
-        CLIENT_ID,
-        issuer=issuer,
-        scopes=SCOPES,
-        storage=FileStorage(root),
-        session=SESSION,
-        device_interval=0.1,
-    )
-    assert auth.user is not None
-    flow = auth.user.device_flow()
-    pending = await flow.start()
-    assert pending.verification_uri_complete is not None
-    await anyio.to_thread.run_sync(approve_device_over_http, pending.verification_uri_complete)
-    token = await flow.complete(pending)
-    await auth.user.save(token)
+    token = await device_login_saved(issuer, FileStorage(root), SESSION)
     return token, time.perf_counter() - started
 
 

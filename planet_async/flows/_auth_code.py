@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from .._errors import CallbackError, ConfigurationError, LoginDenied, LoginTimeout
-from .._models import TokenSet, reveal_json
+from .._models import TokenSet, load_revealed_json, reveal_json
 from .._oauth import AuthorizationServer, ClientAuth
 from ._scopes import OFFLINE_ACCESS, USER_SCOPES, normalize_scopes
 
@@ -75,13 +75,7 @@ class PendingAuthorization(BaseModel):
         Raises:
             ConfigurationError: `text` is not what `to_json` wrote.
         """
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError:
-            raise ConfigurationError(
-                "this is not a pending login written by PendingAuthorization.to_json; "
-                "start the login again"
-            ) from None
+        return load_revealed_json(cls, text, "a pending login")
 
 
 class AuthorizationCodeFlow:

@@ -9,17 +9,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import anyio
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from .._errors import (
     AuthServerUnavailable,
-    ConfigurationError,
     InvalidTokenResponse,
     LoginDenied,
     LoginTimeout,
     OAuthError,
 )
-from .._models import TokenSet, reveal_json
+from .._models import TokenSet, load_revealed_json, reveal_json
 from .._oauth import AuthorizationServer, ClientAuth, parse_json_response, scope_param
 from ._scopes import USER_SCOPES, normalize_scopes
 
@@ -76,13 +75,7 @@ class DeviceAuthorization(BaseModel):
         Raises:
             ConfigurationError: `text` is not what `to_json` wrote.
         """
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError:
-            raise ConfigurationError(
-                "this is not a device login written by DeviceAuthorization.to_json; "
-                "start the login again"
-            ) from None
+        return load_revealed_json(cls, text, "a device login")
 
     def instructions(self) -> str:
         """A short text telling the user what to do."""
