@@ -115,6 +115,7 @@ class PlanetAuth(httpx.Auth):
         client_secret: str | None = None,
         *,
         private_key: str | bytes | Mapping[str, Any] | None = None,
+        private_key_password: str | None = None,
         auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic",
         issuer: str | None = PLANET_M2M_ISSUER,
         token_endpoint: str | None = None,
@@ -130,7 +131,9 @@ class PlanetAuth(httpx.Auth):
         Args:
             client_id: The service account's client id.
             client_secret: Its secret; or give `private_key` for `private_key_jwt`.
-            private_key: An RSA or EC private key (PEM or JWK) for `private_key_jwt`.
+            private_key: A private key for `private_key_jwt` (RSA, EC or Ed25519/Ed448; PEM,
+                DER bytes or JWK; see `PrivateKeyJWT`).
+            private_key_password: The password of an encrypted `private_key`.
             auth_method: How a secret is sent: HTTP Basic (default) or in the form.
             issuer: The authorization server; Planet's M2M server by default.
             token_endpoint: Skip discovery and use this token endpoint.
@@ -148,7 +151,9 @@ class PlanetAuth(httpx.Auth):
         if (client_secret is None) == (private_key is None):
             raise ConfigurationError("give either client_secret or private_key")
         if client_secret is None:
-            client = PrivateKeyJWT(client_id=client_id, private_key=private_key)
+            client = PrivateKeyJWT(
+                client_id=client_id, private_key=private_key, password=private_key_password
+            )
         elif auth_method == "client_secret_post":
             client = ClientSecretPost(client_id=client_id, client_secret=SecretStr(client_secret))
         else:

@@ -743,3 +743,21 @@ def test_saved_login_state_that_is_not_ours_is_a_configuration_error(
     with pytest.raises(ConfigurationError, match="start the login again") as info:
         model.from_json(text)
     assert "Never-Shown" not in _rendered(info.value)
+
+
+def test_from_client_credentials_takes_an_encrypted_key_with_its_password() -> None:
+    """An encrypted key works through `from_client_credentials` with its password, and without
+    it the error says to give one."""
+    native = ec.generate_private_key(ec.SECP384R1())
+    pem = native.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"key-password"),
+    ).decode()
+    endpoint = "https://auth.test/token"
+    auth = PlanetAuth.from_client_credentials(
+        "svc", private_key=pem, private_key_password="key-password", token_endpoint=endpoint
+    )
+    assert auth.manager is not None
+    with pytest.raises(ConfigurationError, match="give its password"):
+        PlanetAuth.from_client_credentials("svc", private_key=pem, token_endpoint=endpoint)
