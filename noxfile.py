@@ -34,12 +34,28 @@ def _install_chromium(session: nox.Session) -> None:
         )
 
 
+def _install_redis(session: nox.Session) -> None:
+    """The real Redis the fleet storage tests use: Debian's redis-server package."""
+    if shutil.which("redis-server") or os.environ.get("PLANET_ASYNC_REDIS_SERVER"):
+        return
+    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=env)
+        session.run("apt-get", "install", "-y", "-qq", "redis-server", external=True, env=env)
+    else:
+        session.error(
+            "redis-server not found: install Debian's redis-server package, or set "
+            "PLANET_ASYNC_REDIS_SERVER to a redis-server binary"
+        )
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite, on asyncio and trio, against the local test peer and a real browser."""
     session.install("-e", ".[test]")
     _install_peer(session)
     _install_chromium(session)
+    _install_redis(session)
     session.run("pytest", *session.posargs)
 
 

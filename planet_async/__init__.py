@@ -13,6 +13,7 @@ from ._errors import ConfigurationError as ConfigurationError
 from ._errors import InvalidClientError as InvalidClientError
 from ._errors import InvalidGrantError as InvalidGrantError
 from ._errors import InvalidTokenResponse as InvalidTokenResponse
+from ._errors import LockLost as LockLost
 from ._errors import LoginDenied as LoginDenied
 from ._errors import LoginError as LoginError
 from ._errors import LoginRequired as LoginRequired
@@ -51,6 +52,7 @@ from .flows import PendingAuthorization as PendingAuthorization
 from .flows import RefreshTokenGrant as RefreshTokenGrant
 from .storage import FileStorage as FileStorage
 from .storage import MemoryStorage as MemoryStorage
+from .storage import RedisStorage as RedisStorage
 from .storage import Storage as Storage
 
 __all__ = [
@@ -83,6 +85,7 @@ __all__ = [
     "InvalidClientError",
     "InvalidGrantError",
     "InvalidTokenResponse",
+    "LockLost",
     "LoginDenied",
     "LoginError",
     "LoginRequired",
@@ -95,6 +98,7 @@ __all__ = [
     "PlanetAuthError",
     "PrivateKeyJWT",
     "PublicClient",
+    "RedisStorage",
     "RefreshTokenGrant",
     "ServerMetadata",
     "Storage",

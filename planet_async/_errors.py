@@ -6,6 +6,7 @@ Every exception the library raises on purpose derives from `PlanetAuthError`::
     ├── ConfigurationError        the arguments or configuration cannot work
     │   └── AsyncOnlyError        a sync httpx.Client was given an async-only auth
     ├── StorageError              session storage could not be read, written or locked
+    │   └── LockLost                  a lease lapsed before a save; the save was refused
     ├── LoginRequired             no usable session and no way to get one without the user
     ├── LoginError                an interactive login did not complete
     │   ├── LoginDenied               the user or the server refused (`access_denied`)
@@ -37,6 +38,7 @@ __all__ = [
     "LoginError",
     "LoginRequired",
     "LoginTimeout",
+    "LockLost",
     "OAuthError",
     "PlanetAuthError",
     "StorageError",
@@ -57,6 +59,11 @@ class AsyncOnlyError(ConfigurationError, TypeError):
 
 class StorageError(PlanetAuthError):
     """Session storage could not be read, written or locked."""
+
+
+class LockLost(StorageError):
+    """A storage lease (`RedisStorage.lock`) lapsed before a save, so the save was refused: another
+    process may hold the lease now and have stored a newer session."""
 
 
 class LoginRequired(PlanetAuthError):

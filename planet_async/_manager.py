@@ -16,7 +16,13 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._errors import ConfigurationError, InvalidGrantError, PlanetAuthError, StorageError
+from ._errors import (
+    ConfigurationError,
+    InvalidGrantError,
+    LockLost,
+    PlanetAuthError,
+    StorageError,
+)
 from ._models import TokenSet
 from ._redact import redact, require_header_safe
 from .flows._base import Grant
@@ -109,8 +115,10 @@ class TokenManager:
     first; if it cannot be saved (a full disk, a read-only directory, a storage service that is
     down) it keeps serving, one WARNING says so, and saving is retried under the lock before the
     next renewal, unless the storage has meanwhile received a newer session, which then wins.
-    If the lock cannot be taken at all, a still-valid stored token is used, and no token is
-    requested that could not be kept. Callers get `StorageError` only when no valid token is left.
+    If the lock cannot be taken at all, a still-valid stored token is used; past that, an M2M
+    session (whose grant needs no shared state) renews without coordination, with a WARNING, and
+    a user session does not renew (a rotating refresh token must never be spent twice). Callers
+    get `StorageError` only when no valid token is left.
 
     Use it as an async context manager to give background renewals a task group of their own;
     without one, the first caller past the soft threshold performs the renewal (shielded from
@@ -412,7 +420,18 @@ class TokenManager:
                 stored = again
                 token = await self._request(again)
             self._install(token)  # in use before it is saved: a failed save must not lose it
-            await self._save(token, over=stored)
+            if isinstance(await self._save(token, over=stored), LockLost):
+                # Our lease lapsed (this process stalled): whoever holds it now may have stored
+                # a newer session, and that one is the session's.
+                newer = await self._load()
+                if newer is not None and not (stored is not None and _same_tokens(newer, stored)):
+                    logger.warning(
+                        "session %r: the lock lapsed during the renewal; using the session "
+                        "another process stored meanwhile",
+                        self.session,
+                    )
+                    self._unsaved = self._unsaved_over = None
+                    return newer
             return token
 
     async def _renew_without_lock(
@@ -420,11 +439,15 @@ class TokenManager:
     ) -> TokenSet:
         """The lock cannot be taken (a read-only directory, a storage service that is down).
 
-        Renewing without it could spend a refresh token that another process is spending too,
-        and would get a token that cannot be kept, so no token is requested: a still-valid stored
-        token that this manager does not already have is used, and otherwise the error stands.
+        A still-valid stored token that this manager does not already have is used. Otherwise a
+        grant that needs no shared state (client credentials) renews here, uncoordinated, with a
+        WARNING; any other (a rotating refresh token must never be spent twice) leaves the error
+        standing, and no token is requested that could not be kept.
         """
-        stored = await self._load()
+        try:
+            stored = await self._load()
+        except StorageError:
+            stored = None
         current = self._current.token if self._current else None
         if (
             stored is not None
@@ -436,7 +459,18 @@ class TokenManager:
                 "session %r: %s; using the stored token, which is still valid", self.session, error
             )
             return stored
-        raise error
+        if not getattr(self.grant, "renews_without_lock", False):
+            raise error
+        logger.warning(
+            "session %r: %s; renewing without coordination: other processes sharing the session "
+            "may renew too until the storage is back",
+            self.session,
+            error,
+        )
+        token = await self._request(current or stored)
+        self._install(token)
+        self._unsaved, self._unsaved_over = token, stored  # saved when the storage is back
+        return token
 
     async def _load(self) -> TokenSet | None:
         try:

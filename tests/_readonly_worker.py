@@ -6,7 +6,8 @@ The test runs it where file permissions bind it (root writes anywhere), from the
 
 and reads one JSON line from its stdout. Cases:
 
-- ``m2m``: the M2M session's directory is read-only and has no lock file; ask for a header once.
+- ``m2m`` and ``refresh``: the session's directory is read-only and has no lock file; ask for a
+  header once, with a client credentials or a refresh token grant.
 - ``user``: the user session's directory is read-only but its lock file exists, so the lock works
   and every save fails. Renew twice (each time the peer rotates the refresh token), make the
   directory writable again (the program owns it), and renew a third time, which saves.
@@ -34,9 +35,13 @@ from planet_async import (
 )
 
 
-async def _m2m(issuer: str, root: Path, session: str) -> dict[str, Any]:
-    client = ClientSecretBasic(client_id="service-basic", client_secret="service-basic-secret")
-    grant = ClientCredentialsGrant(AuthorizationServer(issuer), client)
+async def _header(issuer: str, root: Path, session: str, grant_type: str) -> dict[str, Any]:
+    server = AuthorizationServer(issuer)
+    if grant_type == "m2m":
+        client = ClientSecretBasic(client_id="service-basic", client_secret="service-basic-secret")
+        grant: ClientCredentialsGrant | RefreshTokenGrant = ClientCredentialsGrant(server, client)
+    else:
+        grant = RefreshTokenGrant(server, PublicClient(client_id="native-app"))
     manager = TokenManager(grant, storage=FileStorage(root), session=session)
     try:
         header = await manager.header()
@@ -64,8 +69,10 @@ async def _user(issuer: str, root: Path, session: str) -> dict[str, Any]:
 
 def main() -> None:
     backend, case, issuer, root, session = sys.argv[1:6]
-    run = {"m2m": _m2m, "user": _user}[case]
-    result = anyio.run(run, issuer, Path(root), session, backend=backend)
+    if case == "user":
+        result = anyio.run(_user, issuer, Path(root), session, backend=backend)
+    else:
+        result = anyio.run(_header, issuer, Path(root), session, case, backend=backend)
     print(json.dumps(result), flush=True)
 
 

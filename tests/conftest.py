@@ -9,6 +9,7 @@ import pytest
 
 from planet_async import _oauth
 from tests._peer import Peer, make_client_keys
+from tests._redis import RedisServer
 
 DEFAULT_TTL = 60
 
@@ -75,3 +76,18 @@ def peer(peer_server: Peer) -> Iterator[Peer]:
     yield peer_server
     peer_server.set_token_delay(0)
     peer_server.set_access_token_ttl(DEFAULT_TTL)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server on a free loopback port for the whole session."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> RedisServer:
+    """The session's redis-server, emptied."""
+    redis_server.flush()
+    return redis_server

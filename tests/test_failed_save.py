@@ -183,15 +183,15 @@ async def test_set_token_adopts_the_login_even_when_it_cannot_be_saved() -> None
     assert storage.saves == ["login", "login", "at-1"]
 
 
-async def test_without_the_lock_a_valid_stored_token_serves_and_none_is_requested() -> None:
-    """When the lock cannot be taken, a valid stored token is used; an expired one gives a
-    `StorageError`; no token is requested that could not be kept."""
+async def test_without_the_lock_a_user_session_uses_a_valid_stored_token_and_never_renews() -> None:
+    """When the lock cannot be taken, a valid stored token is used; once it has expired, a user
+    session gives `StorageError` and requests nothing (its refresh token must not be spent
+    twice)."""
     clock = FakeClock()
-    endpoint = FakeTokenEndpoint(clock)
     storage = FaultyStorage()
-    await storage.save("default", token("stored", clock, age=70))
+    await storage.save("default", token("stored", clock, age=70, refresh_token="rt-1"))
     storage.failing_lock = True
-    manager = m2m_manager(endpoint, storage=storage)
+    endpoint, manager = rotating(clock, storage)
     assert await manager.header() == "Bearer stored"
     clock.advance(5)
     assert await manager.header() == "Bearer stored"
@@ -202,7 +202,31 @@ async def test_without_the_lock_a_valid_stored_token_serves_and_none_is_requeste
     storage.failing_lock = False
     clock.advance(300)  # past the backoff
     assert await manager.header() == "Bearer at-1"
+    assert endpoint.forms == [
+        {"grant_type": "refresh_token", "refresh_token": "rt-1", "client_id": "native-app"}
+    ]
+
+
+async def test_without_the_lock_an_m2m_session_renews_uncoordinated_and_saves_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An M2M session whose storage cannot be locked renews in this process once its token has
+    expired, with a WARNING saying so, and saves the token when the storage is back."""
+    clock = FakeClock()
+    endpoint = FakeTokenEndpoint(clock)
+    storage = FaultyStorage()
+    await storage.save("default", token("stored", clock, age=95))
+    storage.failing_lock = True
+    manager = m2m_manager(endpoint, storage=storage)
+    with caplog.at_level(logging.WARNING, logger=MANAGER_LOG):
+        assert await manager.header() == "Bearer at-1"
     assert endpoint.calls == 1
+    assert "renewing without coordination" in caplog.text
+    assert storage.stored() == "stored"
+    storage.failing_lock = False
+    clock.advance(80)  # past the soft threshold: the next renewal saves at-1 first
+    assert await manager.header() == "Bearer at-2"
+    assert storage.saves[-2:] == ["at-1", "at-2"]
 
 
 async def test_failing_fast_during_backoff_lets_other_tasks_run() -> None:

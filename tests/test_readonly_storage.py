@@ -5,8 +5,9 @@ capabilities that bypass file permissions (``setpriv`` drops CAP_DAC_OVERRIDE, C
 and CAP_FOWNER from its bounding set): it stays uid 0, owner of the files, and the mode bits bind
 it like any user. Run as another user, the tests need no such step.
 
-- A read-only directory without a lock file: the stored token serves while it is valid, and no
-  token is requested that could not be kept (an expired one gives `StorageError`).
+- A read-only directory without a lock file: the stored token serves while it is valid; after
+  that a user session gives `StorageError` and requests nothing, and an M2M session renews in
+  this process, uncoordinated.
 - A read-only directory whose lock file exists, so every save fails: a user session with
   rotating refresh tokens renews from memory, each time with the newest refresh token, and is
   saved as soon as the directory is writable again. The peer revokes the whole grant if a refresh
@@ -85,25 +86,44 @@ def _store(root: Path, token: TokenSet) -> None:
     anyio.run(FileStorage(root).save, SESSION, token)
 
 
-@pytest.mark.parametrize("valid", [True, False], ids=["valid", "expired"])
-def test_read_only_directory_without_a_lock_file(
-    peer: Peer, unprivileged_root: Path, backend: str, valid: bool
+@pytest.mark.parametrize("grant", ["m2m", "refresh"])
+def test_read_only_directory_without_a_lock_file_valid_token(
+    peer: Peer, unprivileged_root: Path, backend: str, grant: str
 ) -> None:
-    """A valid stored token serves without the lock; an expired one is a `StorageError`; either
-    way no token is requested, and no file is created."""
-    now = time.time()
-    issued = now - 10 if valid else now - 4000
-    stored = TokenSet(access_token="stored-token", issued_at=issued, expires_at=issued + 3600)
+    """A valid stored token serves without the lock: no token is requested, no file created."""
+    issued = time.time() - 10
+    stored = TokenSet(
+        access_token="stored-token", issued_at=issued, expires_at=issued + 3600, refresh_token="r"
+    )
     _store(unprivileged_root, stored)
     directory = _make_read_only(unprivileged_root, lock_file=False)
-    result = _run_worker(backend, "m2m", peer.issuer, unprivileged_root)
-    if valid:
-        assert result == {"header": "Bearer stored-token", "renewals": 0}
-    else:
-        assert result["error"] == "StorageError", result
-        assert "Permission denied" in result["message"]
-        assert result["renewals"] == 0
-    assert peer.grants("client_credentials") == 0
+    result = _run_worker(backend, grant, peer.issuer, unprivileged_root)
+    assert result == {"header": "Bearer stored-token", "renewals": 0}
+    assert peer.grants("client_credentials") == peer.grants("refresh_token") == 0
+    assert sorted(p.name for p in directory.iterdir()) == ["token.json"]
+
+
+def test_read_only_directory_without_a_lock_file_expired_token(
+    peer: Peer, unprivileged_root: Path, backend: str
+) -> None:
+    """Once the stored token has expired, a user session is a `StorageError` with no token
+    requested (a refresh token is never spent without the lock), while an M2M session renews in
+    this process, uncoordinated, and keeps the token in memory."""
+    issued = time.time() - 4000
+    stored = TokenSet(
+        access_token="stored-token", issued_at=issued, expires_at=issued + 3600, refresh_token="r"
+    )
+    _store(unprivileged_root, stored)
+    directory = _make_read_only(unprivileged_root, lock_file=False)
+    user = _run_worker(backend, "refresh", peer.issuer, unprivileged_root)
+    assert user["error"] == "StorageError", user
+    assert "Permission denied" in user["message"]
+    assert user["renewals"] == 0
+    assert peer.grants("refresh_token") == 0
+    m2m = _run_worker(backend, "m2m", peer.issuer, unprivileged_root)
+    assert m2m["renewals"] == 1
+    assert peer.grants("client_credentials") == 1
+    assert VerifyingApi(peer.issuer).verify(m2m["header"].removeprefix("Bearer "))
     assert sorted(p.name for p in directory.iterdir()) == ["token.json"]
 
 

@@ -23,6 +23,10 @@ class ClientCredentialsGrant:
         extra_params: More form fields for the token request (e.g. ``audience``, ``resource``).
     """
 
+    renews_without_lock = True
+    """Renewing needs no shared state, so when the storage's lock cannot be had (its service is
+    down), the TokenManager renews anyway, in this process, rather than failing the job."""
+
     def __init__(
         self,
         server: AuthorizationServer,

@@ -1,0 +1,344 @@
+"""Storage in Redis, for fleets: workers on many machines share a session and renew it once.
+
+Built on coredis, whose client runs on anyio (asyncio and trio alike); redis-py's asyncio client
+does not run on trio. Installed with the ``redis`` extra: ``pip install 'planet-async[redis]'``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import math
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+
+from .._errors import ConfigurationError, LockLost, StorageError
+from .._models import TokenSet
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    import coredis
+
+__all__ = ["RedisStorage", "mask_url"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# KEYS[1] = the lease, KEYS[2] = the session; ARGV[1] = our owner token, ARGV[2] = the JSON.
+# The write happens only while the lease is ours, in the same atomic step as the check.
+_FENCED_SET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
+# KEYS[1] = the lease; ARGV[1] = our owner token, ARGV[2] = milliseconds.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _coredis() -> Any:
+    try:
+        import coredis
+    except ImportError:
+        raise ConfigurationError(
+            "RedisStorage needs the redis extra: pip install 'planet-async[redis]'"
+        ) from None
+    return coredis
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password (and a user name alone, which may be a password) masked."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:***" if colon else "***"
+    return parts._replace(netloc=f"{masked}@{hostport}").geturl()
+
+
+@dataclass
+class _Lease:
+    """A held lease: its key and our owner token."""
+
+    key: str
+    owner: str
+    lost: bool = field(default=False)
+
+
+class RedisStorage:
+    """Keeps sessions in Redis, as the same JSON as the `planet` CLI's ``token.json``.
+
+    `lock(session)` is a lease: a random owner token set with ``SET NX PX``, extended while it is
+    held, and released by compare-and-delete, so a holder that crashed blocks others for one
+    lease period at most. A save made under the lease is fenced: it is written only if the lease
+    is still ours, checked in the same atomic step as the write, so a holder that stalled past its
+    lease cannot overwrite a newer session (it gets `LockLost`, and the TokenManager adopts the
+    stored session instead).
+
+    Every Redis call is bounded by `timeout`; the wait for the lease by `lock_timeout`. The
+    session key and its lease share a hash tag, so the fenced write also works on Redis Cluster.
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]``, or ``rediss://`` for TLS (coredis
+            URL options such as ``?ssl_ca_certs=...`` pass through).
+        prefix: Prefix of every key this storage uses.
+        lease: Seconds a lease lasts unless extended (extended every third of it while held).
+        lock_timeout: Seconds to wait for another holder's lease before `StorageError`.
+        timeout: Seconds any one Redis call may take.
+
+    Raises:
+        ConfigurationError: The URL is not a Redis URL, or the ``redis`` extra is missing.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "planet_async:",
+        lease: float = 10.0,
+        lock_timeout: float = 60.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self._coredis = _coredis()
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError(
+                f"{mask_url(url)!r} is not a Redis URL (redis://, rediss:// or unix://)"
+            )
+        for name, value in (("lease", lease), ("lock_timeout", lock_timeout), ("timeout", timeout)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        self._url = url
+        self.url = mask_url(url)
+        """The URL with its password masked."""
+        self.prefix = prefix
+        self.lease = lease
+        self.lock_timeout = lock_timeout
+        self.timeout = timeout
+        self._held: contextvars.ContextVar[_Lease | None] = contextvars.ContextVar(
+            "planet_async_redis_lease", default=None
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisStorage({self.url!r}, prefix={self.prefix!r})"
+
+    def _key(self, session: str, kind: str) -> str:
+        # The hash tag ({session}) puts a session and its lease in one Redis Cluster slot.
+        return f"{self.prefix}{{{session}}}:{kind}"
+
+    # -- the Storage protocol ------------------------------------------------------------------
+
+    async def load(self, session: str) -> TokenSet | None:
+        raw = await self._call(lambda c: c.get(self._key(session, "token")), "read", session)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict):
+            await self._move_aside(session)
+            return None
+        try:
+            return TokenSet.from_json_dict(data)
+        except ValueError as exc:
+            raise StorageError(
+                f"session {session!r} in {self.url} holds no usable OAuth token ({exc}); "
+                "log in again to replace it"
+            ) from None
+
+    async def save(self, session: str, token: TokenSet) -> None:
+        payload = json.dumps(token.to_json_dict(), indent=2, sort_keys=True)
+        key = self._key(session, "token")
+        lease = self._held.get()
+        if lease is None or lease.key != self._key(session, "lock"):
+            await self._call(lambda c: c.set(key, payload), "save", session)
+            return
+        written = await self._call(
+            lambda c: c.eval(_FENCED_SET, [lease.key, key], [lease.owner, payload]),
+            "save",
+            session,
+        )
+        if written != 1:
+            lease.lost = True
+            raise LockLost(
+                f"the lease on session {session!r} in {self.url} lapsed before the save "
+                "(this process stalled, or Redis did); the stored session was left as it was"
+            )
+
+    async def delete(self, session: str) -> None:
+        await self._call(lambda c: c.delete([self._key(session, "token")]), "delete", session)
+
+    @asynccontextmanager
+    async def lock(self, session: str) -> AsyncIterator[None]:
+        lease = _Lease(self._key(session, "lock"), secrets.token_urlsafe(24))
+        await self._acquire(lease, session)
+        reset = self._held.set(lease)
+        # Entered and left by hand, not with `async with`: an error of the caller's must come out
+        # as itself, not wrapped in the task group's ExceptionGroup.
+        extender = anyio.create_task_group()
+        await extender.__aenter__()
+        try:
+            extender.start_soon(self._keep_extended, lease, session)
+            yield
+        finally:
+            extender.cancel_scope.cancel()
+            await extender.__aexit__(None, None, None)
+            self._held.reset(reset)
+            with anyio.CancelScope(shield=True):
+                await self._release(lease, session)
+
+    # -- the lease -------------------------------------------------------------------------------
+
+    async def _acquire(self, lease: _Lease, session: str) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        lease_ms = max(1, round(self.lease * 1000))
+        delay = 0.005
+        nx = self._coredis.PureToken.NX
+
+        async def wait(client: coredis.Redis[bytes]) -> bool:
+            nonlocal delay
+            while not await self._bounded(
+                client.set(lease.key, lease.owner, px=lease_ms, condition=nx), "lock", session
+            ):
+                if time.monotonic() >= deadline:
+                    return False
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.1, self.lease / 10)
+            return True
+
+        if not await self._with_client(wait, "lock", session):
+            raise StorageError(
+                f"timed out after {self.lock_timeout:g} s waiting for the lease on session "
+                f"{session!r} in {self.url}; another process holds it (a lease lapses by itself "
+                f"within {self.lease:g} s of its holder stopping)"
+            )
+
+    async def _keep_extended(self, lease: _Lease, session: str) -> None:
+        lease_ms = max(1, round(self.lease * 1000))
+        while True:
+            await anyio.sleep(self.lease / 3)
+            try:
+                extended = await self._call(
+                    lambda c: c.eval(_EXTEND, [lease.key], [lease.owner, lease_ms]),
+                    "extend the lease on",
+                    session,
+                )
+            except StorageError as exc:
+                logger.warning("session %r: %s", session, exc)
+                continue  # the fenced save still decides; the lease may yet be ours
+            if extended != 1:
+                lease.lost = True
+                logger.warning(
+                    "session %r: the lease in %s lapsed while held; a save now would be refused",
+                    session,
+                    self.url,
+                )
+                return
+
+    async def _release(self, lease: _Lease, session: str) -> None:
+        try:
+            await self._call(
+                lambda c: c.eval(_RELEASE, [lease.key], [lease.owner]), "unlock", session
+            )
+        except StorageError as exc:
+            # The lease lapses by itself; nothing is lost by not deleting it now.
+            logger.warning("session %r: %s; the lease will lapse by itself", session, exc)
+
+    # -- talking to Redis ------------------------------------------------------------------------
+
+    async def _call(
+        self, command: Callable[[coredis.Redis[bytes]], Awaitable[_T]], action: str, session: str
+    ) -> _T:
+        """Run one command, bounded by `timeout`, on a client of its own."""
+        return await self._with_client(
+            lambda client: self._bounded(command(client), action, session), action, session
+        )
+
+    async def _with_client(
+        self, use: Callable[[coredis.Redis[bytes]], Awaitable[_T]], action: str, session: str
+    ) -> _T:
+        """`use` a client opened for it and closed after it.
+
+        Nothing but Redis commands runs inside a client: coredis runs each client's connections in
+        a task group, whose failures would otherwise cancel, and wrap, whatever ran inside it.
+        """
+        client = self._coredis.Redis.from_url(
+            self._url,
+            decode_responses=False,
+            connect_timeout=self.timeout,
+            stream_timeout=self.timeout,
+        )
+        try:
+            async with client:
+                return await use(client)
+        except StorageError:
+            raise
+        except BaseExceptionGroup as group:
+            raise self._error(_first_leaf(group), action, session) from None
+        except Exception as exc:
+            raise self._error(exc, action, session) from exc
+
+    async def _bounded(self, request: Awaitable[_T], action: str, session: str) -> _T:
+        try:
+            with anyio.fail_after(self.timeout):
+                return await request
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, action, session) from exc
+
+    def _error(self, exc: Exception, action: str, session: str) -> StorageError:
+        if isinstance(exc, TimeoutError):
+            detail = f"no answer within {self.timeout:g} s"
+        else:
+            # A Redis error can quote the URL it failed to reach: mask it.
+            detail = f"{type(exc).__name__}: {exc}".replace(self._url, self.url)
+        return StorageError(f"cannot {action} session {session!r} in {self.url}: {detail}")
+
+    async def _move_aside(self, session: str) -> None:
+        key = self._key(session, "token")
+        aside = f"{key}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+        await self._call(lambda c: c.rename(key, aside), "move aside", session)
+        logger.warning(
+            "session %r in %s was corrupt (not a JSON object); moved it to %r and treating the "
+            "session as absent",
+            session,
+            self.url,
+            aside,
+        )
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:
+    """The first plain exception in a (nested) group; a cancellation is re-raised as itself."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_leaf(exc)
+        if not isinstance(exc, Exception):
+            raise exc
+        return exc
+    return RuntimeError("an empty exception group")
