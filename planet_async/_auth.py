@@ -38,6 +38,7 @@ from .profiles import (
     credential_for_client,
     credential_from_source,
 )
+from .storage._config import storage_from_environment
 from .storage._protocol import Storage
 
 __all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "PlanetAuth"]
@@ -138,7 +139,8 @@ class PlanetAuth(httpx.Auth):
             issuer: The authorization server; Planet's M2M server by default.
             token_endpoint: Skip discovery and use this token endpoint.
             scopes: Scopes to request, as names or one space-separated string; none by default.
-            storage: Where to keep the session; in memory by default.
+            storage: Where to keep the session; by default where ``PLANET_ASYNC_STORAGE``
+                says, else in memory.
             session: The session's name in the storage; the client id by default.
             timeout: Seconds any one call to the authorization server may take.
             allowed_origins: See the class.
@@ -160,6 +162,7 @@ class PlanetAuth(httpx.Auth):
             client = ClientSecretBasic(client_id=client_id, client_secret=SecretStr(client_secret))
         server = AuthorizationServer(issuer, token_endpoint=token_endpoint, timeout=timeout)
         grant = ClientCredentialsGrant(server, client, scopes=scopes)
+        storage = storage if storage is not None else storage_from_environment()
         manager = TokenManager(grant, storage=storage, session=session or client_id)
         return cls(
             manager, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
@@ -196,7 +199,8 @@ class PlanetAuth(httpx.Auth):
                 refresh token is issued.
             redirect_uri: The registered loopback redirect URI for browser logins, if it fixes a
                 port; an ephemeral port on 127.0.0.1 otherwise.
-            storage: Where to keep the session; in memory by default.
+            storage: Where to keep the session; by default where ``PLANET_ASYNC_STORAGE`` says,
+                else in memory.
             session: The session's name in the storage; the client id by default.
             timeout: Seconds any one call to the authorization server may take.
             device_interval: Device-login poll interval when the server gives none.
@@ -210,7 +214,7 @@ class PlanetAuth(httpx.Auth):
             client,
             scopes=normalize_scopes(scopes),
             redirect_uri=redirect_uri,
-            storage=storage,
+            storage=storage if storage is not None else storage_from_environment(),
             session=session or client_id,
             device_interval=device_interval,
         )
@@ -318,7 +322,8 @@ class PlanetAuth(httpx.Auth):
         Precedence: ``PL_AUTH_PROFILE``; ``PL_AUTH_CLIENT_ID`` + ``PL_AUTH_CLIENT_SECRET``;
         ``PL_AUTH_API_KEY`` / ``PL_API_KEY`` (environment first, then ``~/.planet.json``), then
         the legacy ``key`` in ``~/.planet.json``, then the built-in ``planet-user`` profile.
-        `source` tells which one was used. Tokens are shared with the CLI in ``~/.planet/``.
+        `source` tells which one was used. Tokens are shared with the CLI in ``~/.planet/``,
+        unless ``PLANET_ASYNC_STORAGE`` names another storage (a fleet's Redis).
 
         Raises:
             ConfigurationError: A named profile does not exist, or the settings conflict.
@@ -346,7 +351,8 @@ class PlanetAuth(httpx.Auth):
         Args:
             profile: The profile name (case-insensitive).
             home: The home directory holding ``.planet/``; the user's by default.
-            storage: Keep the tokens elsewhere instead of sharing them with the CLI.
+            storage: Keep the tokens here instead; by default where ``PLANET_ASYNC_STORAGE``
+                says, else shared with the CLI in ``~/.planet/``.
             allowed_origins: See the class.
             allow_loopback_http: See the class.
 

@@ -23,6 +23,8 @@ from ..flows._device_code import DeviceAuthorization
 from ..profiles import AuthClientConfig, PlanetHome, choose_session
 from ..profiles._clients import PLANET_M2M_ISSUER, PLANET_USER_ISSUER
 from ..storage._atomic import write_atomic
+from ..storage._config import storage_from_url
+from ..storage._protocol import Storage
 
 __all__ = ["main"]
 
@@ -46,6 +48,13 @@ def _options(defaults: bool) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--home", default=unset, help="the directory holding .planet/ (default: your home)"
+    )
+    parser.add_argument(
+        "--storage",
+        default=unset,
+        metavar="URL",
+        help="keep token sets here instead of ~/.planet: redis://host:port/db, rediss://..., "
+        "file:///dir (default: $PLANET_ASYNC_STORAGE)",
     )
     parser.add_argument(
         "--json",
@@ -97,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:
         ("logout", "revoke and delete the session"),
     ):
         auth_commands.add_parser(name, help=text, parents=common)
+    move = auth_commands.add_parser(
+        "move-to",
+        help="move the session's tokens into another storage (a fleet's Redis)",
+        parents=common,
+    )
+    move.add_argument("destination", metavar="URL", help="redis://..., rediss://... or file:///dir")
+    move.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the tokens here too (safe for M2M; a user session with rotating refresh "
+        "tokens would die once both places renew)",
+    )
 
     profile = commands.add_parser("profile", help="list, show and choose profiles")
     profile_commands = profile.add_subparsers(dest="command", required=True)
@@ -163,9 +184,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         return await anyio.to_thread.run_sync(_profile_command, args, home)
     if args.command == "login":
         return await _login(args, home)
-    auth = await _chosen_auth(args, home, check_server=args.command != "status")
+    auth = await _chosen_auth(args, home, check_server=args.command not in ("status", "move-to"))
     if args.command == "status":
         return await _status(auth)
+    if args.command == "move-to":
+        return await _move_to(args, auth)
     if args.command == "print-access-token":
         if auth.manager is None:
             raise _Fail("this profile uses an API key, which is not an access token")
@@ -192,7 +215,39 @@ async def _chosen_auth(
         config = await anyio.to_thread.run_sync(home.read_auth_client, source.profile)
         if config is not None:
             _check_server(config, args.allow_loopback_http)
-    return auth_from_source(source, home=home, allow_loopback_http=args.allow_loopback_http)
+    return auth_from_source(
+        source, home=home, storage=_storage(args), allow_loopback_http=args.allow_loopback_http
+    )
+
+
+def _storage(args: argparse.Namespace) -> Storage | None:
+    """The storage `--storage` names; None leaves the choice to the library (the environment's
+    ``PLANET_ASYNC_STORAGE``, else the CLI's files)."""
+    return storage_from_url(args.storage) if args.storage else None
+
+
+async def _move_to(args: argparse.Namespace, auth: PlanetAuth) -> dict[str, Any]:
+    """Copy the session's stored tokens into another storage, then (unless --keep) delete them
+    here: two places renewing one rotating refresh token would end the session."""
+    if auth.manager is None:
+        raise _Fail("an API key has no tokens to move; set the key where the fleet runs instead")
+    manager = auth.manager
+    destination = storage_from_url(args.destination)
+    token = await manager.storage.load(manager.session)
+    if token is None:
+        raise _Fail(
+            f"no session to move: run `planet-async auth login` first ({manager.storage!r})"
+        )
+    async with destination.lock(manager.session):
+        await destination.save(manager.session, token)
+    if not args.keep:
+        async with manager.storage.lock(manager.session):
+            await manager.storage.delete(manager.session)
+    where = getattr(destination, "url", None) or repr(destination)
+    text = f"moved session {manager.session!r} to {where}" + (
+        " (kept here too)" if args.keep else ""
+    )
+    return {"moved": True, "session": manager.session, "to": where, "_text": text}
 
 
 def _check_server(config: AuthClientConfig, allow_loopback_http: bool) -> None:
@@ -220,7 +275,9 @@ async def _status(auth: PlanetAuth) -> dict[str, Any]:
         result.update(kind="api_key", logged_in=True)
         return result
     result["kind"] = "user" if auth.user is not None else "m2m"
-    stored = await auth.manager.storage.load(auth.manager.session)
+    storage = auth.manager.storage
+    result["storage"] = getattr(storage, "url", None) or repr(storage)
+    stored = await storage.load(auth.manager.session)
     if stored is None:
         result.update(logged_in=False)
         if auth.user is not None:
@@ -331,7 +388,9 @@ async def _save_client(
     _check_server(config, args.allow_loopback_http)
     await anyio.to_thread.run_sync(home.write_auth_client, name, config)
     source = await anyio.to_thread.run_sync(lambda: choose_session(profile=name, home=home))
-    return auth_from_source(source, home=home, allow_loopback_http=args.allow_loopback_http)
+    return auth_from_source(
+        source, home=home, storage=_storage(args), allow_loopback_http=args.allow_loopback_http
+    )
 
 
 def _save_api_key(home: PlanetHome, name: str, key: str) -> None:

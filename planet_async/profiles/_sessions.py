@@ -34,6 +34,7 @@ from .._oauth import (
 from .._session import Credential, SessionSource, user_credential
 from ..flows._client_credentials import ClientCredentialsGrant
 from ..flows._scopes import USER_SCOPES, normalize_scopes
+from ..storage._config import storage_from_environment
 from ..storage._protocol import Storage
 from ._clients import PLANET_M2M_ISSUER, AuthClientConfig
 from ._files import PlanetHome, normalize_profile_name
@@ -144,12 +145,16 @@ def credential_from_source(
     home: PlanetHome | None = None,
     storage: Storage | None = None,
 ) -> Credential:
-    """The credential of a chosen session; tokens shared with the CLI unless `storage`.
+    """The credential of a chosen session.
+
+    Its tokens are kept in `storage`, else where ``PLANET_ASYNC_STORAGE`` says, else in the
+    files the `planet` CLI shares (``~/.planet/<profile>/token.json``).
 
     Raises:
         ConfigurationError: The profile's configuration cannot work.
     """
     home = home or PlanetHome()
+    storage = storage or storage_from_environment()
     if source.kind == "api_key":
         assert source.api_key is not None
         return Credential(api_key=source.api_key, source=source)

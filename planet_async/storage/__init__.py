@@ -1,8 +1,19 @@
 """Where sessions are kept: the async `Storage` protocol and its implementations."""
 
+from ._config import STORAGE_VARIABLE as STORAGE_VARIABLE
+from ._config import storage_from_environment as storage_from_environment
+from ._config import storage_from_url as storage_from_url
 from ._file import FileStorage as FileStorage
 from ._memory import MemoryStorage as MemoryStorage
 from ._protocol import Storage as Storage
 from ._redis import RedisStorage as RedisStorage
 
-__all__ = ["FileStorage", "MemoryStorage", "RedisStorage", "Storage"]
+__all__ = [
+    "STORAGE_VARIABLE",
+    "FileStorage",
+    "MemoryStorage",
+    "RedisStorage",
+    "Storage",
+    "storage_from_environment",
+    "storage_from_url",
+]
