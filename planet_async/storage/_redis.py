@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import ConfigurationError, LockLost, StorageError
 from .._models import TokenSet
@@ -45,7 +47,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS[1] = the lease; ARGV[1] = our owner token, ARGV[2] = milliseconds.
+# KEYS[1] = the lease; ARGV[1] = our owner token, ARGV[2] = milliseconds. Taking a lease we
+# already hold succeeds too, so an attempt whose answer was lost can simply be made again.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+return 0
+"""
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -81,12 +93,28 @@ def mask_url(url: str) -> str:
     return parts._replace(netloc=f"{masked}@{hostport}").geturl()
 
 
+class _ConnectionGone(Exception):
+    """The lease's connection task has ended; use a client of its own instead."""
+
+
+@dataclass
+class _Request:
+    """A command for the lease's connection task, and the place its outcome is left."""
+
+    command: Callable[[coredis.Redis[bytes]], Awaitable[Any]]
+    action: str
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
 @dataclass
 class _Lease:
-    """A held lease: its key and our owner token."""
+    """A held (or sought) lease: its key, our owner token, and the connection it is held on."""
 
     key: str
     owner: str
+    inbox: MemoryObjectSendStream[_Request] | None = None
     lost: bool = field(default=False)
 
 
@@ -142,6 +170,27 @@ class RedisStorage:
         self._held: contextvars.ContextVar[_Lease | None] = contextvars.ContextVar(
             "planet_async_redis_lease", default=None
         )
+        self._shared: tuple[anyio.abc.TaskGroup, MemoryObjectSendStream[_Request]] | None = None
+
+    async def __aenter__(self) -> RedisStorage:
+        """Keep one connection open until the block ends, for every call made in this event
+        loop: a renewal then costs a few round trips instead of a connection of its own."""
+        if self._shared is not None:
+            raise RuntimeError("this RedisStorage is already entered")
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        inbox, outbox = anyio.create_memory_object_stream[_Request](math.inf)
+        tasks.start_soon(self._serve, outbox, "*")
+        self._shared = (tasks, inbox)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        shared, self._shared = self._shared, None
+        assert shared is not None
+        tasks, inbox = shared
+        inbox.close()
+        tasks.cancel_scope.cancel()
+        await tasks.__aexit__(None, None, None)
 
     def __repr__(self) -> str:
         return f"RedisStorage({self.url!r}, prefix={self.prefix!r})"
@@ -196,21 +245,29 @@ class RedisStorage:
     @asynccontextmanager
     async def lock(self, session: str) -> AsyncIterator[None]:
         lease = _Lease(self._key(session, "lock"), secrets.token_urlsafe(24))
-        await self._acquire(lease, session)
-        reset = self._held.set(lease)
-        # Entered and left by hand, not with `async with`: an error of the caller's must come out
-        # as itself, not wrapped in the task group's ExceptionGroup.
-        extender = anyio.create_task_group()
-        await extender.__aenter__()
+        # One connection for the whole lease (acquire, load, save, extend, release), in a task of
+        # its own: the caller's work never runs inside coredis's task group. The group is entered
+        # and left by hand, so that an error of the caller's comes out as itself, not wrapped in
+        # an ExceptionGroup.
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
         try:
-            extender.start_soon(self._keep_extended, lease, session)
-            yield
+            if self._shared is None:
+                inbox, outbox = anyio.create_memory_object_stream[_Request](math.inf)
+                lease.inbox = inbox
+                tasks.start_soon(self._serve, outbox, session)
+            reset = self._held.set(lease)
+            try:
+                await self._acquire(lease, session)
+                tasks.start_soon(self._keep_extended, lease, session)
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._release(lease, session)
+                self._held.reset(reset)
         finally:
-            extender.cancel_scope.cancel()
-            await extender.__aexit__(None, None, None)
-            self._held.reset(reset)
-            with anyio.CancelScope(shield=True):
-                await self._release(lease, session)
+            tasks.cancel_scope.cancel()
+            await tasks.__aexit__(None, None, None)
 
     # -- the lease -------------------------------------------------------------------------------
 
@@ -218,25 +275,17 @@ class RedisStorage:
         deadline = time.monotonic() + self.lock_timeout
         lease_ms = max(1, round(self.lease * 1000))
         delay = 0.005
-        nx = self._coredis.PureToken.NX
-
-        async def wait(client: coredis.Redis[bytes]) -> bool:
-            nonlocal delay
-            while not await self._bounded(
-                client.set(lease.key, lease.owner, px=lease_ms, condition=nx), "lock", session
-            ):
-                if time.monotonic() >= deadline:
-                    return False
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 0.1, self.lease / 10)
-            return True
-
-        if not await self._with_client(wait, "lock", session):
-            raise StorageError(
-                f"timed out after {self.lock_timeout:g} s waiting for the lease on session "
-                f"{session!r} in {self.url}; another process holds it (a lease lapses by itself "
-                f"within {self.lease:g} s of its holder stopping)"
-            )
+        while not await self._call(
+            lambda c: c.eval(_ACQUIRE, [lease.key], [lease.owner, lease_ms]), "lock", session
+        ):
+            if time.monotonic() >= deadline:
+                raise StorageError(
+                    f"timed out after {self.lock_timeout:g} s waiting for the lease on session "
+                    f"{session!r} in {self.url}; another process holds it (a lease lapses by "
+                    f"itself within {self.lease:g} s of its holder stopping)"
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.1, self.lease / 10)
 
     async def _keep_extended(self, lease: _Lease, session: str) -> None:
         lease_ms = max(1, round(self.lease * 1000))
@@ -274,10 +323,61 @@ class RedisStorage:
     async def _call(
         self, command: Callable[[coredis.Redis[bytes]], Awaitable[_T]], action: str, session: str
     ) -> _T:
-        """Run one command, bounded by `timeout`, on a client of its own."""
+        """Run one command, bounded by `timeout`: on the lease's connection inside `lock`, else
+        (or once that connection is gone) on a client of its own."""
+        lease = self._held.get()
+        inbox = lease.inbox if lease is not None else None
+        if inbox is None and self._shared is not None:
+            inbox = self._shared[1]
+        if inbox is not None:
+            request = _Request(command, action)
+            try:
+                inbox.send_nowait(request)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                if lease is not None:
+                    lease.inbox = None
+            else:
+                await request.done.wait()
+                if not isinstance(request.error, _ConnectionGone):
+                    if request.error is not None:
+                        raise request.error
+                    result: _T = request.result
+                    return result
         return await self._with_client(
             lambda client: self._bounded(command(client), action, session), action, session
         )
+
+    async def _serve(self, outbox: MemoryObjectReceiveStream[_Request], session: str) -> None:
+        """The lease's connection: runs the requests sent to it, one at a time, until the lock
+        is left. It never raises: a failure is its requests' outcome."""
+        gone: BaseException = _ConnectionGone()
+        try:
+            async with outbox:
+
+                async def serve(client: coredis.Redis[bytes]) -> None:
+                    async for request in outbox:
+                        try:
+                            request.result = await self._bounded(
+                                request.command(client), request.action, session
+                            )
+                        except StorageError as exc:
+                            request.error = exc
+                        except BaseException:
+                            request.error = gone  # the caller sends it again elsewhere
+                            raise
+                        finally:
+                            request.done.set()
+
+                try:
+                    await self._with_client(serve, "connect for", session)
+                except StorageError:
+                    pass  # each request left will be sent on a client of its own
+                finally:
+                    for request in _drain(outbox):
+                        request.error = gone
+                        request.done.set()
+        except Exception:  # pragma: no cover - defensive: the lock must not fail for this
+            logger.exception("session %r: the Redis connection task failed", session)
 
     async def _with_client(
         self, use: Callable[[coredis.Redis[bytes]], Awaitable[_T]], action: str, session: str
@@ -342,3 +442,13 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:
             raise exc
         return exc
     return RuntimeError("an empty exception group")
+
+
+def _drain(outbox: MemoryObjectReceiveStream[_Request]) -> list[_Request]:
+    """The requests still waiting in `outbox`."""
+    left = []
+    while True:
+        try:
+            left.append(outbox.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return left
