@@ -266,6 +266,8 @@ class RedisStorage:
                     await self._release(lease, session)
                 self._held.reset(reset)
         finally:
+            if lease.inbox is not None:
+                lease.inbox.close()
             tasks.cancel_scope.cancel()
             await tasks.__aexit__(None, None, None)
 
@@ -334,7 +336,8 @@ class RedisStorage:
             try:
                 inbox.send_nowait(request)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                if lease is not None:
+                if lease is not None and lease.inbox is inbox:
+                    inbox.close()
                     lease.inbox = None
             else:
                 await request.done.wait()
