@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +93,17 @@ def redis(redis_server: RedisServer) -> RedisServer:
     """The session's redis-server, emptied."""
     redis_server.flush()
     return redis_server
+
+
+@pytest.fixture
+def redis_connections_fail() -> Iterator[None]:
+    """For a test whose Redis connections fail on purpose (a closed port, a stopped server).
+
+    coredis (6.9) leaves a connection's memory streams unclosed when the connection cannot be
+    made, and they warn when collected. Such a test ignores that one warning, and collects them
+    when it ends, so that they do not warn in the next test.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)
+        yield
+        gc.collect()
