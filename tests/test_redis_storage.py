@@ -329,6 +329,25 @@ async def test_key_layout(redis: RedisServer, private_server: list[RedisServer])
 
 
 @pytest.mark.usefixtures("redis_connections_fail")
+async def test_an_unreachable_store_is_one_clear_error() -> None:
+    """A store that cannot be reached is one StorageError saying what could not be done, to
+    which session, in which store, and why, each once."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    storage = RedisStorage(url, timeout=1)
+    with pytest.raises(StorageError) as read:
+        await storage.load("s")
+    with pytest.raises(StorageError) as lock:
+        async with storage.lock("s"):
+            pytest.fail("locked an unreachable store")
+    for info, action in ((read, "read"), (lock, "lock")):
+        message = str(info.value)
+        assert message.startswith(f"cannot {action} session 's' in {url}: ConnectionError: ")
+        assert message.count(url) == 1
+        assert f"127.0.0.1:{port}" in message.removeprefix(f"cannot {action} session 's' in {url}")
+
+
+@pytest.mark.usefixtures("redis_connections_fail")
 async def test_a_password_in_the_url_is_masked_everywhere(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -299,7 +299,10 @@ class RedisStorage:
         except StorageError:
             raise
         except BaseExceptionGroup as group:
-            raise self._error(_first_leaf(group), action, session) from None
+            leaf = _first_leaf(group)
+            if isinstance(leaf, StorageError):  # already ours (`_bounded` runs inside the client)
+                raise leaf from leaf.__cause__
+            raise self._error(leaf, action, session) from None
         except Exception as exc:
             raise self._error(exc, action, session) from exc
 
