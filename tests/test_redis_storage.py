@@ -524,6 +524,24 @@ async def test_tls(private_server: list[RedisServer], tmp_path: Path) -> None:
         await plain.load("s")
 
 
+@pytest.mark.usefixtures("redis_connections_fail")
+async def test_tls_checks_the_server_name(
+    private_server: list[RedisServer], tmp_path: Path
+) -> None:
+    """Under TLS a certificate the trusted CA issued for another name is refused, unless the URL
+    turns the check off (``ssl_check_hostname=false``)."""
+    tls = _tls_files(tmp_path, hosts=("redis.invalid",))
+    server = _start(private_server, tls=tls)
+    storage = RedisStorage(server.url, timeout=2)
+    with pytest.raises(StorageError) as info:
+        await storage.save("s", _token("to-an-impostor"))
+    (refusal,) = [e for e in _chain(info.value) if isinstance(e, ssl.SSLCertVerificationError)]
+    assert "mismatch" in str(refusal)
+    assert server.call("KEYS", "*") == []
+    await RedisStorage(f"{server.url}&ssl_check_hostname=false").save("s", _token("unchecked"))
+    assert _stored(server) == "unchecked"
+
+
 # -- the extra -------------------------------------------------------------------------------
 
 

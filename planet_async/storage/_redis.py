@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 
@@ -81,6 +81,16 @@ def mask_url(url: str) -> str:
     return parts._replace(netloc=f"{masked}@{hostport}").geturl()
 
 
+def _checking_host_names(url: str) -> str:
+    """`url`, with TLS checking the server's host name unless the URL says otherwise: coredis
+    checks only that a trusted CA signed the certificate, whatever name it was issued for."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or "ssl_check_hostname" in parse_qs(parts.query):
+        return url
+    check = "ssl_check_hostname=true"
+    return parts._replace(query=f"{parts.query}&{check}" if parts.query else check).geturl()
+
+
 @dataclass
 class _Lease:
     """A held lease: its key and our owner token."""
@@ -132,8 +142,8 @@ class RedisStorage:
         for name, value in (("lease", lease), ("lock_timeout", lock_timeout), ("timeout", timeout)):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
-        self._url = url
-        self.url = mask_url(url)
+        self._url = _checking_host_names(url)
+        self.url = mask_url(self._url)
         """The URL with its password masked."""
         self.prefix = prefix
         self.lease = lease
