@@ -4,14 +4,14 @@ import gc
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from planet_async import _oauth
 from tests._peer import Peer, make_client_keys
-from tests._redis import RedisServer
+from tests._redis import RedisServer, TLSFiles
 
 DEFAULT_TTL = 60
 
@@ -93,6 +93,23 @@ def redis(redis_server: RedisServer) -> RedisServer:
     """The session's redis-server, emptied."""
     redis_server.flush()
     return redis_server
+
+
+@pytest.fixture
+def start_redis() -> Iterator[Callable[..., RedisServer]]:
+    """Start redis-servers of the test's own (to stop, pause or configure); stopped after it.
+
+    Call it with more `redis-server` arguments, and `tls=TLSFiles(...)` for a TLS-only server.
+    """
+    servers: list[RedisServer] = []
+
+    def start(*extra: str, tls: TLSFiles | None = None) -> RedisServer:
+        servers.append(RedisServer(*extra, tls=tls))
+        return servers[-1].start()
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

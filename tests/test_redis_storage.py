@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,21 +66,6 @@ class StalledStorage(RedisStorage):
 
     async def _keep_extended(self, lease: _Lease, session: str) -> None:
         return
-
-
-@pytest.fixture
-def private_server() -> Iterator[list[RedisServer]]:
-    """Servers a test starts for itself (ACL users, TLS, cluster mode), stopped after it."""
-    servers: list[RedisServer] = []
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-def _start(servers: list[RedisServer], *extra: str, tls: TLSFiles | None = None) -> RedisServer:
-    server = RedisServer(*extra, tls=tls).start()
-    servers.append(server)
-    return server
 
 
 async def test_save_load_delete_round_trip(redis: RedisServer) -> None:
@@ -308,7 +293,7 @@ async def test_a_json_object_that_is_no_token_is_left_alone(redis: RedisServer) 
     assert redis.call("GET", TOKEN_KEY) == b'{"api_key": "PLAK-not-ours"}'
 
 
-async def test_key_layout(redis: RedisServer, private_server: list[RedisServer]) -> None:
+async def test_key_layout(redis: RedisServer, start_redis: Callable[..., RedisServer]) -> None:
     """Keys are `<prefix>{<session>}:token` and `<prefix>{<session>}:lock`: the session is a
     hash tag, so a real cluster-mode server puts a session and its lease in one slot."""
     storage = RedisStorage(redis.url, prefix="fleet-7:")
@@ -320,7 +305,7 @@ async def test_key_layout(redis: RedisServer, private_server: list[RedisServer])
     await RedisStorage(redis.url).save("MyProfile", _token("at"))
     assert redis.call("EXISTS", "planet_async:{MyProfile}:token") == 1
 
-    cluster = _start(private_server, "--cluster-enabled", "yes", "--cluster-port", str(free_port()))
+    cluster = start_redis("--cluster-enabled", "yes", "--cluster-port", str(free_port()))
     slots = {cluster.call("CLUSTER", "KEYSLOT", key) for key in keys}
     assert len(slots) == 1
 
@@ -379,10 +364,10 @@ async def test_a_url_that_is_not_redis_is_refused_masked() -> None:
 
 
 @pytest.mark.usefixtures("redis_connections_fail")
-async def test_acl_user_and_password(private_server: list[RedisServer]) -> None:
+async def test_acl_user_and_password(start_redis: Callable[..., RedisServer]) -> None:
     """An ACL user with a password (user:password@) works, and so does the default user's
     password alone (:password@); a wrong password is a StorageError that does not quote it."""
-    server = _start(private_server, "--requirepass", "default-pw")
+    server = start_redis("--requirepass", "default-pw")
     reply = server.call(
         "ACL", "SETUSER", "fleet", "on", ">fleet-pw", "~*", "+@all", auth=("default", "default-pw")
     )
@@ -502,11 +487,11 @@ def _tls_files(directory: Path, *, hosts: tuple[str, ...]) -> TLSFiles:
 
 
 @pytest.mark.usefixtures("redis_connections_fail")
-async def test_tls(private_server: list[RedisServer], tmp_path: Path) -> None:
+async def test_tls(start_redis: Callable[..., RedisServer], tmp_path: Path) -> None:
     """`rediss://` talks TLS to a TLS-only server whose CA is given as `ssl_ca_certs` in the
     URL; the same server without that CA (so, unverifiable) is a StorageError."""
     tls = _tls_files(tmp_path, hosts=("localhost", "127.0.0.1"))
-    server = _start(private_server, tls=tls)
+    server = start_redis(tls=tls)
     storage = RedisStorage(server.url)
     async with storage.lock("s"):
         await storage.save("s", _token("over-tls"))
@@ -526,12 +511,12 @@ async def test_tls(private_server: list[RedisServer], tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("redis_connections_fail")
 async def test_tls_checks_the_server_name(
-    private_server: list[RedisServer], tmp_path: Path
+    start_redis: Callable[..., RedisServer], tmp_path: Path
 ) -> None:
     """Under TLS a certificate the trusted CA issued for another name is refused, unless the URL
     turns the check off (``ssl_check_hostname=false``)."""
     tls = _tls_files(tmp_path, hosts=("redis.invalid",))
-    server = _start(private_server, tls=tls)
+    server = start_redis(tls=tls)
     storage = RedisStorage(server.url, timeout=2)
     with pytest.raises(StorageError) as info:
         await storage.save("s", _token("to-an-impostor"))
