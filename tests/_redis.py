@@ -61,6 +61,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server (again, after `stop`, on the same port and directory)."""
+        started = len(self.log())  # on a restart, the first run's lines are in the log already
         log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - the child writes it
         command = [self.binary, "--bind", "127.0.0.1", "--save", ""]
         if self.tls is None:
@@ -80,7 +82,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {self.log()[-2000:]}")
-            if "Ready to accept connections" in self.log():
+            if "Ready to accept connections" in self.log()[started:]:
                 return self
             time.sleep(0.02)
         self.stop()
