@@ -369,3 +369,53 @@ async def test_waits_end_while_redis_is_paused_and_one_refresh_follows(
     assert peer.grants("refresh_token") == 1
     assert peer.errors() == {}
     assert _stored(server) == headers[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a holder whose lease lapses while its refresh is in flight cannot store the rotated "
+    "refresh token (its save is fenced off), so the next holder spends the old one",
+)
+async def test_a_refresh_in_flight_while_redis_is_paused_longer_than_the_lease(
+    peer: Peer, start_redis: Callable[..., RedisServer]
+) -> None:
+    """The lease holder's refresh is in flight while Redis is paused for longer than the lease:
+    after Redis resumes, the manager waiting for the lease does not spend the refresh token the
+    holder already spent (one refresh request, no error at the peer)."""
+    server = start_redis()
+    await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
+    peer.reset()
+    clock = FakeClock(start=time.time())
+    paused = anyio.Event()
+
+    class PausingGrant(RefreshTokenGrant):
+        """Pauses Redis for longer than a lease while its refresh request is in flight."""
+
+        async def renew(self, current: Any, *, clock: Callable[[], float]) -> Any:
+            server.pause()
+            started = time.monotonic()
+            paused.set()
+            try:
+                token = await super().renew(current, clock=clock)
+                await anyio.sleep(LEASE + 0.2 - (time.monotonic() - started))
+            finally:
+                server.resume()
+            return token
+
+    pausing = PausingGrant(AuthorizationServer(peer.issuer), PublicClient(client_id="native-app"))
+    holder = _manager(pausing, RedisStorage(server.url, lease=LEASE, timeout=2), clock)
+    waiter = _manager(_user(peer), RedisStorage(server.url, lease=LEASE, timeout=2), clock)
+    assert await holder.header() == await waiter.header()
+    clock.advance(EXPIRED)
+    outcomes: list[tuple[str, float]] = []
+
+    async def attempt(manager: TokenManager) -> None:
+        outcomes.append(await _outcome(manager))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(attempt, holder)
+            await paused.wait()
+            tg.start_soon(attempt, waiter)
+    assert peer.errors() == {}, outcomes
+    assert peer.grants("refresh_token") == 1
