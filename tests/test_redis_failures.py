@@ -47,6 +47,7 @@ from tests._browser import device_login_saved
 from tests._helpers import FakeClock, VerifyingApi
 from tests._peer import Peer
 from tests._redis import RedisServer
+from tests.test_redis_storage import StalledStorage
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("redis_connections_fail")]
 
@@ -310,6 +311,43 @@ async def test_the_others_go_on_within_one_lease_when_the_holder_is_killed(
 
 async def _collect(manager: TokenManager, results: list[str]) -> None:
     results.append(await manager.header())
+
+
+async def test_a_stalled_holder_adopts_the_session_stored_meanwhile(
+    peer: Peer, redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An M2M process that stalls past its lease in the middle of a renewal finds its save
+    refused, and uses the token the process that went on stored meanwhile: one token in use
+    everywhere (two grants: the stalled process's token is dropped)."""
+    clock = FakeClock(start=time.time())
+    obtained = anyio.Event()
+    go_on = anyio.Event()
+
+    class StallingGrant(ClientCredentialsGrant):
+        """Stalls after its token request, until told to go on."""
+
+        async def renew(self, current: Any, *, clock: Callable[[], float]) -> Any:
+            token = await super().renew(current, clock=clock)
+            obtained.set()
+            await go_on.wait()
+            return token
+
+    m2m = _m2m(peer)
+    stalling = _manager(
+        StallingGrant(m2m.server, m2m.client), StalledStorage(redis.url, lease=LEASE), clock
+    )
+    other = _manager(_m2m(peer), RedisStorage(redis.url, lease=LEASE, lock_timeout=5), clock)
+    results: list[str] = []
+    with anyio.fail_after(10), caplog.at_level(logging.WARNING, logger="planet_async"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_collect, stalling, results)
+            await obtained.wait()
+            went_on = await other.header()  # after the stalled lease lapsed
+            go_on.set()
+    assert results == [went_on]
+    assert _stored(redis) == went_on
+    assert peer.grants("client_credentials") == 2
+    assert "the lock lapsed during the renewal" in caplog.text
 
 
 # -- Redis paused --------------------------------------------------------------------------------
