@@ -48,7 +48,7 @@ def _stored(server: RedisServer, key: str = TOKEN_KEY, db: int = 0) -> str | Non
     return None if raw is None else json.loads(raw)["access_token"]
 
 
-async def _refused(server: RedisServer, *, times: int) -> None:
+async def _lease_attempts(server: RedisServer, *, times: int) -> None:
     """Wait until a waiter has tried `times` more times to take a held lease (SET NX)."""
 
     def attempts() -> int:
@@ -124,7 +124,7 @@ async def test_the_lease_excludes_another_storage(redis: RedisServer) -> None:
             tg.start_soon(first)
             await first_in.wait()
             tg.start_soon(second)
-            await _refused(redis, times=3)
+            await _lease_attempts(redis, times=3)
             assert order == ["first in"]
             release.set()
     assert order == ["first in", "first out", "second in"]
@@ -152,7 +152,7 @@ async def test_a_cancelled_waiter_leaves_the_lease_free(redis: RedisServer) -> N
             with anyio.CancelScope() as waiting:
                 async with anyio.create_task_group() as waiters:
                     waiters.start_soon(waiter)
-                    await _refused(redis, times=3)
+                    await _lease_attempts(redis, times=3)
                     waiting.cancel()
             release.set()
         assert redis.call("EXISTS", LOCK_KEY) == 0
