@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import pytest
@@ -386,6 +387,26 @@ async def test_acl_user_and_password(start_redis: Callable[..., RedisServer]) ->
     assert "wrong-pw" not in "".join(traceback.format_exception(info.value))
     with pytest.raises(StorageError):
         await RedisStorage(f"redis://127.0.0.1:{port}/0").load("s")
+
+
+@pytest.mark.usefixtures("redis_connections_fail")
+async def test_a_password_with_reserved_characters(
+    start_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A password holding characters a URL reserves (@ : / + = %) works percent-encoded, as
+    RFC 3986 has it, and is masked in that form too."""
+    password = "p@ss:w/rd+=%"
+    server = start_redis("--requirepass", password)
+    url = f"redis://:{quote(password, safe='')}@127.0.0.1:{server.port}/0"
+    storage = RedisStorage(url)
+    with caplog.at_level(logging.DEBUG):
+        async with storage.lock("s"):
+            await storage.save("s", _token("reserved"))
+    assert server.call("EXISTS", TOKEN_KEY, auth=("default", password)) == 1
+    assert repr(storage) == f"RedisStorage('redis://:***@127.0.0.1:{server.port}/0', prefix=" + (
+        "'planet_async:')"
+    )
+    assert quote(password, safe="") not in caplog.text
 
 
 async def test_database_number(redis: RedisServer) -> None:

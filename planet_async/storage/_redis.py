@@ -299,6 +299,7 @@ class RedisStorage:
         """
         client = self._coredis.Redis.from_url(
             self._url,
+            decode_components=True,  # a password with reserved characters is percent-encoded
             decode_responses=False,
             connect_timeout=self.timeout,
             stream_timeout=self.timeout,
