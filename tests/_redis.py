@@ -5,14 +5,18 @@ Stdlib only. The nox `tests` session installs `redis-server` when it is missing.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -21,30 +25,52 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a TLS-only server: the CA that signed it, its certificate and its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 class RedisServer:
     """A private redis-server on 127.0.0.1: no persistence, its own working directory.
 
-    `extra` are more `redis-server` arguments (ACL users, TLS). `stop`, `start`, `pause` and
-    `resume` stand in for a restart, a crash and a stalled server in failure tests.
+    `extra` are more `redis-server` arguments (ACL users, persistence). With `tls` the server
+    listens only for TLS, on `port`, and `url` is a ``rediss://`` URL that trusts its CA.
+    `stop`, `start`, `pause` and `resume` stand in for a restart, a crash and a stalled server in
+    failure tests.
     """
 
-    def __init__(self, *extra: str, port: int | None = None) -> None:
+    def __init__(self, *extra: str, port: int | None = None, tls: TLSFiles | None = None) -> None:
         binary = os.environ.get("PLANET_ASYNC_REDIS_SERVER") or shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: `python3 -m nox -s tests` installs it")
         self.binary = binary
         self.port = port or free_port()
         self.extra = extra
+        self.tls = tls
         self.directory = Path(tempfile.mkdtemp(prefix="planet-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server (again, after `stop`, on the same port and directory)."""
+        started = len(self.log())  # on a restart, the first run's lines are in the log already
         log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - the child writes it
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command = [self.binary, "--bind", "127.0.0.1", "--save", ""]
+        if self.tls is None:
+            command += ["--port", str(self.port)]
+        else:
+            command += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            command += ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)]
+            command += ["--tls-ca-cert-file", str(self.tls.ca)]
         command += ["--appendonly", "no", "--dir", str(self.directory), *self.extra]
         self._proc = subprocess.Popen(
             command,
@@ -56,7 +82,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {self.log()[-2000:]}")
-            if "Ready to accept connections" in self.log():
+            if "Ready to accept connections" in self.log()[started:]:
                 return self
             time.sleep(0.02)
         self.stop()
@@ -88,6 +114,51 @@ class RedisServer:
 
     def flush(self) -> None:
         """Forget every key (between tests)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
-            assert sock.recv(64).startswith(b"+OK"), "FLUSHALL failed"
+        assert self.call("FLUSHALL") == "OK", "FLUSHALL failed"
+
+    def call(self, *command: str | bytes, db: int = 0, auth: tuple[str, str] | None = None) -> Any:
+        """Send one command, as `auth` = (user, password) and in database `db` if given, and
+        return its reply: str, int, bytes, None or a list of them. An error reply raises."""
+        commands: list[tuple[str | bytes, ...]] = []
+        if auth is not None:
+            commands.append(("AUTH", *auth))
+        if db:
+            commands.append(("SELECT", str(db)))
+        commands.append(command)
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.check_hostname = False  # the tests give some servers a name of another host
+            sock = context.wrap_socket(sock)
+        with sock, sock.makefile("rwb") as stream:
+            for each in commands:
+                stream.write(_encode(each))
+            stream.flush()
+            replies = [_reply(stream) for _ in commands]
+        return replies[-1]
+
+
+def _encode(command: tuple[str | bytes, ...]) -> bytes:
+    parts = [part.encode() if isinstance(part, str) else part for part in command]
+    return f"*{len(parts)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(part), part) for part in parts
+    )
+
+
+def _reply(stream: io.BufferedIOBase) -> Any:
+    """One RESP2 reply."""
+    line = stream.readline().removesuffix(b"\r\n")
+    kind, rest = line[:1], line[1:]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(f"redis: {rest.decode()}")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        return None if size < 0 else stream.read(size + 2)[:-2]
+    if kind == b"*":
+        size = int(rest)
+        return None if size < 0 else [_reply(stream) for _ in range(size)]
+    raise RuntimeError(f"redis: unexpected reply {line!r}")

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import gc
 import os
 import shutil
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from planet_async import _oauth
 from tests._peer import Peer, make_client_keys
-from tests._redis import RedisServer
+from tests._redis import RedisServer, TLSFiles
 
 DEFAULT_TTL = 60
 
@@ -91,3 +93,34 @@ def redis(redis_server: RedisServer) -> RedisServer:
     """The session's redis-server, emptied."""
     redis_server.flush()
     return redis_server
+
+
+@pytest.fixture
+def start_redis() -> Iterator[Callable[..., RedisServer]]:
+    """Start redis-servers of the test's own (to stop, pause or configure); stopped after it.
+
+    Call it with more `redis-server` arguments, and `tls=TLSFiles(...)` for a TLS-only server.
+    """
+    servers: list[RedisServer] = []
+
+    def start(*extra: str, tls: TLSFiles | None = None) -> RedisServer:
+        servers.append(RedisServer(*extra, tls=tls))
+        return servers[-1].start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def redis_connections_fail() -> Iterator[None]:
+    """For a test whose Redis connections fail on purpose (a closed port, a stopped server).
+
+    coredis (6.9) leaves a connection's memory streams unclosed when the connection cannot be
+    made, and they warn when collected. Such a test ignores that one warning, and collects them
+    when it ends, so that they do not warn in the next test.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)
+        yield
+        gc.collect()

@@ -33,6 +33,7 @@ from planet_async import (
     HttpxTransport,
     MemoryStorage,
     PlanetAuth,
+    RedisStorage,
     StorageError,
     TokenManager,
     TokenSet,
@@ -69,17 +70,26 @@ def _token(access: str = "at-1", **changes: Any) -> TokenSet:
     return TokenSet(**fields)
 
 
-def _make(kind: str, path: Path, **options: Any) -> Any:
+def _where(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a `kind` of storage keeps its sessions: a path, or the test Redis's URL."""
+    if kind == "redis":
+        return str(request.getfixturevalue("redis").url)
+    return str(tmp_path / ("root" if kind == "file" else "tokens.db"))
+
+
+def _make(kind: str, where: str, **options: Any) -> Any:
     if kind == "memory":
         return MemoryStorage()
     if kind == "file":
-        return FileStorage(path / "root", **options)
-    return SQLiteStorage(path / "tokens.db", **options)
+        return FileStorage(where, **options)
+    if kind == "redis":
+        return RedisStorage(where, **options)
+    return SQLiteStorage(where, **options)
 
 
-@pytest.fixture(params=["memory", "file", "sqlite"])
+@pytest.fixture(params=["memory", "file", "sqlite", "redis"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    return _make(request.param, tmp_path)
+    return _make(request.param, _where(request.param, request, tmp_path))
 
 
 @contextmanager
@@ -231,12 +241,13 @@ _HOLDER = """
 import sys
 import anyio
 sys.path.insert(0, sys.argv[3])
-from planet_async import FileStorage
+from planet_async import FileStorage, RedisStorage
 from sqlite_storage import SQLiteStorage
 
 async def main():
-    kind, path = sys.argv[1], sys.argv[2]
-    storage = FileStorage(path) if kind == "file" else SQLiteStorage(path)
+    kind, where = sys.argv[1], sys.argv[2]
+    make = {"file": FileStorage, "redis": RedisStorage, "sqlite": SQLiteStorage}[kind]
+    storage = make(where)
     async with storage.lock("default"):
         print("locked", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
@@ -246,16 +257,18 @@ anyio.run(main)
 """
 
 
-@pytest.mark.parametrize("kind", ["file", "sqlite"])
-async def test_lock_excludes_another_process(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["file", "sqlite", "redis"])
+async def test_lock_excludes_another_process(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """While another process holds the lock ours times out; once it releases, ours enters."""
-    path = tmp_path / ("root" if kind == "file" else "tokens.db")
+    where = _where(kind, request, tmp_path)
     expected = (
-        re.escape(str(path / "default" / "token.json.lock"))
+        re.escape(str(Path(where) / "default" / "token.json.lock"))
         if kind == "file"
         else "session 'default'"
     )
-    command = [sys.executable, "-c", _HOLDER, kind, str(path), str(EXAMPLES)]
+    command = [sys.executable, "-c", _HOLDER, kind, where, str(EXAMPLES)]
     async with await anyio.open_process(command, stdin=PIPE, stdout=PIPE) as child:
         assert child.stdin is not None
         assert child.stdout is not None
@@ -263,7 +276,7 @@ async def test_lock_excludes_another_process(kind: str, tmp_path: Path) -> None:
         with anyio.fail_after(20):
             assert await lines.receive_until(b"\n", 100) == b"locked"
 
-        impatient = _make(kind, tmp_path, lock_timeout=0.2)
+        impatient = _make(kind, where, lock_timeout=0.2)
         with pytest.raises(StorageError, match=expected):
             async with impatient.lock("default"):
                 pytest.fail("entered a lock another process holds")
@@ -272,7 +285,7 @@ async def test_lock_excludes_another_process(kind: str, tmp_path: Path) -> None:
         entered = False
         with anyio.fail_after(20):
             assert await lines.receive_until(b"\n", 100) == b"released"
-            async with _make(kind, tmp_path, lock_timeout=10).lock("default"):
+            async with _make(kind, where, lock_timeout=10).lock("default"):
                 entered = True
             assert await child.wait() == 0
     assert entered

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
@@ -108,6 +108,16 @@ class _Request:
     error: BaseException | None = None
 
 
+def _checking_host_names(url: str) -> str:
+    """`url`, with TLS checking the server's host name unless the URL says otherwise: coredis
+    checks only that a trusted CA signed the certificate, whatever name it was issued for."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or "ssl_check_hostname" in parse_qs(parts.query):
+        return url
+    check = "ssl_check_hostname=true"
+    return parts._replace(query=f"{parts.query}&{check}" if parts.query else check).geturl()
+
+
 @dataclass
 class _Lease:
     """A held (or sought) lease: its key, our owner token, and the connection it is held on."""
@@ -116,6 +126,7 @@ class _Lease:
     owner: str
     inbox: MemoryObjectSendStream[_Request] | None = None
     lost: bool = field(default=False)
+    broken: bool = field(default=False)  # Redis failed a call: do not wait on it to release
 
 
 class RedisStorage:
@@ -160,8 +171,8 @@ class RedisStorage:
         for name, value in (("lease", lease), ("lock_timeout", lock_timeout), ("timeout", timeout)):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
-        self._url = url
-        self.url = mask_url(url)
+        self._url = _checking_host_names(url)
+        self.url = mask_url(self._url)
         """The URL with its password masked."""
         self.prefix = prefix
         self.lease = lease
@@ -259,11 +270,13 @@ class RedisStorage:
             reset = self._held.set(lease)
             try:
                 await self._acquire(lease, session)
-                tasks.start_soon(self._keep_extended, lease, session)
-                yield
+                try:
+                    tasks.start_soon(self._keep_extended, lease, session)
+                    yield
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._release(lease, session)
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._release(lease, session)
                 self._held.reset(reset)
         finally:
             if lease.inbox is not None:
@@ -312,6 +325,11 @@ class RedisStorage:
                 return
 
     async def _release(self, lease: _Lease, session: str) -> None:
+        if lease.broken:
+            # Redis just failed us: waiting on it again would only delay the caller's error, and
+            # the lease lapses by itself.
+            logger.info("session %r: not releasing the lease; it lapses by itself", session)
+            return
         try:
             await self._call(
                 lambda c: c.eval(_RELEASE, [lease.key], [lease.owner]), "unlock", session
@@ -343,6 +361,8 @@ class RedisStorage:
                 await request.done.wait()
                 if not isinstance(request.error, _ConnectionGone):
                     if request.error is not None:
+                        if lease is not None:
+                            lease.broken = True
                         raise request.error
                     result: _T = request.result
                     return result
@@ -373,8 +393,8 @@ class RedisStorage:
 
                 try:
                     await self._with_client(serve, "connect for", session)
-                except StorageError:
-                    pass  # each request left will be sent on a client of its own
+                except StorageError as exc:
+                    gone = exc  # Redis failed: the requests left fail the same way, at once
                 finally:
                     for request in _drain(outbox):
                         request.error = gone
@@ -392,6 +412,7 @@ class RedisStorage:
         """
         client = self._coredis.Redis.from_url(
             self._url,
+            decode_components=True,  # a password with reserved characters is percent-encoded
             decode_responses=False,
             connect_timeout=self.timeout,
             stream_timeout=self.timeout,
@@ -402,7 +423,10 @@ class RedisStorage:
         except StorageError:
             raise
         except BaseExceptionGroup as group:
-            raise self._error(_first_leaf(group), action, session) from None
+            leaf = _first_leaf(group)
+            if isinstance(leaf, StorageError):  # already ours (`_bounded` runs inside the client)
+                raise leaf from leaf.__cause__
+            raise self._error(leaf, action, session) from None
         except Exception as exc:
             raise self._error(exc, action, session) from exc
 
