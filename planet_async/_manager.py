@@ -6,6 +6,7 @@ import copy
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -34,6 +35,12 @@ __all__ = ["TokenManager"]
 logger = logging.getLogger(__name__)
 
 _NEVER = math.inf
+
+_RENEWING = "_planet_async_renewing"
+"""Marks a stored session whose refresh token a process is spending right now (lease storages)."""
+
+_RENEWING_FOR = 120.0
+"""Seconds such a mark holds other processes back from the refresh token it names."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,9 @@ class TokenManager:
         self._flight: _Flight | None = None
         self._unsaved: TokenSet | None = None  # obtained, adopted, not yet in storage
         self._unsaved_over: TokenSet | None = None  # what storage held when it was obtained
+        self._save_failures = 0
+        self._save_not_before = 0.0
+        self._id = secrets.token_hex(8)  # names this manager in a stored session's marks
         self._failures = 0
         self._rejections = 0
         self._not_before = 0.0
@@ -214,8 +224,10 @@ class TokenManager:
         if current is None:
             return None
         now = self._clock()
-        if now < current.soft:
+        if now < current.soft and (self._unsaved is None or now < self._save_not_before):
             return current.header
+        # Past the soft threshold, or holding a token that could not be saved yet: renew, which
+        # first saves it (and then finds it still fresh).
         if now >= current.hard:
             return None
         if self._flight is None and now >= self._not_before:
@@ -404,6 +416,8 @@ class TokenManager:
             base = (
                 latest if latest is not None else (self._current.token if self._current else None)
             )
+            if base is not None and base.refresh_token is not None:
+                stored = await self._mark_renewing(base, stored)
             try:
                 token = await self._request(base)
             except InvalidGrantError:
@@ -434,6 +448,36 @@ class TokenManager:
                     return newer
             return token
 
+    async def _mark_renewing(self, base: TokenSet, stored: TokenSet | None) -> TokenSet | None:
+        """Before spending `base`'s refresh token under a lock that can lapse (a lease), store
+        a mark saying so: if this process then stalls past its lease and cannot store the
+        rotated token, the next holder finds the mark and does not spend the old one (the
+        server would refuse it, and revoke the session). Returns what storage now holds.
+
+        Raises:
+            StorageError: Another process's mark is fresh, or the mark cannot be stored (then
+                nothing is spent).
+        """
+        mark = base.extra.get(_RENEWING)
+        if (
+            isinstance(mark, dict)
+            and mark.get("by") != self._id
+            and isinstance(mark.get("at"), (int, float))
+            and self._clock() - mark["at"] < _RENEWING_FOR
+        ):
+            raise StorageError(
+                f"session {self.session!r}: another process is renewing it and has not stored "
+                "the result yet; its refresh token is not spent twice, so this process waits "
+                "for the stored session"
+            )
+        if not getattr(self.storage, "lock_can_lapse", False):
+            return stored
+        marked = base.model_copy(
+            update={"extra": {**base.extra, _RENEWING: {"by": self._id, "at": self._clock()}}}
+        )
+        await self.storage.save(self.session, marked)
+        return marked
+
     async def _renew_without_lock(
         self, error: PlanetAuthError, rejected: TokenSet | None
     ) -> TokenSet:
@@ -459,8 +503,8 @@ class TokenManager:
                 "session %r: %s; using the stored token, which is still valid", self.session, error
             )
             return stored
-        if not getattr(self.grant, "renews_without_lock", False):
-            raise error
+        if self._valid(self._clock()) or not getattr(self.grant, "renews_without_lock", False):
+            raise error  # the current token still serves; or renewing alone is not safe
         logger.warning(
             "session %r: %s; renewing without coordination: other processes sharing the session "
             "may renew too until the storage is back",
@@ -524,6 +568,7 @@ class TokenManager:
                 "session %r: saved the session that could not be saved before", self.session
             )
         self._unsaved = self._unsaved_over = None
+        self._save_failures = 0
         return None
 
     def _keep_unsaved(self, token: TokenSet, *, over: TokenSet | None, error: Exception) -> None:
@@ -535,6 +580,8 @@ class TokenManager:
                 error,
             )
         self._unsaved, self._unsaved_over = token, over
+        self._save_failures += 1
+        self._save_not_before = self._clock() + self._backoff(self._save_failures)
 
     def _storage_error(
         self, exc: Exception, action: str, token: TokenSet | None = None

@@ -258,3 +258,84 @@ async def test_failing_fast_during_backoff_lets_other_tasks_run() -> None:
         tasks.start_soon(other)
     assert seen_by_the_loop == [True]
     assert endpoint.calls == 1  # all in the backoff: fail fast, no new request
+
+
+async def test_without_the_lock_m2m_renews_only_once_no_valid_token_is_left() -> None:
+    """Past the soft threshold a token that still serves is kept: an uncoordinated renewal
+    happens only once it has expired."""
+    clock = FakeClock()
+    endpoint = FakeTokenEndpoint(clock)
+    storage = FaultyStorage()
+    manager = m2m_manager(endpoint, storage=storage)
+    assert await manager.header() == "Bearer at-1"
+    storage.failing_lock = True
+    clock.advance(80)  # past the soft threshold, before the hard one
+    assert await manager.header() == "Bearer at-1"
+    assert endpoint.calls == 1
+    clock.advance(15)  # expired
+    assert await manager.header() == "Bearer at-2"
+    assert endpoint.calls == 2
+
+
+class LeaseStorage(FaultyStorage):
+    """A storage whose lock is a lease that can lapse, like RedisStorage's; `lapsed` refuses
+    every save but a mark's, as a lease that lapsed during the token request would."""
+
+    lock_can_lapse = True
+    lapsed = False
+
+    async def save(self, session: str, token: TokenSet) -> None:
+        if self.lapsed and "_planet_async_renewing" not in token.extra:
+            self.saves.append(token.access_token.get_secret_value())
+            raise StorageError("the lease lapsed before the save")
+        await super().save(session, token)
+
+
+async def test_a_refresh_token_being_spent_elsewhere_is_not_spent_again() -> None:
+    """On a lease storage, a renewal first stores a mark naming its refresh token; another
+    manager that finds a fresh mark waits instead of spending that token; an old mark, or the
+    manager's own, does not hold anyone back."""
+    clock = FakeClock()
+    storage = LeaseStorage()
+    await storage.save("default", token("at-0", clock, age=200, refresh_token="rt-1"))
+    endpoint, first = rotating(clock, storage)
+    storage.lapsed = True  # the mark is stored, the rotated token is not
+    assert await first.header() == "Bearer at-1"
+    marked = storage._tokens["default"]
+    assert marked.access_token.get_secret_value() == "at-0"
+    assert marked.extra["_planet_async_renewing"]["at"] == clock.now
+
+    _, second = rotating(clock, storage)
+    second.grant = first.grant
+    with pytest.raises(StorageError, match="another process is renewing it"):
+        await second.header()
+    assert endpoint.calls == 1
+
+    storage.lapsed = False
+    clock.advance(5)  # the first saves its token on its next call; the second then uses it
+    assert await first.header() == "Bearer at-1"
+    assert storage.stored() == "at-1"
+    clock.advance(300)
+    assert await second.header() == "Bearer at-2"
+    assert [form["refresh_token"] for form in endpoint.forms] == ["rt-1", "rt-2"]
+
+
+async def test_an_old_mark_does_not_hold_the_session_forever() -> None:
+    """A mark left by a process that died is ignored once it is two minutes old."""
+    clock = FakeClock()
+    storage = LeaseStorage()
+    mark = {"_planet_async_renewing": {"by": "gone", "at": clock.now - 121}}
+    await storage.save("default", token("at-0", clock, age=200, refresh_token="rt-1", extra=mark))
+    endpoint, manager = rotating(clock, storage)
+    assert await manager.header() == "Bearer at-1"
+    assert endpoint.calls == 1
+
+
+async def test_file_like_storages_get_no_mark() -> None:
+    """A lock that cannot lapse (files, memory) needs no mark: one save per renewal."""
+    clock = FakeClock()
+    storage = FaultyStorage()
+    await storage.save("default", token("at-0", clock, age=200, refresh_token="rt-1"))
+    _, manager = rotating(clock, storage)
+    await manager.header()
+    assert storage.saves == ["at-0", "at-1"]

@@ -409,17 +409,14 @@ async def test_waits_end_while_redis_is_paused_and_one_refresh_follows(
     assert _stored(server) == headers[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a holder whose lease lapses while its refresh is in flight cannot store the rotated "
-    "refresh token (its save is fenced off), so the next holder spends the old one",
-)
 async def test_a_refresh_in_flight_while_redis_is_paused_longer_than_the_lease(
     peer: Peer, start_redis: Callable[..., RedisServer]
 ) -> None:
     """The lease holder's refresh is in flight while Redis is paused for longer than the lease:
     after Redis resumes, the manager waiting for the lease does not spend the refresh token the
-    holder already spent (one refresh request, no error at the peer)."""
+    holder already spent (it finds the holder's mark, and waits), the holder saves its rotated
+    token on its next call, and the waiter then uses it: one refresh request, no error at the
+    peer."""
     server = start_redis()
     await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
     peer.reset()
@@ -457,3 +454,14 @@ async def test_a_refresh_in_flight_while_redis_is_paused_longer_than_the_lease(
             tg.start_soon(attempt, waiter)
     assert peer.errors() == {}, outcomes
     assert peer.grants("refresh_token") == 1
+    renewed = next(result for result, _ in outcomes if result.startswith("Bearer "))
+    assert any("another process is renewing it" in result for result, _ in outcomes), outcomes
+    assert _stored(server) != renewed  # the holder's save was fenced off
+
+    clock.advance(5)  # past the wait between save attempts, well before the token's renewal
+    with anyio.fail_after(10):
+        assert await holder.header() == renewed  # saves it first, and it is still fresh
+        assert _stored(server) == renewed
+        assert await waiter.header() == renewed
+    assert peer.grants("refresh_token") == 1
+    assert peer.errors() == {}

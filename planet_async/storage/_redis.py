@@ -203,6 +203,9 @@ class RedisStorage:
         tasks.cancel_scope.cancel()
         await tasks.__aexit__(None, None, None)
 
+    lock_can_lapse = True
+    """The lock is a lease: a holder that stalls past it loses it (see `TokenManager`)."""
+
     def __repr__(self) -> str:
         return f"RedisStorage({self.url!r}, prefix={self.prefix!r})"
 
