@@ -81,9 +81,16 @@ def bench(session: nox.Session) -> None:
     Names or `--quick` go to `python -m benchmarks`: `python3 -m nox -s bench -- storm --quick`.
     """
     session.install(
-        "-e", ".", "planet>=3.7,<4", "planet-auth>=2.3,<3", "authlib>=1.6,<2", "matplotlib>=3.8"
+        "-e",
+        ".[redis]",
+        "planet>=3.7,<4",
+        "planet-auth>=2.3,<3",
+        "authlib>=1.6,<2",
+        "matplotlib>=3.8",
+        "trio>=0.27",
     )
     _install_peer(session)
+    _install_redis(session)  # the processes benchmark's RedisStorage fleet
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

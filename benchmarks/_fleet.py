@@ -1,6 +1,10 @@
-"""One process of a fleet sharing one on-disk session; `processes.py` starts eight of them.
+"""One process of a fleet sharing one session; `processes.py` starts sixteen of them.
 
-``python -m benchmarks._fleet CONTENDER SCENARIO ISSUER HOME PROFILE SECONDS INTERVAL_MS``
+``python -m benchmarks._fleet CONTENDER SCENARIO ISSUER HOME PROFILE SECONDS INTERVAL_MS
+[--redis URL]``
+
+The session is on disk, in HOME's ``.planet``; planet_async keeps it in Redis instead when given
+``--redis`` (`RedisStorage`, with PROFILE as the session's name).
 
 It sets up its client (imports, the peer's signing keys), prints ``ready``, waits for ``go`` on
 stdin so the fleet starts at one moment, then sends a request every INTERVAL_MS milliseconds for
@@ -102,7 +106,11 @@ async def _planet_async(args: argparse.Namespace, api: httpx.MockTransport) -> A
             server,
             pa.ClientSecretBasic(client_id=CLIENT_ID, client_secret=SecretStr(CLIENT_SECRET)),
         )
-    storage = pa.FileStorage(Path(args.home) / ".planet")
+    storage: pa.Storage
+    if args.redis:
+        storage = pa.RedisStorage(args.redis)
+    else:
+        storage = pa.FileStorage(Path(args.home) / ".planet")
     manager = pa.TokenManager(grant, storage=storage, session=args.profile)
     http = httpx.AsyncClient(auth=pa.PlanetAuth(manager), transport=Route(api))
     async with http as client, manager:
@@ -201,6 +209,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("seconds", type=float)
     parser.add_argument("interval_ms", type=float)
     parser.add_argument("--ttl", type=float, default=5.0, help="access token lifetime, seconds")
+    parser.add_argument("--redis", help="planet_async only: keep the session in this Redis")
     return parser.parse_args(argv)
 
 

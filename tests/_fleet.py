@@ -1,12 +1,14 @@
-"""Fleets of worker processes (tests/_worker.py) sharing one FileStorage session."""
+"""Fleets of worker processes (tests/_worker.py) sharing one session: in a FileStorage, or in
+Redis."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -32,25 +34,37 @@ class Fleet:
         worker_args: Arguments for ``python -m tests._worker`` (without ``--backend``).
         backends: One worker per entry: ``"asyncio"`` or ``"trio"``.
         logs: A directory for each worker's stderr.
+        envs: Per worker, variables to set in its environment (``HOME``, to stand in for another
+            machine); by default every worker inherits this process's environment unchanged.
     """
 
-    def __init__(self, worker_args: Sequence[str], backends: Sequence[str], logs: Path) -> None:
+    def __init__(
+        self,
+        worker_args: Sequence[str],
+        backends: Sequence[str],
+        logs: Path,
+        envs: Sequence[Mapping[str, str]] | None = None,
+    ) -> None:
+        if envs is not None and len(envs) != len(backends):
+            raise ValueError("one environment per worker")
         self._args = list(worker_args)
         self._backends = list(backends)
+        self._envs = [dict(env) for env in envs] if envs is not None else [{} for _ in backends]
         self._logs = logs
         self._stack = ExitStack()
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Fleet:
         with self._stack as stack:
-            for index, backend in enumerate(self._backends):
+            for index, (backend, env) in enumerate(zip(self._backends, self._envs, strict=True)):
                 stderr = stack.enter_context(open(self._logs / f"worker-{index}.err", "wb"))
                 command = [sys.executable, "-W", "error", "-m", "tests._worker", *self._args]
                 self.procs.append(
                     stack.enter_context(
                         subprocess.Popen(
                             [*command, "--backend", backend],
-                            cwd=REPO_ROOT,
+                            cwd=REPO_ROOT,  # `-m` puts it first on sys.path: this checkout's code
+                            env={**os.environ, **env},
                             stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE,
                             stderr=stderr,

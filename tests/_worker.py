@@ -1,6 +1,7 @@
-"""One program of a fleet sharing a FileStorage session, for tests/test_cross_process.py
-(client credentials) and tests/test_rotation_processes.py (``--user``: a user session renewed
-with its refresh token, which the peer rotates on every use).
+"""One program of a fleet sharing a session, for tests/test_cross_process.py (client
+credentials) and tests/test_rotation_processes.py (``--user``: a user session renewed with its
+refresh token, which the peer rotates on every use) on a FileStorage, and for
+tests/test_redis_fleet.py (both) on a RedisStorage: STORAGE is a directory, or a Redis URL.
 
 Run it from the repository root (``python -m tests._worker ...``) or by path. It builds its
 `PlanetAuth`, prints ``ready``, waits for a ``go`` line on stdin so that a fleet starts at one
@@ -39,7 +40,9 @@ from planet_async import (
     FileStorage,
     PlanetAuth,
     PublicClient,
+    RedisStorage,
     RefreshTokenGrant,
+    Storage,
     TokenManager,
 )
 from tests._helpers import API, VerifyingApi
@@ -50,7 +53,10 @@ _GRACE = 30.0  # seconds the watchdog allows beyond the run itself
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests._worker", description=__doc__)
     parser.add_argument("issuer", help="the authorization server (the test peer)")
-    parser.add_argument("root", help="the FileStorage root the fleet shares")
+    parser.add_argument(
+        "storage",
+        help="where the fleet's session is: a FileStorage root, or a RedisStorage URL (redis://...)",
+    )
     parser.add_argument("session", help="the session name in that storage")
     parser.add_argument("seconds", type=float, help="how long to send requests")
     parser.add_argument("interval_ms", type=float, help="milliseconds between requests")
@@ -105,7 +111,7 @@ async def _run(
                 if response.status_code != 200:
                     errors += 1
                     print(f"worker {os.getpid()}: HTTP {response.status_code}", file=sys.stderr)
-            # Pacing a load generator, not synchronisation: the fleet shares only the file.
+            # Pacing a load generator, not synchronisation: the fleet shares only the storage.
             now = anyio.current_time()
             next_at = max(next_at + interval, now)
             await anyio.sleep(next_at - now)
@@ -119,11 +125,17 @@ async def _run(
     }
 
 
+def _storage(where: str) -> Storage:
+    if where.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStorage(where)
+    return FileStorage(where)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     _start_watchdog(args.seconds + _GRACE)
     api = VerifyingApi(args.issuer)  # fetches the JWKS now, before the fleet starts
-    storage = FileStorage(args.root)
+    storage = _storage(args.storage)
     if args.user:
         client = PublicClient(client_id=args.client_id or "native-app")
         grant = RefreshTokenGrant(AuthorizationServer(args.issuer), client)

@@ -12,7 +12,9 @@ device logins are approved by posting the peer's dev pages, as a user on another
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
+import math
 import os
 import queue
 import re
@@ -36,13 +38,15 @@ from planet_async.profiles import AuthClientConfig, PlanetHome
 from tests._browser import approve_device_over_http
 from tests._helpers import VerifyingApi
 from tests._peer import Peer
+from tests._redis import RedisServer
 
 pytestmark = pytest.mark.peer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 FAKE_BROWSER = ROOT / "tests" / "_fake_browser.py"
-NOT_SCENARIOS = {"_settings", "_demo_api", "download_demo", "sqlite_storage"}
+# Not scenarios of the guide: helpers, and the demos (fleet_dask runs at the end of this module).
+NOT_SCENARIOS = {"_settings", "_demo_api", "download_demo", "fleet_dask", "sqlite_storage"}
 API_PATH = "/basemaps/v1/mosaics"
 API_KEY = "PLAK-examples-test-key"
 M2M_ID, M2M_SECRET = "service-basic", "service-basic-secret"
@@ -127,7 +131,9 @@ class Run:
         return self.output.strip().splitlines()[-1]
 
 
-def run(args: list[str], env: dict[str, str], *, expect_exit: int = 0) -> Run:
+def run(
+    args: list[str], env: dict[str, str], *, expect_exit: int = 0, timeout: float = RUN_TIMEOUT
+) -> Run:
     """Run a command from the repository root; approve every device login link it prints."""
     proc = subprocess.Popen(
         [sys.executable, *args],
@@ -148,7 +154,7 @@ def run(args: list[str], env: dict[str, str], *, expect_exit: int = 0) -> Run:
         lines.put(None)
 
     threading.Thread(target=pump, name="example-output", daemon=True).start()
-    deadline = time.monotonic() + RUN_TIMEOUT
+    deadline = time.monotonic() + timeout
     seen: list[str] = []
     approved = 0
     try:
@@ -161,9 +167,7 @@ def run(args: list[str], env: dict[str, str], *, expect_exit: int = 0) -> Run:
     except (queue.Empty, subprocess.TimeoutExpired):
         proc.kill()
         proc.wait()
-        raise AssertionError(
-            f"{args} still running after {RUN_TIMEOUT} s:\n{''.join(seen)}"
-        ) from None
+        raise AssertionError(f"{args} still running after {timeout} s:\n{''.join(seen)}") from None
     output = "".join(seen)
     assert code == expect_exit, f"{args} exited {code}, not {expect_exit}:\n{output}"
     return Run(output, approved)
@@ -504,3 +508,62 @@ def test_the_planet_cli_uses_the_saved_profiles(
     assert token.last_line == saved.access_token.get_secret_value()
     assert api_key.last_line == API_KEY
     assert grants(peer) == {"client_credentials": 1}
+
+
+# -- the download job on a Dask cluster, sharing one session through Redis ----------------------
+
+FLEET_TTL = 5  # seconds the fleet's tokens live
+FLEET_WORKERS = 3
+FLEET_FILES = 1440  # 100 ms each, 12 at a time: 12 s at least, about 2.5 token lifetimes
+FLEET_TIMEOUT = 50.0  # seconds the whole example may take (it takes about 17)
+# The bounds of tests/test_cross_process.py (TTL 5): renewals at least 0.65 * TTL - 1 s apart,
+# since a token adopted from storage looks up to 1 s older than it is.
+FLEET_FASTEST_RENEWAL = 0.65 * FLEET_TTL - 1.0  # 2.25 s
+FLEET_MIN_IAT_GAP = math.floor(FLEET_FASTEST_RENEWAL - 0.1)  # 2
+
+
+def test_dask_fleet_shares_one_session_through_redis(
+    env: dict[str, str], peer: Peer, redis: RedisServer
+) -> None:
+    """examples/fleet_dask.py downloads every file on a Dask LocalCluster whose worker processes
+    share one M2M session in Redis: no request rejected, and one token request per renewal point
+    at the peer, not one per worker."""
+    peer.set_access_token_ttl(FLEET_TTL)
+    credentials = {**env, "PL_AUTH_CLIENT_ID": M2M_ID, "PL_AUTH_CLIENT_SECRET": M2M_SECRET}
+    command = ["examples/fleet_dask.py", "--issuer", peer.issuer, "--redis", redis.url]
+    command += ["--workers", str(FLEET_WORKERS), "--files", str(FLEET_FILES)]
+    command += ["--token-ttl", str(FLEET_TTL)]
+    result = run(command, credentials, timeout=FLEET_TIMEOUT)
+    report = json.loads(result.last_line)
+    grants = peer.grants("client_credentials")
+    processes = report["processes"]
+    iats: dict[str, int] = {}
+    for process in processes:
+        iats.update(process["tokens"])
+    issued = sorted(iats, key=iats.__getitem__)
+    gaps = [iats[b] - iats[a] for a, b in itertools.pairwise(issued)]
+    print(
+        f"\nDask: {FLEET_WORKERS} worker processes, {report['done']} files in "
+        f"{report['seconds']:.1f} s; tokens live {FLEET_TTL} s: {grants} token requests at the "
+        f"peer, {len(issued)} tokens used (iat gaps {gaps} s), token requests per process "
+        f"{[p['renewals'] for p in processes]}"
+    )
+
+    assert (report["done"], report["failed"]) == (FLEET_FILES, 0), report["failures"]
+    assert (report["api"]["accepted"], report["api"]["rejected"]) == (FLEET_FILES, 0)
+    assert peer.errors() == {}
+    assert len(processes) == FLEET_WORKERS
+    assert len({process["pid"] for process in processes}) == FLEET_WORKERS
+    # One token request per renewal point: the peer issued exactly the tokens the workers used,
+    # each renewal point shows as one token, and every request is one a process counted.
+    assert grants == len(issued) == report["api"]["distinct_tokens"]
+    assert grants == sum(process["renewals"] for process in processes)
+    assert grants >= 3  # the first token and at least two renewals
+    assert grants <= 1 + math.floor((report["seconds"] + 0.5) / FLEET_FASTEST_RENEWAL)
+    # Workers renewing for themselves would make tokens within moments of each other, each used
+    # by one worker; here every worker used every token but perhaps the last, in order.
+    assert all(gap >= FLEET_MIN_IAT_GAP for gap in gaps), gaps
+    for process in processes:
+        used = [name for name, _ in process["tokens"]]
+        assert set(used) >= set(issued[:-1]), f"process {process['pid']} skipped a token"
+        assert used == [name for name in issued if name in used], process["pid"]
