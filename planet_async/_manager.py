@@ -418,35 +418,49 @@ class TokenManager:
             )
             if base is not None and base.refresh_token is not None:
                 stored = await self._mark_renewing(base, stored)
-            try:
-                token = await self._request(base)
-            except InvalidGrantError:
-                # A writer that takes no lock (the `planet` CLI) may have rotated the refresh token
-                # meanwhile: if the stored session changed since it was read, it is the newer one.
-                again = await self._load()
-                if again is None or (stored is not None and _same_tokens(again, stored)):
-                    raise
-                logger.info(
-                    "session %r: refresh token was rotated elsewhere; retrying", self.session
-                )
-                if not force and self._usable(again, rejected):
-                    return again
-                stored = again
-                token = await self._request(again)
-            self._install(token)  # in use before it is saved: a failed save must not lose it
-            if isinstance(await self._save(token, over=stored), LockLost):
-                # Our lease lapsed (this process stalled): whoever holds it now may have stored
-                # a newer session, and that one is the session's.
-                newer = await self._load()
-                if newer is not None and not (stored is not None and _same_tokens(newer, stored)):
-                    logger.warning(
-                        "session %r: the lock lapsed during the renewal; using the session "
-                        "another process stored meanwhile",
-                        self.session,
-                    )
-                    self._unsaved = self._unsaved_over = None
-                    return newer
+            # Once a refresh token is sent it may be spent: its answer must be kept and stored
+            # even if the caller is cancelled (leaving `async with manager`, say). The server's
+            # timeout bounds the wait.
+            with anyio.CancelScope(shield=True):
+                token = await self._spend(base, stored, rejected, force=force)
             return token
+
+    async def _spend(
+        self,
+        base: TokenSet | None,
+        stored: TokenSet | None,
+        rejected: TokenSet | None,
+        *,
+        force: bool,
+    ) -> TokenSet:
+        """Ask the server for a token with `base`, then adopt and save it (under the lock)."""
+        try:
+            token = await self._request(base)
+        except InvalidGrantError:
+            # A writer that takes no lock (the `planet` CLI) may have rotated the refresh token
+            # meanwhile: if the stored session changed since it was read, it is the newer one.
+            again = await self._load()
+            if again is None or (stored is not None and _same_tokens(again, stored)):
+                raise
+            logger.info("session %r: refresh token was rotated elsewhere; retrying", self.session)
+            if not force and self._usable(again, rejected):
+                return again
+            stored = again
+            token = await self._request(again)
+        self._install(token)  # in use before it is saved: a failed save must not lose it
+        if isinstance(await self._save(token, over=stored), LockLost):
+            # Our lease lapsed (this process stalled): whoever holds it now may have stored
+            # a newer session, and that one is the session's.
+            newer = await self._load()
+            if newer is not None and not (stored is not None and _same_tokens(newer, stored)):
+                logger.warning(
+                    "session %r: the lock lapsed during the renewal; using the session "
+                    "another process stored meanwhile",
+                    self.session,
+                )
+                self._unsaved = self._unsaved_over = None
+                return newer
+        return token
 
     async def _mark_renewing(self, base: TokenSet, stored: TokenSet | None) -> TokenSet | None:
         """Before spending `base`'s refresh token under a lock that can lapse (a lease), store

@@ -339,3 +339,31 @@ async def test_file_like_storages_get_no_mark() -> None:
     _, manager = rotating(clock, storage)
     await manager.header()
     assert storage.saves == ["at-0", "at-1"]
+
+
+async def test_leaving_the_manager_does_not_cancel_a_token_request_in_flight() -> None:
+    """A renewal whose request is in flight when `async with manager` ends is finished and saved
+    (a rotated refresh token sent to the server must not be lost with its answer)."""
+    clock = FakeClock()
+    storage = FaultyStorage()
+    await storage.save("default", token("at-0", clock, age=10, refresh_token="rt-1"))
+    endpoint, manager = rotating(clock, storage)
+    gate = endpoint.hold()
+    left = anyio.Event()
+
+    async def use_and_leave() -> None:
+        async with manager:
+            assert await manager.header() == "Bearer at-0"
+            clock.advance(70)  # past the soft threshold: a background renewal starts
+            assert manager.header_nowait() == "Bearer at-0"
+            await anyio.wait_all_tasks_blocked()
+            assert endpoint.calls == 1  # the background renewal waits at the server
+        left.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(use_and_leave)
+        await anyio.wait_all_tasks_blocked()
+        assert not left.is_set()  # leaving waits for the request in flight
+        gate.set()
+    assert storage.stored() == "at-1"
+    assert manager.header_nowait() == "Bearer at-1"

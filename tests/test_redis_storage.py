@@ -8,14 +8,17 @@ passing is itself what is tested.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
 import logging
 import re
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -565,6 +568,7 @@ def test_planet_async_imports_without_coredis() -> None:
     itself then says what is missing."""
     script = """
 import sys
+import threading
 sys.modules["coredis"] = None
 import planet_async
 from planet_async import ConfigurationError, FileStorage, RedisStorage
@@ -595,3 +599,69 @@ async def test_entered_storage_keeps_one_connection_for_every_call(redis: RedisS
     loaded = await RedisStorage(redis.url).load("s")
     assert loaded is not None
     assert loaded.access_token.get_secret_value() == "at"
+
+
+class _SlowReplyProxy:
+    """A TCP proxy to a redis-server that holds back Redis's answer to a lease attempt for a
+    second: a fault a real server does not produce on demand."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._listen = socket.socket()
+        self._listen.bind(("127.0.0.1", 0))
+        self._listen.listen()
+        self.url = f"redis://127.0.0.1:{self._listen.getsockname()[1]}/0"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listen.accept()
+                upstream = socket.create_connection(("127.0.0.1", self._port))
+                hold = threading.Event()
+                threading.Thread(
+                    target=self._up, args=(client, upstream, hold), daemon=True
+                ).start()
+                threading.Thread(
+                    target=self._down, args=(upstream, client, hold), daemon=True
+                ).start()
+
+    @staticmethod
+    def _up(client: socket.socket, upstream: socket.socket, hold: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if b"NX" in data:
+                    hold.set()
+                upstream.sendall(data)
+
+    @staticmethod
+    def _down(upstream: socket.socket, client: socket.socket, hold: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if hold.is_set():
+                    time.sleep(1.0)
+                    hold.clear()
+                client.sendall(data)
+
+    def close(self) -> None:
+        self._listen.close()
+
+
+async def test_a_wait_cancelled_after_redis_set_the_lease_releases_it(
+    redis: RedisServer,
+) -> None:
+    """A lease attempt cancelled after Redis executed it, before its answer arrived, is released
+    (compare-and-delete with its owner token), so nobody waits for a lease nobody holds."""
+    proxy = _SlowReplyProxy(redis.port)
+    try:
+        with anyio.move_on_after(0.5) as scope:
+            async with RedisStorage(proxy.url, lease=5.0).lock("s"):
+                pytest.fail("the lease answer was held back; the wait must have been cancelled")
+        assert scope.cancelled_caught
+        started = time.monotonic()
+        with anyio.fail_after(2):
+            async with RedisStorage(redis.url, lease=5.0).lock("s"):
+                waited = time.monotonic() - started
+        assert waited < 1.0
+    finally:
+        proxy.close()

@@ -272,14 +272,14 @@ class RedisStorage:
                 tasks.start_soon(self._serve, outbox, session)
             reset = self._held.set(lease)
             try:
+                # The release also follows a failed or cancelled acquire: Redis may have set the
+                # lease just before the wait for its answer ended (unless Redis itself failed).
                 await self._acquire(lease, session)
-                try:
-                    tasks.start_soon(self._keep_extended, lease, session)
-                    yield
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await self._release(lease, session)
+                tasks.start_soon(self._keep_extended, lease, session)
+                yield
             finally:
+                with anyio.CancelScope(shield=True):
+                    await self._release(lease, session)
                 self._held.reset(reset)
         finally:
             if lease.inbox is not None:
