@@ -610,21 +610,25 @@ class _SlowReplyProxy:
         self._listen = socket.socket()
         self._listen.bind(("127.0.0.1", 0))
         self._listen.listen()
+        self._sockets: list[socket.socket] = [self._listen]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self.url = f"redis://127.0.0.1:{self._listen.getsockname()[1]}/0"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._threads[0].start()
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):
             while True:
                 client, _ = self._listen.accept()
                 upstream = socket.create_connection(("127.0.0.1", self._port))
+                self._sockets += [client, upstream]
                 hold = threading.Event()
-                threading.Thread(
-                    target=self._up, args=(client, upstream, hold), daemon=True
-                ).start()
-                threading.Thread(
-                    target=self._down, args=(upstream, client, hold), daemon=True
-                ).start()
+                for target, args in (
+                    (self._up, (client, upstream)),
+                    (self._down, (upstream, client)),
+                ):
+                    thread = threading.Thread(target=target, args=(*args, hold), daemon=True)
+                    self._threads.append(thread)
+                    thread.start()
 
     @staticmethod
     def _up(client: socket.socket, upstream: socket.socket, hold: threading.Event) -> None:
@@ -644,7 +648,12 @@ class _SlowReplyProxy:
                 client.sendall(data)
 
     def close(self) -> None:
-        self._listen.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
 
 
 async def test_a_wait_cancelled_after_redis_set_the_lease_releases_it(
