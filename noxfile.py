@@ -19,15 +19,22 @@ def _install_peer(session: nox.Session) -> None:
         session.run("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", external=True)
 
 
+def _install_debian_package(session: nox.Session, package: str, binary: str, override: str) -> bool:
+    """Install Debian's `package` unless `binary` is on PATH or `override` names one; returns
+    False when it is missing and cannot be installed here (not root, or not Debian)."""
+    if shutil.which(binary) or os.environ.get(override):
+        return True
+    if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
+        return False
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-qq", package, external=True, env=env)
+    return True
+
+
 def _install_chromium(session: nox.Session) -> None:
     """The real browser the login tests drive: Debian's chromium, never a downloaded build."""
-    if shutil.which("chromium") or os.environ.get("PLANET_ASYNC_CHROMIUM"):
-        return
-    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
-        env = {"DEBIAN_FRONTEND": "noninteractive"}
-        session.run("apt-get", "update", "-qq", external=True, env=env)
-        session.run("apt-get", "install", "-y", "-qq", "chromium", external=True, env=env)
-    else:
+    if not _install_debian_package(session, "chromium", "chromium", "PLANET_ASYNC_CHROMIUM"):
         session.warn(
             "chromium not found: browser login tests will be skipped (set PLANET_ASYNC_CHROMIUM "
             "to a Chromium binary, or install Debian's chromium package)"
@@ -36,13 +43,10 @@ def _install_chromium(session: nox.Session) -> None:
 
 def _install_redis(session: nox.Session) -> None:
     """The real Redis the fleet storage tests use: Debian's redis-server package."""
-    if shutil.which("redis-server") or os.environ.get("PLANET_ASYNC_REDIS_SERVER"):
-        return
-    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
-        env = {"DEBIAN_FRONTEND": "noninteractive"}
-        session.run("apt-get", "update", "-qq", external=True, env=env)
-        session.run("apt-get", "install", "-y", "-qq", "redis-server", external=True, env=env)
-    else:
+    found = _install_debian_package(
+        session, "redis-server", "redis-server", "PLANET_ASYNC_REDIS_SERVER"
+    )
+    if not found:
         session.error(
             "redis-server not found: install Debian's redis-server package, or set "
             "PLANET_ASYNC_REDIS_SERVER to a redis-server binary"
