@@ -120,8 +120,9 @@ class TokenManager:
 
     A token set once obtained is never dropped because storage failed. It is adopted in memory
     first; if it cannot be saved (a full disk, a read-only directory, a storage service that is
-    down) it keeps serving, one WARNING says so, and saving is retried under the lock before the
-    next renewal, unless the storage has meanwhile received a newer session, which then wins.
+    down) it keeps serving, one WARNING says so, and saving is retried under the lock on a later
+    call (after a backoff), before the next renewal at the latest, unless the storage has
+    meanwhile received a newer session, which then wins.
     If the lock cannot be taken at all, a still-valid stored token is used; past that, an M2M
     session (whose grant needs no shared state) renews without coordination, with a WARNING, and
     a user session does not renew (a rotating refresh token must never be spent twice). Callers
