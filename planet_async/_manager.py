@@ -528,7 +528,7 @@ class TokenManager:
         )
         token = await self._request(current or stored)
         self._install(token)
-        self._unsaved, self._unsaved_over = token, stored  # saved when the storage is back
+        self._remember_unsaved(token, stored)  # saved when the storage is back
         return token
 
     async def _load(self) -> TokenSet | None:
@@ -594,6 +594,10 @@ class TokenManager:
                 self.session,
                 error,
             )
+        self._remember_unsaved(token, over)
+
+    def _remember_unsaved(self, token: TokenSet, over: TokenSet | None) -> None:
+        """Keep `token` to save later (after a backoff), as replacing `over` in storage."""
         self._unsaved, self._unsaved_over = token, over
         self._save_failures += 1
         self._save_not_before = self._clock() + self._backoff(self._save_failures)

@@ -194,11 +194,3 @@ class OriginPolicy:
         if origin in self.origins:
             return True
         return self.loopback_http and origin.scheme == "http" and is_loopback(origin.host)
-
-    def allows_url(self, url: str) -> bool:
-        """`allows` for a URL string; False for anything that is not an http(s) URL."""
-        try:
-            origin = origin_of(url)
-        except ConfigurationError:
-            return False
-        return self.allows(*origin)

@@ -328,6 +328,8 @@ class RedisStorage:
                 return
 
     async def _release(self, lease: _Lease, session: str) -> None:
+        if lease.lost:
+            return  # not ours any more: nothing to release
         if lease.broken:
             # Redis just failed us: waiting on it again would only delay the caller's error, and
             # the lease lapses by itself.
