@@ -2,69 +2,42 @@
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import ClassVar
 
 import httpx
-from pydantic import SecretStr
 
-from ._errors import AsyncOnlyError, ConfigurationError
-from ._manager import TokenManager
-from ._models import TokenSet
-from ._oauth import (
-    AuthorizationServer,
-    ClientAuth,
-    ClientSecretBasic,
-    ClientSecretPost,
-    PrivateKeyJWT,
-    PublicClient,
-    revoke_token,
-)
-from ._redact import require_header_safe
-from ._session import Credential, SessionSource, user_credential
-from ._urls import OriginPolicy, origin_of
-from ._user import BrowserOpener, UserLogin
-from .flows._client_credentials import ClientCredentialsGrant
-from .flows._device_code import DeviceAuthorization
-from .flows._scopes import USER_SCOPES, normalize_scopes
+from ._adapter import PLANET_API_ORIGINS, PLANET_M2M_ISSUER
+from ._httpx_flow import HttpxStyleFlow
+from ._session import SessionSource
 from .profiles import (
     AuthClientConfig,
     PlanetHome,
-    choose_session,
     credential_for_client,
     credential_from_source,
 )
-from .storage._config import storage_from_environment
 from .storage._protocol import Storage
 
 __all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "PlanetAuth"]
 
-PLANET_API_ORIGINS = ("https://api.planet.com", "https://services.sentinel-hub.com")
-"""Where Planet's APIs live: the origins a token is sent to by default."""
 
-PLANET_M2M_ISSUER = "https://services.sentinel-hub.com/auth/realms/main"
-"""The authorization server of Planet's M2M (service account) clients."""
-
-_API_KEY_REFUSED = frozenset({origin_of("https://services.sentinel-hub.com")})
-"""Sentinel Hub does not accept Planet API keys: a key is never sent there."""
-
-
-class PlanetAuth(httpx.Auth):
+class PlanetAuth(HttpxStyleFlow, httpx.Auth):
     """Authenticates httpx requests to Planet's APIs, with an OAuth2 session or an API key.
 
-    Pass it as ``httpx.AsyncClient(auth=...)`` or ``planet.Session(auth=...)``. The header goes
-    only to allowlisted origins (Planet's API origins by default); every other request, including
-    redirects and a manually sent ``response.next_request`` to another origin, passes untouched.
-    When an allowlisted origin answers 401 to the current token, the token is renewed once and
-    the request resent, if its body can be replayed (streaming bodies are not buffered for that).
+    Pass it as ``httpx.AsyncClient(auth=...)`` or ``planet.Session(auth=...)`` (better:
+    `planet_async.planet_sdk.planet_session`, which also recovers from a revoked token). The header
+    goes only to allowlisted origins (Planet's API origins by default); every other request,
+    including redirects and a manually sent ``response.next_request`` to another origin, passes
+    untouched. When an allowlisted origin answers 401 to the current token, the token is renewed
+    once and the request resent, if its body can be replayed (streaming bodies are not buffered
+    for that).
 
     OAuth2 sessions work only with `httpx.AsyncClient`: renewing a token is network I/O, and a sync
     client would have to block for it. A sync `httpx.Client` raises `AsyncOnlyError` at once.
     API keys need no I/O and work with both.
+
+    The constructors (`from_client_credentials`, `for_user`, `from_user_default_session`, ...)
+    and logins are those of `AuthAdapter`, shared with the httpx2 and aiohttp adapters.
 
     Args:
         manager: The session's `TokenManager` (OAuth2).
@@ -75,372 +48,7 @@ class PlanetAuth(httpx.Auth):
             port. Off by default.
     """
 
-    def __init__(
-        self,
-        manager: TokenManager | None = None,
-        *,
-        api_key: str | None = None,
-        allowed_origins: Iterable[str] | None = None,
-        allow_loopback_http: bool = False,
-    ) -> None:
-        if (manager is None) == (api_key is None):
-            raise ConfigurationError("give PlanetAuth either a TokenManager or an api_key")
-        self.manager = manager
-        self._api_key_header = (
-            f"api-key {require_header_safe(api_key, 'API key')}" if api_key is not None else None
-        )
-        policy = OriginPolicy(
-            PLANET_API_ORIGINS if allowed_origins is None else allowed_origins,
-            loopback_http=allow_loopback_http,
-        )
-        if api_key is not None:
-            if allowed_origins is not None and policy.origins & _API_KEY_REFUSED:
-                raise ConfigurationError(
-                    "services.sentinel-hub.com does not accept Planet API keys; use OAuth2 there"
-                )
-            policy = policy.without(_API_KEY_REFUSED)
-        self._policy = policy
-        self.user: UserLogin | None = None
-        """The login side of a user session (`for_user`); None for M2M and API keys."""
-        self.source: SessionSource | None = None
-        """Which credential this is and where it came from, when chosen from settings."""
-
-    def __repr__(self) -> str:
-        kind = "api_key=***" if self.manager is None else f"manager={self.manager!r}"
-        return f"PlanetAuth({kind}, origins={sorted(str(o) for o in self._policy.origins)})"
-
-    @classmethod
-    def from_client_credentials(
-        cls,
-        client_id: str,
-        client_secret: str | None = None,
-        *,
-        private_key: str | bytes | Mapping[str, Any] | None = None,
-        private_key_password: str | None = None,
-        auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic",
-        issuer: str | None = PLANET_M2M_ISSUER,
-        token_endpoint: str | None = None,
-        scopes: str | Iterable[str] = (),
-        storage: Storage | None = None,
-        session: str | None = None,
-        timeout: float = 10.0,
-        allowed_origins: Iterable[str] | None = None,
-        allow_loopback_http: bool = False,
-    ) -> PlanetAuth:
-        """An M2M (service account) session with the client credentials grant.
-
-        Args:
-            client_id: The service account's client id.
-            client_secret: Its secret; or give `private_key` for `private_key_jwt`.
-            private_key: A private key for `private_key_jwt` (RSA, EC or Ed25519/Ed448; PEM,
-                DER bytes or JWK; see `PrivateKeyJWT`).
-            private_key_password: The password of an encrypted `private_key`.
-            auth_method: How a secret is sent: HTTP Basic (default) or in the form.
-            issuer: The authorization server; Planet's M2M server by default.
-            token_endpoint: Skip discovery and use this token endpoint.
-            scopes: Scopes to request, as names or one space-separated string; none by default.
-            storage: Where to keep the session; by default where ``PLANET_ASYNC_STORAGE``
-                says, else in memory.
-            session: The session's name in the storage; the client id by default.
-            timeout: Seconds any one call to the authorization server may take.
-            allowed_origins: See the class.
-            allow_loopback_http: See the class.
-
-        Raises:
-            ConfigurationError: Neither or both of `client_secret` and `private_key` were given.
-        """
-        client: ClientAuth
-        if (client_secret is None) == (private_key is None):
-            raise ConfigurationError("give either client_secret or private_key")
-        if client_secret is None:
-            client = PrivateKeyJWT(
-                client_id=client_id, private_key=private_key, password=private_key_password
-            )
-        elif auth_method == "client_secret_post":
-            client = ClientSecretPost(client_id=client_id, client_secret=SecretStr(client_secret))
-        else:
-            client = ClientSecretBasic(client_id=client_id, client_secret=SecretStr(client_secret))
-        server = AuthorizationServer(issuer, token_endpoint=token_endpoint, timeout=timeout)
-        grant = ClientCredentialsGrant(server, client, scopes=scopes)
-        storage = storage if storage is not None else storage_from_environment()
-        manager = TokenManager(grant, storage=storage, session=session or client_id)
-        return cls(
-            manager, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
-        )
-
-    @classmethod
-    def for_user(
-        cls,
-        client_id: str,
-        *,
-        issuer: str,
-        client: ClientAuth | None = None,
-        scopes: str | Iterable[str] = USER_SCOPES,
-        redirect_uri: str | None = None,
-        storage: Storage | None = None,
-        session: str | None = None,
-        timeout: float = 10.0,
-        device_interval: float = 5.0,
-        allowed_origins: Iterable[str] | None = None,
-        allow_loopback_http: bool = False,
-    ) -> PlanetAuth:
-        """A user session: log in once (browser or device code), then renew with the refresh token.
-
-        Log in with `login_with_browser`, `login_with_device` or `ensure_initialized`; the
-        session is saved to `storage`, so later runs renew silently. With rotating refresh
-        tokens, the storage always holds the newest one.
-
-        Args:
-            client_id: The registered application's client id.
-            issuer: The authorization server (e.g. ``https://login.planet.com/``).
-            client: How the client authenticates, for confidential clients (web services);
-                a public client (`client_id` only) by default.
-            scopes: Scopes to request; ``planet`` and ``offline_access`` by default, so that a
-                refresh token is issued.
-            redirect_uri: The registered loopback redirect URI for browser logins, if it fixes a
-                port; an ephemeral port on 127.0.0.1 otherwise.
-            storage: Where to keep the session; by default where ``PLANET_ASYNC_STORAGE`` says,
-                else in memory.
-            session: The session's name in the storage; the client id by default.
-            timeout: Seconds any one call to the authorization server may take.
-            device_interval: Device-login poll interval when the server gives none.
-            allowed_origins: See the class.
-            allow_loopback_http: See the class.
-        """
-        if client is None:
-            client = PublicClient(client_id=client_id)
-        credential = user_credential(
-            AuthorizationServer(issuer, timeout=timeout),
-            client,
-            scopes=normalize_scopes(scopes),
-            redirect_uri=redirect_uri,
-            storage=storage if storage is not None else storage_from_environment(),
-            session=session or client_id,
-            device_interval=device_interval,
-        )
-        return cls.from_credential(
-            credential, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
-        )
-
-    @classmethod
-    def from_credential(
-        cls,
-        credential: Credential,
-        *,
-        allowed_origins: Iterable[str] | None = None,
-        allow_loopback_http: bool = False,
-    ) -> PlanetAuth:
-        """Authenticate httpx requests with a session's credential (see `Credential`)."""
-        api_key = credential.api_key.get_secret_value() if credential.api_key else None
-        auth = cls(
-            credential.manager,
-            api_key=api_key,
-            allowed_origins=allowed_origins,
-            allow_loopback_http=allow_loopback_http,
-        )
-        auth.user = credential.user
-        auth.source = credential.source
-        return auth
-
-    def _user_login(self) -> UserLogin:
-        if self.user is None:
-            raise ConfigurationError("only a user session (PlanetAuth.for_user) can log in")
-        return self.user
-
-    async def is_initialized(self) -> bool:
-        """Whether requests can be authenticated without a login: always true for M2M and API
-        keys; for a user session, whether it holds a usable token or a refresh token."""
-        if self.user is None:
-            return True
-        return await self.user.manager.is_initialized()
-
-    async def ensure_initialized(
-        self,
-        *,
-        allow_open_browser: bool = True,
-        allow_tty_prompt: bool = True,
-        open_browser: BrowserOpener | None = None,
-    ) -> None:
-        """Log the user in only if the session cannot renew by itself; see `UserLogin`."""
-        if self.user is not None:
-            await self.user.ensure_initialized(
-                allow_open_browser=allow_open_browser,
-                allow_tty_prompt=allow_tty_prompt,
-                open_browser=open_browser,
-            )
-
-    async def login_with_device(
-        self, show: Callable[[DeviceAuthorization], object] | None = None
-    ) -> TokenSet:
-        """Log the user in with a device code, printing (or `show`-ing) the code and URL."""
-        user = self._user_login()
-        return await (user.login_with_device(show) if show else user.login_with_device())
-
-    async def login_with_browser(
-        self,
-        *,
-        open_browser: BrowserOpener | None = None,
-        allow_tty_prompt: bool = False,
-        timeout: float = 300.0,
-    ) -> TokenSet:
-        """Log the user in with the local browser and a loopback redirect listener."""
-        return await self._user_login().login_with_browser(
-            open_browser=open_browser, allow_tty_prompt=allow_tty_prompt, timeout=timeout
-        )
-
-    async def logout(self) -> bool:
-        """End the session: revoke its refresh token where the server supports RFC 7009, then
-        delete it from memory and storage. Returns whether a token was revoked.
-
-        Raises:
-            AuthServerError: The server refused or failed to revoke (the local session is
-                deleted all the same).
-        """
-        if self.manager is None:
-            return False
-        token = await self.manager.forget()
-        if self.user is None or token is None or token.refresh_token is None:
-            return False
-        return await revoke_token(
-            self.user.server,
-            self.user.client,
-            token.refresh_token.get_secret_value(),
-            hint="refresh_token",
-            clock=time.time,
-        )
-
-    @classmethod
-    def from_user_default_session(
-        cls,
-        *,
-        home: str | os.PathLike[str] | None = None,
-        allowed_origins: Iterable[str] | None = None,
-        allow_loopback_http: bool = False,
-    ) -> PlanetAuth:
-        """The session the user chose with the `planet` CLI or environment variables.
-
-        Precedence: ``PL_AUTH_PROFILE``; ``PL_AUTH_CLIENT_ID`` + ``PL_AUTH_CLIENT_SECRET``;
-        ``PL_AUTH_API_KEY`` / ``PL_API_KEY`` (environment first, then ``~/.planet.json``), then
-        the legacy ``key`` in ``~/.planet.json``, then the built-in ``planet-user`` profile.
-        `source` tells which one was used. Tokens are shared with the CLI in ``~/.planet/``,
-        unless ``PLANET_ASYNC_STORAGE`` names another storage (a fleet's Redis).
-
-        Raises:
-            ConfigurationError: A named profile does not exist, or the settings conflict.
-        """
-        planet_home = PlanetHome(home)
-        return auth_from_source(
-            choose_session(home=planet_home),
-            home=planet_home,
-            allowed_origins=allowed_origins,
-            allow_loopback_http=allow_loopback_http,
-        )
-
-    @classmethod
-    def from_profile(
-        cls,
-        profile: str,
-        *,
-        home: str | os.PathLike[str] | None = None,
-        storage: Storage | None = None,
-        allowed_origins: Iterable[str] | None = None,
-        allow_loopback_http: bool = False,
-    ) -> PlanetAuth:
-        """A named profile of the `planet` CLI (``~/.planet/<profile>/``), or a built-in one.
-
-        Args:
-            profile: The profile name (case-insensitive).
-            home: The home directory holding ``.planet/``; the user's by default.
-            storage: Keep the tokens here instead; by default where ``PLANET_ASYNC_STORAGE``
-                says, else shared with the CLI in ``~/.planet/``.
-            allowed_origins: See the class.
-            allow_loopback_http: See the class.
-
-        Raises:
-            ConfigurationError: The profile does not exist or cannot work.
-        """
-        planet_home = PlanetHome(home)
-        return auth_from_source(
-            choose_session(profile=profile, home=planet_home),
-            home=planet_home,
-            storage=storage,
-            allowed_origins=allowed_origins,
-            allow_loopback_http=allow_loopback_http,
-        )
-
-    @classmethod
-    def from_api_key_file(
-        cls, path: str | os.PathLike[str], *, allowed_origins: Iterable[str] | None = None
-    ) -> PlanetAuth:
-        """An API key from the legacy key file older SDKs wrote: ``{"key": "PLAK..."}``.
-
-        Raises:
-            ConfigurationError: The file cannot be read or holds no key.
-        """
-        file = Path(path).expanduser()
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"cannot read an API key from {file}: {exc}") from None
-        key = data.get("key") if isinstance(data, dict) else None
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f'{file} has no "key"; expected {{"key": "PLAK..."}}')
-        return cls(api_key=key, allowed_origins=allowed_origins)
-
-    @classmethod
-    def from_api_key(
-        cls, api_key: str, *, allowed_origins: Iterable[str] | None = None
-    ) -> PlanetAuth:
-        """Authenticate with a Planet API key (sent as ``Authorization: api-key <key>``)."""
-        return cls(api_key=api_key, allowed_origins=allowed_origins)
-
-    def _authenticates(self, url: httpx.URL) -> bool:
-        return self._policy.allows(url.scheme, url.host, url.port)
-
-    def _rejects(self, response: httpx.Response, header: str) -> bool:
-        """Whether a 401 is the verdict on `header`: it came from an allowlisted origin, to a
-        request that carried it (not from a redirect's target, which got no credentials)."""
-        sent = response.request
-        return self._authenticates(sent.url) and sent.headers.get("Authorization") == header
-
-    def sync_auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
-        if self._api_key_header is None:
-            raise AsyncOnlyError(
-                "PlanetAuth with an OAuth2 session needs httpx.AsyncClient: renewing a token is "
-                "network I/O that a sync httpx.Client would block on; "
-                "use httpx.AsyncClient(auth=...)"
-            )
-        if self._authenticates(request.url):
-            request.headers["Authorization"] = self._api_key_header
-        yield request
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        if not self._authenticates(request.url):
-            yield request
-            return
-        manager = self.manager
-        if manager is None:
-            assert self._api_key_header is not None
-            request.headers["Authorization"] = self._api_key_header
-            yield request
-            return
-        header = manager.header_nowait() or await manager.header()
-        request.headers["Authorization"] = header
-        response = yield request
-        if response.status_code != 401 or not self._rejects(response, header):
-            return
-        retry = await manager.renew_rejected(header)
-        if retry is None or not isinstance(request.stream, httpx.ByteStream):
-            # Only an in-memory body can be sent twice; a streamed one was consumed. The renewed
-            # token still serves the next request.
-            return
-        await response.aread()
-        request.headers["Authorization"] = retry
-        yield request
+    _replayable: ClassVar[tuple[type, ...]] = (httpx.ByteStream,)
 
 
 def auth_from_source(
