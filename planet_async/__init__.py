@@ -2,9 +2,11 @@
 
 import logging as _logging
 
+from ._adapter import AuthAdapter as AuthAdapter
 from ._auth import PLANET_API_ORIGINS as PLANET_API_ORIGINS
 from ._auth import PLANET_M2M_ISSUER as PLANET_M2M_ISSUER
 from ._auth import PlanetAuth as PlanetAuth
+from ._auth import RenewingTransport as RenewingTransport
 from ._errors import AsyncOnlyError as AsyncOnlyError
 from ._errors import AuthServerError as AuthServerError
 from ._errors import AuthServerUnavailable as AuthServerUnavailable
@@ -18,6 +20,7 @@ from ._errors import LoginDenied as LoginDenied
 from ._errors import LoginError as LoginError
 from ._errors import LoginRequired as LoginRequired
 from ._errors import LoginTimeout as LoginTimeout
+from ._errors import MissingExtra as MissingExtra
 from ._errors import OAuthError as OAuthError
 from ._errors import PlanetAuthError as PlanetAuthError
 from ._errors import StorageError as StorageError
@@ -62,6 +65,7 @@ __all__ = [
     "PLANET_SCOPE",
     "USER_SCOPES",
     "AsyncOnlyError",
+    "AuthAdapter",
     "AuthServerError",
     "AuthServerUnavailable",
     "AuthorizationCodeFlow",
@@ -92,6 +96,7 @@ __all__ = [
     "LoginTimeout",
     "LoopbackListener",
     "MemoryStorage",
+    "MissingExtra",
     "OAuthError",
     "PendingAuthorization",
     "PlanetAuth",
@@ -100,6 +105,7 @@ __all__ = [
     "PublicClient",
     "RedisStorage",
     "RefreshTokenGrant",
+    "RenewingTransport",
     "ServerMetadata",
     "Storage",
     "StorageError",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
@@ -18,7 +18,7 @@ from .profiles import (
 )
 from .storage._protocol import Storage
 
-__all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "PlanetAuth"]
+__all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "PlanetAuth", "RenewingTransport"]
 
 
 class PlanetAuth(HttpxStyleFlow, httpx.Auth):
@@ -89,3 +89,48 @@ def auth_for_client(
     return PlanetAuth.from_credential(
         credential, allowed_origins=allowed_origins, allow_loopback_http=allow_loopback_http
     )
+
+
+class RenewingTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that renews the token and resends once when an allowlisted origin
+    answers 401 to a request `auth` authenticated.
+
+    `PlanetAuth` does this itself, but only when it sees the response: a client whose response
+    hooks raise on 4xx (`planet.Session`'s do) stops before that. This transport acts before any
+    hook. Pass it as ``httpx.AsyncClient(auth=auth, transport=RenewingTransport(auth))``; see
+    `planet_async.planet_sdk.planet_session` for the Planet SDK.
+
+    Args:
+        auth: The `PlanetAuth` that sets the header.
+        transport: The transport to send through; a default `httpx.AsyncHTTPTransport` if None.
+    """
+
+    def __init__(self, auth: PlanetAuth, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.auth = auth
+        self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.transport.handle_async_request(request)
+        if response.status_code != 401:
+            return response
+        sent = request.headers.get("Authorization")
+        url = request.url
+        if sent is None or not self.auth.authenticates(url.scheme, url.host, url.port):
+            return response
+        retry = await self.auth.retry_header(sent)
+        if retry is None or not isinstance(request.stream, httpx.ByteStream):
+            return response
+        await response.aread()
+        await response.aclose()
+        request.headers["Authorization"] = retry
+        return await self.transport.handle_async_request(request)
+
+    async def __aenter__(self) -> RenewingTransport:
+        await self.transport.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.transport.__aexit__(*exc_info)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()

@@ -4,7 +4,8 @@ Every exception the library raises on purpose derives from `PlanetAuthError`::
 
     PlanetAuthError
     ├── ConfigurationError        the arguments or configuration cannot work
-    │   └── AsyncOnlyError        a sync httpx.Client was given an async-only auth
+    │   ├── AsyncOnlyError        a sync httpx.Client was given an async-only auth
+    │   └── MissingExtra          an optional integration's package is not installed
     ├── StorageError              session storage could not be read, written or locked
     │   └── LockLost                  a lease lapsed before a save; the save was refused
     ├── LoginRequired             no usable session and no way to get one without the user
@@ -39,6 +40,7 @@ __all__ = [
     "LoginRequired",
     "LoginTimeout",
     "LockLost",
+    "MissingExtra",
     "OAuthError",
     "PlanetAuthError",
     "StorageError",
@@ -55,6 +57,11 @@ class ConfigurationError(PlanetAuthError, ValueError):
 
 class AsyncOnlyError(ConfigurationError, TypeError):
     """An async-only object was used from synchronous code."""
+
+
+class MissingExtra(ConfigurationError, ImportError):
+    """An optional integration needs a package that is not installed; the message names the extra
+    to install, e.g. ``pip install 'planet-async[aiohttp]'``."""
 
 
 class StorageError(PlanetAuthError):

@@ -23,7 +23,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import ConfigurationError, LockLost, StorageError
+from .._errors import ConfigurationError, LockLost, MissingExtra, StorageError
 from .._models import TokenSet
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
@@ -76,7 +76,7 @@ def _coredis() -> Any:
     try:
         import coredis
     except ImportError:
-        raise ConfigurationError(
+        raise MissingExtra(
             "RedisStorage needs the redis extra: pip install 'planet-async[redis]'"
         ) from None
     return coredis

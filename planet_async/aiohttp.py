@@ -1,0 +1,59 @@
+"""The aiohttp adapter: a client middleware, ``aiohttp.ClientSession(middlewares=(auth,))``.
+
+Installed with the ``aiohttp`` extra: ``pip install 'planet-async[aiohttp]'`` (aiohttp 3.12 or
+newer, which has client middlewares).
+"""
+
+from __future__ import annotations
+
+from ._adapter import AuthAdapter
+from ._errors import MissingExtra
+
+try:
+    from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
+except ImportError:  # pragma: no cover - exercised in a subprocess without the extra
+    raise MissingExtra(
+        "planet_async.aiohttp needs the aiohttp extra (aiohttp 3.12 or newer): "
+        "pip install 'planet-async[aiohttp]'"
+    ) from None
+
+__all__ = ["PlanetAuthMiddleware"]
+
+
+class PlanetAuthMiddleware(AuthAdapter):
+    """Authenticates aiohttp requests to Planet's APIs, with an OAuth2 session or an API key.
+
+    Pass it as ``aiohttp.ClientSession(middlewares=(auth,))``, or per request. It has the
+    constructors and logins of every adapter (`from_client_credentials`, `for_user`,
+    `from_user_default_session`, ...); to share one session with an httpx client, build it with
+    `from_adapter`.
+
+    aiohttp runs middlewares once per hop of a redirect chain, and removes ``Authorization``
+    when a redirect changes origin; this middleware decides again on every hop, so only
+    allowlisted origins get the header. When one answers 401 to the current token, the token is
+    renewed once and the request resent, if its body can be sent again (aiohttp reports a
+    consumed stream, which is then not resent; the renewed token serves the next request).
+    """
+
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        url = request.url
+        if not self._policy.allows(url.scheme, url.host or "", url.port):
+            return await handler(request)
+        manager = self.manager
+        if manager is None:
+            assert self._api_key_header is not None
+            request.headers[hdrs.AUTHORIZATION] = self._api_key_header
+            return await handler(request)
+        header = manager.header_nowait() or await manager.header()
+        request.headers[hdrs.AUTHORIZATION] = header
+        response = await handler(request)
+        if response.status != 401:
+            return response
+        retry = await manager.renew_rejected(header)
+        body = request.body
+        if retry is None or (body != b"" and getattr(body, "consumed", True)):
+            return response
+        await response.read()
+        response.release()
+        request.headers[hdrs.AUTHORIZATION] = retry
+        return await handler(request)

@@ -1,0 +1,35 @@
+"""The httpx2 adapter: `PlanetAuth` for ``httpx2.AsyncClient(auth=...)``.
+
+httpx2 continues httpx's API with types of its own (an `httpx.Auth` is not an `httpx2.Auth`), so
+this is a twin of `planet_async.PlanetAuth` with the same constructors, logins and guarantees.
+Installed with the ``httpx2`` extra: ``pip install 'planet-async[httpx2]'``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ._errors import MissingExtra
+from ._httpx_flow import HttpxStyleFlow
+
+try:
+    import httpx2
+except ImportError:  # pragma: no cover - exercised in a subprocess without the extra
+    raise MissingExtra(
+        "planet_async.httpx2 needs the httpx2 extra: pip install 'planet-async[httpx2]'"
+    ) from None
+
+__all__ = ["PlanetAuth"]
+
+
+class PlanetAuth(HttpxStyleFlow, httpx2.Auth):
+    """Authenticates httpx2 requests to Planet's APIs, with an OAuth2 session or an API key.
+
+    Behaves exactly as `planet_async.PlanetAuth` does for httpx: the header goes only to
+    allowlisted origins, a 401 from one of them to the current token renews it once and resends
+    a replayable request, and a sync ``httpx2.Client`` works only with an API key. To share one
+    session with an httpx client, build it with `from_adapter`.
+    """
+
+    _replayable: ClassVar[tuple[type, ...]] = (httpx2.ByteStream,)
+    _client_name: ClassVar[str] = "httpx2"
