@@ -262,9 +262,8 @@ async def test_api_key_goes_only_to_allowlisted_origins_and_is_not_retried(
     """An API key is sent as ``api-key`` to the allowlisted origin only; its 401 is final."""
     auth = adapter.auth.from_api_key(API_KEY, allowed_origins=[api.origin])
     async with adapter.client(auth) as send:
-        assert (await send("GET", f"{api.origin}/data")).body[
-            "authorization"
-        ] == f"api-key {API_KEY}"
+        sent = (await send("GET", f"{api.origin}/data")).body["authorization"]
+        assert sent == f"api-key {API_KEY}"
         assert (await send("GET", f"{other.origin}/open/k")).body["authorization"] is None
         assert (await send("GET", f"{api.origin}/always-401")).status == 401
     assert api.statuses("/always-401") == [401]
