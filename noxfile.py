@@ -86,7 +86,7 @@ def bench(session: nox.Session) -> None:
     """
     session.install(
         "-e",
-        ".[redis]",
+        ".[redis,aiohttp,httpx2]",  # the clients benchmarks measure all three adapters
         "planet>=3.7,<4",
         "planet-auth>=2.3,<3",
         "authlib>=1.6,<2",
@@ -104,6 +104,6 @@ def demo(session: nox.Session) -> None:
 
     Options go to examples/download_demo.py: `python3 -m nox -s demo -- --backend trio`.
     """
-    session.install("-e", ".", "trio>=0.27")
+    session.install("-e", ".[aiohttp,httpx2]", "trio>=0.27")  # for --client
     _install_peer(session)
     session.run("python", "examples/download_demo.py", *session.posargs)

@@ -8,13 +8,15 @@ No Planet credentials needed. The demo starts two local servers on 127.0.0.1:
   the peer's keys (signature, issuer, audience, expiry), answers 401 otherwise, and serves files.
 
 Then it downloads the files the way an application would, with only the public API of
-planet_async: one `PlanetAuth`, its `TokenManager` renewing ahead in the background, one
-`httpx.AsyncClient`, and a fixed pool of worker tasks. It checks every file's bytes, draws a
+planet_async: one adapter (`PlanetAuth` for httpx, or the one for httpx2 or aiohttp, chosen with
+``--client``; `_clients.py`), its `TokenManager` renewing ahead in the background, one client,
+and a fixed pool of worker tasks. It checks every file's bytes, draws a
 progress bar on stderr, measures the event loop's worst stall with a 1 ms ticker, and ends with
 a summary. The exit code is 0 only if every file arrived intact and the API rejected no request.
 
     python examples/download_demo.py [--files 8000] [--concurrency 16] [--token-ttl 3]
                                      [--latency-ms 25] [--backend asyncio|trio]
+                                     [--client httpx|httpx2|aiohttp]
 
 Needs Node.js >= 20 and ``npm ci`` in tests/peer once (``python3 -m nox -s demo`` does both).
 """
@@ -39,14 +41,14 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.abc
-import httpx
 
-from planet_async import PlanetAuth, PlanetAuthError, TokenManager
+from planet_async import MissingExtra, PlanetAuthError, TokenManager
 
 EXAMPLES = Path(__file__).resolve().parent
 ROOT = EXAMPLES.parent
 sys.path[:0] = [str(EXAMPLES), str(ROOT)]  # the API's file contents, and the test peer
 
+from _clients import ASYNCIO_ONLY, CLIENTS, Client, adapter, open_client  # noqa: E402
 from _demo_api import file_content  # noqa: E402
 
 from tests._peer import Peer  # noqa: E402
@@ -92,23 +94,19 @@ async def download(
     args: argparse.Namespace, api_url: str, issuer: str, progress: Progress, budget: float
 ) -> None:
     """Fetch files 0..N-1 with `args.concurrency` workers, recording what happens in `progress`."""
-    auth = PlanetAuth.from_client_credentials(
+    auth = adapter(args.client).from_client_credentials(
         CLIENT_ID, CLIENT_SECRET, issuer=issuer, allowed_origins=[api_url]
     )
     manager = auth.manager
     assert isinstance(manager, TokenManager)
-    client = httpx.AsyncClient(
-        auth=auth,
-        limits=httpx.Limits(
-            max_connections=args.concurrency, max_keepalive_connections=args.concurrency
-        ),
-        timeout=10.0,
-        trust_env=False,  # loopback only, whatever proxies the environment names
-    )
     try:
         with anyio.fail_after(budget):
             # The manager's context gives background renewals a task group of their own.
-            async with manager, client, anyio.create_task_group() as observers:
+            async with (
+                manager,
+                open_client(args.client, auth, args.concurrency) as client,
+                anyio.create_task_group() as observers,
+            ):
                 observers.start_soon(_ticker, progress)
                 observers.start_soon(_draw_progress, progress, manager)
                 with anyio.CancelScope() as work:
@@ -121,7 +119,7 @@ async def download(
 
 
 async def _run_workers(
-    args: argparse.Namespace, client: httpx.AsyncClient, api_url: str, progress: Progress
+    args: argparse.Namespace, client: Client, api_url: str, progress: Progress
 ) -> None:
     """A fixed pool of workers takes file numbers from a stream: bounded concurrency."""
     send, receive = anyio.create_memory_object_stream[int](max_buffer_size=args.concurrency)
@@ -136,7 +134,7 @@ async def _run_workers(
 
 
 async def _worker(
-    client: httpx.AsyncClient,
+    client: Client,
     api_url: str,
     numbers: anyio.abc.ObjectReceiveStream[int],
     progress: Progress,
@@ -145,19 +143,19 @@ async def _worker(
         async for n in numbers:
             sent = time.perf_counter()
             try:
-                response = await client.get(f"{api_url}/files/{n}")
-            except (httpx.HTTPError, PlanetAuthError) as exc:
+                status, content = await client.fetch(f"{api_url}/files/{n}")
+            except (*client.errors, PlanetAuthError) as exc:
                 progress.fail(n, f"{type(exc).__name__}: {exc}")
                 continue
             finally:
                 progress.latencies.append(time.perf_counter() - sent)
-            if response.status_code != 200:
-                progress.fail(n, f"HTTP {response.status_code}")
-            elif response.content != file_content(n):
+            if status != 200:
+                progress.fail(n, f"HTTP {status}")
+            elif content != file_content(n):
                 progress.fail(n, "content differs from the expected bytes")
             else:
                 progress.done += 1
-                progress.bytes += len(response.content)
+                progress.bytes += len(content)
 
 
 async def _stop_on_signals(
@@ -345,11 +343,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument(
+        "--client", choices=CLIENTS, default="httpx", help="HTTP client library (default httpx)"
+    )
+    parser.add_argument(
         "--timeout", type=float, default=120.0, help="give up after this many seconds overall"
     )
     args = parser.parse_args(argv)
     if args.files < 1 or args.concurrency < 1 or args.token_ttl < 1 or args.timeout <= 0:
         parser.error("--files, --concurrency and --token-ttl must be >= 1, --timeout > 0")
+    if args.client in ASYNCIO_ONLY and args.backend != "asyncio":
+        parser.error(f"--client {args.client} runs on asyncio only: use --backend asyncio")
+    try:
+        adapter(args.client)
+    except MissingExtra as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -393,8 +400,8 @@ def _summary(
         ),
         (
             "setup",
-            f"{args.backend}, {args.concurrency} workers, API latency {args.latency_ms:g} ms, "
-            f"{_machine()}",
+            f"{args.client} on {args.backend}, {args.concurrency} workers, "
+            f"API latency {args.latency_ms:g} ms, {_machine()}",
         ),
         ("result", outcome),
     ]
@@ -461,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         api = _launch(lambda: DemoApi(peer.issuer, args.latency_ms), stoppers)
         print(
             f"authorization server {peer.issuer}, API {api.url}; "
-            f"downloading {args.files} files with {args.concurrency} workers on {args.backend}",
+            f"downloading {args.files} files with {args.concurrency} workers, "
+            f"{args.client} on {args.backend}",
             file=sys.stderr,
         )
         budget = deadline - time.monotonic()

@@ -567,3 +567,44 @@ def test_dask_fleet_shares_one_session_through_redis(
         used = [name for name, _ in process["tokens"]]
         assert set(used) >= set(issued[:-1]), f"process {process['pid']} skipped a token"
         assert used == [name for name in issued if name in used], process["pid"]
+
+
+# -- the download demo on each client -------------------------------------------------------------
+
+DEMO_FILES = 300
+DEMO_TIMEOUT = 90.0  # the demo starts its own peer and API: a few seconds on a busy machine
+
+
+def summary_rows(output: str) -> dict[str, str]:
+    """The demo's summary (the lines after its dashed rule) as {name: value}."""
+    rows: dict[str, str] = {}
+    lines = output.splitlines()
+    for line in lines[lines.index("-" * 26) + 1 :]:
+        name, _, value = line.partition("  ")
+        if name and not name.startswith(" "):
+            rows[name] = value.strip()
+    return rows
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT + 30)
+@pytest.mark.parametrize("client", ["httpx", "httpx2", "aiohttp"])
+def test_download_demo_runs_on_each_client(client: str, env: dict[str, str]) -> None:
+    """examples/download_demo.py --client X downloads every file intact through X's adapter,
+    with no request rejected, and says which client it used."""
+    command = ["examples/download_demo.py", "--client", client, "--files", str(DEMO_FILES)]
+    command += ["--concurrency", "8", "--timeout", str(DEMO_TIMEOUT - 30)]
+    result = run(command, env, timeout=DEMO_TIMEOUT)
+    rows = summary_rows(result.output)
+    assert rows["files"] == f"{DEMO_FILES} of {DEMO_FILES} intact, 0 failed"
+    assert rows["requests rejected"].startswith("0 ")
+    assert rows["setup"].startswith(f"{client} on asyncio, 8 workers")
+    assert rows["result"] == "OK"
+
+
+def test_download_demo_refuses_aiohttp_on_trio(env: dict[str, str]) -> None:
+    """aiohttp runs on asyncio only: --client aiohttp --backend trio is a usage error (exit 2)
+    that says so, before any server starts."""
+    command = ["examples/download_demo.py", "--client", "aiohttp", "--backend", "trio"]
+    result = run(command, env, expect_exit=2)
+    assert "--client aiohttp runs on asyncio only: use --backend asyncio" in result.output
+    assert "starting the test peer" not in result.output
