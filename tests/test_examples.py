@@ -46,7 +46,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 FAKE_BROWSER = ROOT / "tests" / "_fake_browser.py"
 # Not scenarios of the guide: helpers, and the demos (fleet_dask runs at the end of this module).
-NOT_SCENARIOS = {"_settings", "_demo_api", "download_demo", "fleet_dask", "sqlite_storage"}
+NOT_SCENARIOS = {
+    "_settings",
+    "_clients",
+    "_demo_api",
+    "download_demo",
+    "fleet_dask",
+    "sqlite_storage",
+}
 API_PATH = "/basemaps/v1/mosaics"
 API_KEY = "PLAK-examples-test-key"
 M2M_ID, M2M_SECRET = "service-basic", "service-basic-secret"
