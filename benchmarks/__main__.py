@@ -19,7 +19,15 @@ from tests._peer import Peer
 
 from ._common import Context, environment
 
-BENCHMARKS = ("overhead", "storm", "refresh_ahead", "processes", "memory")
+BENCHMARKS = (
+    "overhead",
+    "clients_overhead",
+    "storm",
+    "refresh_ahead",
+    "processes",
+    "memory",
+    "clients",
+)
 """Modules of this package, in the order they run; each has ``run(ctx)``."""
 
 PEER_ENV = {

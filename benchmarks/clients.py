@@ -1,0 +1,335 @@
+"""The download job on each client: httpx, httpx2 and aiohttp, with planet_async's adapter and
+with a static header, at 16, 64 and 256 concurrent downloads.
+
+The job is the download demo's: tokens from the test peer (client credentials, living TTL
+seconds), an API in its own process that verifies every request's token and serves each file
+after LATENCY_MS, a fixed pool of workers on one asyncio loop, every file's bytes checked. Each
+run lasts DURATION seconds (workers stop taking files then; requests in flight finish), long
+enough for the adapter's token to be renewed ahead more than once. The static header carries a
+token of the same peer that outlives the run, so the API verifies it as it verifies ours.
+
+Runs take turns: for each number of downloads and each repetition, every client runs with the
+adapter and with the static header, back to back (which goes first alternating), so that what
+the rest of the machine does falls on both alike. The client, the API and the peer share this
+machine's cores.
+
+Before that, one run measures the demo's own API (`examples/_demo_api.py`, a threading server
+that verifies the RS256 signature of every request) with aiohttp and a static header at the
+highest concurrency: the ceiling that made this benchmark use `_fast_api.py` instead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+
+from planet_async import PlanetAuthError, TokenManager
+
+from ._clients import (
+    CLIENTS,
+    ApiProcess,
+    Client,
+    adapter,
+    long_lived_token,
+    open_client,
+    static_auth,
+)
+from ._common import RESULTS, Context, median, percentile, ratio, table, write_results
+from ._contenders import CLIENT_ID, CLIENT_SECRET
+from ._fast_api import FILES
+
+CONCURRENCY = (16, 64, 256)
+TTL = 3
+LATENCY_MS = 25.0
+REQUEST_TIMEOUT = 60.0  # httpx's pool at 256 downloads makes requests wait seconds
+MODES = ("planet_async", "static header")
+
+
+@dataclass
+class Run:
+    """One run of the job: one client, one mode, one number of concurrent downloads."""
+
+    client: str
+    mode: str
+    concurrency: int
+    files: int
+    failed: int
+    seconds: float
+    files_per_s: float
+    p50: float
+    p99: float
+    started: float  # perf_counter when the first worker started
+    rejected: int  # by the API, during the run
+    renewals: int | None = None  # token requests the peer counted during the run
+    periods: float | None = None  # the run's length in refresh-ahead periods
+
+
+async def _job(client: Client, url: str, concurrency: int, duration: float) -> dict[str, Any]:
+    from examples._demo_api import file_content
+
+    expected = [file_content(n) for n in range(FILES)]
+    latencies: list[float] = []
+    done = failed = 0
+    counter = 0
+    started = time.perf_counter()
+    deadline = started + duration
+
+    async def worker() -> None:
+        nonlocal done, failed, counter
+        while time.perf_counter() < deadline:
+            n, counter = counter % FILES, counter + 1
+            sent = time.perf_counter()
+            try:
+                status, body = await client.fetch(f"{url}/files/{n}")
+            except (*client.errors, PlanetAuthError):
+                failed += 1
+                continue
+            finally:
+                latencies.append(time.perf_counter() - sent)
+            if status == 200 and body == expected[n]:
+                done += 1
+            else:
+                failed += 1
+
+    async with anyio.create_task_group() as workers:
+        for _ in range(concurrency):
+            workers.start_soon(worker)
+    seconds = time.perf_counter() - started
+    return {
+        "started": started,
+        "files": done,
+        "failed": failed,
+        "seconds": seconds,
+        "files_per_s": done / seconds,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+    }
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where the runs get tokens and files: the peer, the API, the static header's token."""
+
+    ctx: Context
+    api: ApiProcess
+    static_token: str
+
+
+async def _run(setup: Setup, name: str, mode: str, concurrency: int, duration: float) -> Run:
+    ctx, api = setup.ctx, setup.api
+    rejected_before = api.stats()["rejected"]
+    if mode == "static header":
+        auth = static_auth(name, f"Bearer {setup.static_token}")
+        async with open_client(name, auth, concurrency, timeout=REQUEST_TIMEOUT) as client:
+            job = await _job(client, api.url, concurrency, duration)
+        return Run(
+            name, mode, concurrency, rejected=api.stats()["rejected"] - rejected_before, **job
+        )
+    auth = adapter(name).from_client_credentials(
+        CLIENT_ID, CLIENT_SECRET, issuer=ctx.peer.issuer, allowed_origins=[api.url]
+    )
+    manager = auth.manager
+    assert isinstance(manager, TokenManager)
+    async with manager:
+        await manager.header()  # the first token, before the clock starts
+        before = ctx.token_requests()
+        first_token = time.perf_counter()
+        async with open_client(name, auth, concurrency, timeout=REQUEST_TIMEOUT) as client:
+            job = await _job(client, api.url, concurrency, duration)
+        renewals = ctx.token_requests() - before
+    # The manager renews ahead once a token is this far into its life (jittered per manager).
+    # Counted up to the moment workers stop taking files: requests still in flight then were
+    # sent with a header already, and start no renewal (unless the API rejects one).
+    period = manager._soft_fraction * TTL
+    periods = (duration + job["started"] - first_token) / period
+    rejected = api.stats()["rejected"] - rejected_before
+    return Run(
+        name, mode, concurrency, rejected=rejected, renewals=renewals, periods=periods, **job
+    )
+
+
+async def _measure(setup: Setup, reps: int, duration: float) -> list[Run]:
+    runs: list[Run] = []
+    for concurrency in CONCURRENCY:
+        for rep in range(reps):
+            for name in CLIENTS:
+                for mode in MODES if rep % 2 == 0 else MODES[::-1]:
+                    run = await _run(setup, name, mode, concurrency, duration)
+                    runs.append(run)
+                    print(
+                        f"  {name:7} {mode:13} {concurrency:3} downloads: "
+                        f"{run.files_per_s:6.0f} files/s, p99 {run.p99 * 1000:6.0f} ms, "
+                        f"renewals {run.renewals}, rejected {run.rejected}, failed {run.failed}",
+                        flush=True,
+                    )
+    return runs
+
+
+async def _ceiling(setup: Setup, duration: float) -> Run:
+    return await _run(setup, "aiohttp", "static header", max(CONCURRENCY), duration)
+
+
+def _cells(runs: list[Run]) -> dict[tuple[str, int], dict[str, list[Run]]]:
+    cells: dict[tuple[str, int], dict[str, list[Run]]] = {}
+    for run in runs:
+        cells.setdefault((run.client, run.concurrency), {m: [] for m in MODES})[run.mode].append(
+            run
+        )
+    return cells
+
+
+def _chart(runs: list[Run], path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = _cells(runs)
+    figure, (rate_axis, p99_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = {"httpx": "tab:red", "httpx2": "tab:orange", "aiohttp": "tab:blue"}
+    for name in CLIENTS:
+        for mode, style in zip(MODES, ("-", ":"), strict=True):
+            rates = [median([r.files_per_s for r in cells[name, c][mode]]) for c in CONCURRENCY]
+            p99s = [median([r.p99 * 1000 for r in cells[name, c][mode]]) for c in CONCURRENCY]
+            label = f"{name}, {mode}"
+            rate_axis.plot(CONCURRENCY, rates, style, marker="o", color=colours[name], label=label)
+            p99_axis.plot(CONCURRENCY, p99s, style, marker="o", color=colours[name], label=label)
+    for axis in (rate_axis, p99_axis):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
+        axis.set_xlabel("concurrent downloads")
+        axis.grid(alpha=0.3)
+    rate_axis.set_ylabel("files/s (median of runs)")
+    p99_axis.set_ylabel("p99 latency, ms (log)")
+    p99_axis.set_yscale("log")
+    rate_axis.legend(fontsize=8)
+    figure.suptitle(
+        f"Download job per client: files after {LATENCY_MS:g} ms, tokens living {TTL} s; "
+        "solid: planet_async, dotted: static header"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run(ctx: Context) -> None:
+    reps = ctx.scaled(3, 1)
+    duration = ctx.scaled(5, 3)
+    ctx.configure_peer(ttl=3600, token_delay_ms=0)
+    token = long_lived_token(ctx.peer.issuer)
+    ctx.configure_peer(ttl=TTL, token_delay_ms=0)
+
+    with ApiProcess("examples._demo_api", ctx.peer.issuer, LATENCY_MS) as demo_api:
+        demo_ceiling = anyio.run(_ceiling, Setup(ctx, demo_api, token), duration)
+    with ApiProcess("benchmarks._fast_api", ctx.peer.issuer, LATENCY_MS) as api:
+        fast_ceiling = anyio.run(_ceiling, Setup(ctx, api, token), duration)
+        runs = anyio.run(_measure, Setup(ctx, api, token), reps, duration)
+        api_stats = api.stats()
+
+    cells = _cells(runs)
+    rows = []
+    summary: dict[str, Any] = {}
+    for concurrency in CONCURRENCY:
+        for name in CLIENTS:
+            ours, static = (
+                cells[name, concurrency]["planet_async"],
+                cells[name, concurrency]["static header"],
+            )
+            ours_rate = median([r.files_per_s for r in ours])
+            static_rate = median([r.files_per_s for r in static])
+            renewals = sum(r.renewals or 0 for r in ours)
+            periods = sum(r.periods or 0.0 for r in ours)
+            expected = sum(math.floor(r.periods or 0.0) for r in ours)
+            cell = {
+                "adapter_files_per_s": ours_rate,
+                "static_files_per_s": static_rate,
+                "ratio": ours_rate / static_rate,
+                "adapter_p99_ms": median([r.p99 for r in ours]) * 1000,
+                "static_p99_ms": median([r.p99 for r in static]) * 1000,
+                "renewals": renewals,
+                "refresh_periods": periods,
+                "whole_periods": expected,
+                "rejected_adapter": sum(r.rejected for r in ours),
+                "rejected_static": sum(r.rejected for r in static),
+                "failed_adapter": sum(r.failed for r in ours),
+                "failed_static": sum(r.failed for r in static),
+            }
+            summary[f"{name}@{concurrency}"] = cell
+            rows.append(
+                [
+                    concurrency,
+                    name,
+                    f"{ours_rate:,.0f}",
+                    f"{static_rate:,.0f}",
+                    ratio(cell["ratio"], 3),
+                    f"{cell['adapter_p99_ms']:,.0f}",
+                    f"{cell['static_p99_ms']:,.0f}",
+                    f"{renewals} / {periods:.1f} ({expected})",
+                    f"{cell['rejected_adapter']} / {cell['rejected_static']}",
+                    f"{cell['failed_adapter']} / {cell['failed_static']}",
+                ]
+            )
+    ctx.show(
+        table(
+            f"Download job per client: {duration} s runs, {reps} per cell and mode, files after "
+            f"{LATENCY_MS:g} ms, tokens living {TTL} s",
+            [
+                "downloads",
+                "client",
+                "planet_async files/s",
+                "static files/s",
+                "ratio",
+                "p99 ms (ours)",
+                "p99 ms (static)",
+                "renewals / refresh periods (whole)",
+                "rejected (ours / static)",
+                "failed (ours / static)",
+            ],
+            rows,
+            note=(
+                "files/s and p99: median over the runs. Ratio: planet_async's files/s over the "
+                "static header's, same client, same run order (target >= 0.95). Renewals: token "
+                "requests the peer counted during planet_async's runs (after the first token); "
+                "refresh periods: from the first token to when workers stop taking files, "
+                "over the manager's refresh-ahead period (its soft threshold, 65-75% of the "
+                "lifetime), whole periods in brackets (one renewal per period: renewals equal "
+                "whole periods). "
+                "Rejected: 401s counted by the API. "
+                f"API ceiling, aiohttp with a static header at {max(CONCURRENCY)} downloads: "
+                f"{demo_ceiling.files_per_s:,.0f} files/s from the demo's threading API "
+                f"(examples/_demo_api.py), {fast_ceiling.files_per_s:,.0f} from this "
+                "benchmark's aiohttp.web API (benchmarks/_fast_api.py)."
+            ),
+        )
+    )
+    chart = ctx.results / "clients.png"
+    ctx.results.mkdir(parents=True, exist_ok=True)
+    _chart(runs, chart)
+    print(f"chart: {chart.relative_to(RESULTS.parent)}", flush=True)
+    write_results(
+        ctx,
+        "clients",
+        {
+            "parameters": {
+                "concurrency": list(CONCURRENCY),
+                "clients": list(CLIENTS),
+                "repetitions": reps,
+                "run_seconds": duration,
+                "ttl": TTL,
+                "latency_ms": LATENCY_MS,
+                "distinct_files": FILES,
+                "api": "benchmarks/_fast_api.py (aiohttp.web, each distinct token verified once)",
+            },
+            "api_ceiling": {
+                "demo_api": asdict(demo_ceiling),
+                "fast_api": asdict(fast_ceiling),
+            },
+            "api_counters": api_stats,
+            "cells": summary,
+            "runs": [asdict(r) for r in runs],
+        },
+    )
