@@ -66,6 +66,8 @@ class Run:
     rejected: int  # by the API, during the run
     renewals: int | None = None  # token requests the peer counted during the run
     periods: float | None = None  # the run's length in refresh-ahead periods
+    waited: int | None = None  # requests that found no valid token and waited for a renewal
+    longest_wait: float | None = None  # seconds, the longest of those waits
 
 
 async def _job(client: Client, url: str, concurrency: int, duration: float) -> dict[str, Any]:
@@ -136,6 +138,7 @@ async def _run(setup: Setup, name: str, mode: str, concurrency: int, duration: f
     assert isinstance(manager, TokenManager)
     async with manager:
         await manager.header()  # the first token, before the clock starts
+        waits = _count_waits(manager)
         before = ctx.token_requests()
         first_token = time.perf_counter()
         async with open_client(name, auth, concurrency, timeout=REQUEST_TIMEOUT) as client:
@@ -148,8 +151,34 @@ async def _run(setup: Setup, name: str, mode: str, concurrency: int, duration: f
     periods = (duration + job["started"] - first_token) / period
     rejected = api.stats()["rejected"] - rejected_before
     return Run(
-        name, mode, concurrency, rejected=rejected, renewals=renewals, periods=periods, **job
+        name,
+        mode,
+        concurrency,
+        rejected=rejected,
+        renewals=renewals,
+        periods=periods,
+        waited=len(waits),
+        longest_wait=max(waits, default=0.0),
+        **job,
     )
+
+
+def _count_waits(manager: TokenManager) -> list[float]:
+    """Time every call of `manager.header()` from now on: the adapters call it only when
+    `header_nowait()` has no valid token to give (past the hard threshold, the renewal still in
+    flight), so each is a request waiting for a renewal."""
+    waits: list[float] = []
+    header = manager.header
+
+    async def timed() -> str:
+        began = time.perf_counter()
+        try:
+            return await header()
+        finally:
+            waits.append(time.perf_counter() - began)
+
+    manager.header = timed  # type: ignore[method-assign]
+    return waits
 
 
 async def _measure(setup: Setup, reps: int, duration: float) -> list[Run]:
@@ -163,7 +192,8 @@ async def _measure(setup: Setup, reps: int, duration: float) -> list[Run]:
                     print(
                         f"  {name:7} {mode:13} {concurrency:3} downloads: "
                         f"{run.files_per_s:6.0f} files/s, p99 {run.p99 * 1000:6.0f} ms, "
-                        f"renewals {run.renewals}, rejected {run.rejected}, failed {run.failed}",
+                        f"renewals {run.renewals}, waited {run.waited}, rejected {run.rejected}, "
+                        f"failed {run.failed}",
                         flush=True,
                     )
     return runs
@@ -242,6 +272,8 @@ def run(ctx: Context) -> None:
             ours_rate = median([r.files_per_s for r in ours])
             static_rate = median([r.files_per_s for r in static])
             renewals = sum(r.renewals or 0 for r in ours)
+            waited = sum(r.waited or 0 for r in ours)
+            longest = max(r.longest_wait or 0.0 for r in ours)
             periods = sum(r.periods or 0.0 for r in ours)
             expected = sum(math.floor(r.periods or 0.0) for r in ours)
             cell = {
@@ -253,6 +285,8 @@ def run(ctx: Context) -> None:
                 "renewals": renewals,
                 "refresh_periods": periods,
                 "whole_periods": expected,
+                "requests_waiting_for_renewal": waited,
+                "longest_wait_ms": longest * 1000,
                 "rejected_adapter": sum(r.rejected for r in ours),
                 "rejected_static": sum(r.rejected for r in static),
                 "failed_adapter": sum(r.failed for r in ours),
@@ -269,6 +303,7 @@ def run(ctx: Context) -> None:
                     f"{cell['adapter_p99_ms']:,.0f}",
                     f"{cell['static_p99_ms']:,.0f}",
                     f"{renewals} / {periods:.1f} ({expected})",
+                    f"{waited:,} ({longest * 1000:,.0f} ms)",
                     f"{cell['rejected_adapter']} / {cell['rejected_static']}",
                     f"{cell['failed_adapter']} / {cell['failed_static']}",
                 ]
@@ -286,6 +321,7 @@ def run(ctx: Context) -> None:
                 "p99 ms (ours)",
                 "p99 ms (static)",
                 "renewals / refresh periods (whole)",
+                "waited for a renewal (longest)",
                 "rejected (ours / static)",
                 "failed (ours / static)",
             ],
@@ -297,7 +333,8 @@ def run(ctx: Context) -> None:
                 "refresh periods: from the first token to when workers stop taking files, "
                 "over the manager's refresh-ahead period (its soft threshold, 65-75% of the "
                 "lifetime), whole periods in brackets (one renewal per period: renewals equal "
-                "whole periods). "
+                "whole periods). Waited: requests of planet_async's runs that found no valid "
+                "token and waited for a renewal in flight, and the longest wait. "
                 "Rejected: 401s counted by the API. "
                 f"API ceiling, aiohttp with a static header at {max(CONCURRENCY)} downloads: "
                 f"{demo_ceiling.files_per_s:,.0f} files/s from the demo's threading API "
