@@ -47,6 +47,8 @@ EXAMPLES = ROOT / "examples"
 FAKE_BROWSER = ROOT / "tests" / "_fake_browser.py"
 # Not scenarios of the guide: helpers, and the demos (fleet_dask runs at the end of this module).
 NOT_SCENARIOS = {"_settings", "_demo_api", "download_demo", "fleet_dask", "sqlite_storage"}
+# The same service account through the other clients' adapters.
+CLIENTS = ["client_aiohttp", "client_httpx2", "client_planet_sdk"]
 API_PATH = "/basemaps/v1/mosaics"
 API_KEY = "PLAK-examples-test-key"
 M2M_ID, M2M_SECRET = "service-basic", "service-basic-secret"
@@ -298,7 +300,7 @@ def credentials_for(
     name: str, env: dict[str, str], request: pytest.FixtureRequest
 ) -> dict[str, str]:
     """The environment `name` needs: M2M credentials, or a browser."""
-    if name.startswith("m2m_"):
+    if name.startswith(("m2m_", "client_")):
         return {**env, "PL_AUTH_CLIENT_ID": M2M_ID, "PL_AUTH_CLIENT_SECRET": M2M_SECRET}
     if "browser" in name:
         browser_env: dict[str, str] = request.getfixturevalue("browser_env")
@@ -310,7 +312,7 @@ def test_every_example_is_run_here() -> None:
     """Each scenario script in examples/ is one this module runs, and none is missing."""
     scripts = {path.stem for path in EXAMPLES.glob("*.py")} - NOT_SCENARIOS
     covered = {*CLI_MANAGED, *IN_MEMORY, *PERSISTENT, *API_KEYS}
-    assert scripts == covered
+    assert scripts == covered | set(CLIENTS)
     assert len(covered) == 15
 
 
@@ -353,6 +355,24 @@ def test_in_memory_session(
     assert grants(peer) == {grant_of(name): 1}
     logins = result.device_logins + browser_logins(request.getfixturevalue("browser_log"))
     assert logins == (0 if name.startswith("m2m_") else 1)
+    assert len(api.accepted) == 1
+    assert api.rejected == 0
+    assert list(home.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_other_clients(
+    name: str,
+    env: dict[str, str],
+    home: Path,
+    peer: Peer,
+    api: LocalApi,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The aiohttp, httpx2 and Planet SDK examples: one token, one authenticated request."""
+    result = run_example(name, credentials_for(name, env, request))
+    assert result.last_line == "200"
+    assert grants(peer) == {"client_credentials": 1}
     assert len(api.accepted) == 1
     assert api.rejected == 0
     assert list(home.iterdir()) == []
