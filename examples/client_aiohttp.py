@@ -22,9 +22,12 @@ async def main() -> None:
         issuer=M2M_ISSUER,
         allowed_origins=ALLOWED_ORIGINS,
     )
-    async with auth.manager, aiohttp.ClientSession(middlewares=(auth,)) as session:
-        async with session.get(API_URL) as response:
-            print(response.status)
+    async with (
+        auth.manager,
+        aiohttp.ClientSession(middlewares=(auth,)) as session,
+        session.get(API_URL) as response,
+    ):
+        print(response.status)
 
 
 asyncio.run(main())
