@@ -586,7 +586,12 @@ async def _logged_in(
         return {"profile": name, "kind": kind, "in_use": False, "_text": text}
     await anyio.to_thread.run_sync(home.set_default_profile, name)
     text = f"logged in {how}: profile {name!r} is now in use"
-    now = await anyio.to_thread.run_sync(lambda: choose_session(home=home))
+    try:
+        now = await anyio.to_thread.run_sync(lambda: choose_session(home=home))
+    except ConfigurationError:
+        # Half a setting in the environment (PL_AUTH_CLIENT_SECRET, given for this login):
+        # the next command names it; the login itself is done.
+        now = SessionSource(kind="profile", profile=name, origin=str(home.config_file))
     in_use = now.kind == "profile" and now.profile == name
     if not in_use:
         text += f", except while {now.origin} is set, which comes first"

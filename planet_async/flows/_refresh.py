@@ -51,8 +51,8 @@ class RefreshTokenGrant:
             )
         if current.refresh_token is None:
             raise LoginRequired(
-                f"the session expired and has no refresh token ({self.description}): log in "
-                "again with `planet-async auth login`, or `await auth.ensure_initialized()`"
+                f"the session expired and has no refresh token ({self.description}): run "
+                "`planet-async auth login` again, or `await auth.ensure_initialized()`"
             )
         form = {
             "grant_type": "refresh_token",
