@@ -136,6 +136,18 @@ def test_empty_api_key_on_stdin_is_a_usage_error(cli: Cli) -> None:
     assert not (cli.home / ".planet").exists()
 
 
+def test_status_shows_no_empty_fields(cli: Cli) -> None:
+    """`auth status` of a key from PL_API_KEY (no profile) prints no `None` line."""
+    status = cli("auth", "status", env={"PL_API_KEY": API_KEY})
+
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines() == [
+        "source: environment variable PL_API_KEY",
+        "kind: api_key",
+        "logged_in: True",
+    ]
+
+
 # -- plain `auth login` while a key or an M2M client is in use ---------------------------------
 
 
