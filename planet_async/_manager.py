@@ -337,6 +337,12 @@ class TokenManager:
 
     async def forget(self) -> TokenSet | None:
         """Delete the session from memory and storage; returns what was stored, if anything."""
+        if (
+            self._current is None
+            and self._unsaved is None
+            and await self.storage.load(self.session) is None
+        ):
+            return None  # nothing to delete: take no lock, which would create a lock file
         async with self.storage.lock(self.session):
             stored = await self.storage.load(self.session)
             await self.storage.delete(self.session)
@@ -403,6 +409,15 @@ class TokenManager:
             await flight.release()
 
     async def _renew(self, rejected: TokenSet | None, *, force: bool = False) -> TokenSet:
+        if not force and self._current is None and self._unsaved is None:
+            # The first call reads without the lock: a valid stored token needs no renewal, and
+            # reading creates no lock file (a read-only command leaves the disk as it was).
+            # Saves are atomic renames, so an unlocked read sees a whole file.
+            stored = await self._load()
+            if self._usable(stored, rejected):
+                assert stored is not None
+                logger.debug("session %r: using the stored token", self.session)
+                return stored
         async with AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(self.storage.lock(self.session))

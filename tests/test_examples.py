@@ -432,7 +432,7 @@ def test_cli_managed_session(
     with no other login: the named profile while there is no default, then the default."""
     login = [
         *("-m", "planet_async.cli", "--allow-loopback-http", "auth", "login", "--browser"),
-        *("--profile", "my-cli-profile"),
+        *("--profile", "my-cli-profile", "--no-use"),
         *("--client-id", "native-app", "--issuer", peer.issuer),
         *("--scope", "openid", "--scope", "offline_access"),
     ]
