@@ -115,7 +115,6 @@ def peer_server(client_keys: tuple[Path, dict[str, Path]]) -> Iterator[Peer]:
     server.stop()
 
 
-
 def substitutions(peer: Peer, redis_url: str | None) -> dict[str, str]:
     """Placeholders in the snippets' text -> values the local servers know (quoted literals)."""
     table = {
@@ -133,9 +132,9 @@ def substitutions(peer: Peer, redis_url: str | None) -> dict[str, str]:
     return {f'"{planet}"': f'"{local}"' for planet, local in table.items()}
 
 
-def routes(peer: Peer, api: LocalApi) -> dict[str, str]:
+def routes(peer: Peer, local_api: LocalApi) -> dict[str, str]:
     """Planet's URLs -> local ones, routed below authentication by tests/_snippet_runner.py."""
-    parts = urlsplit(api.url)
+    parts = urlsplit(local_api.url)
     return {
         "https://api.planet.com": f"{parts.scheme}://{parts.netloc}",
         PLANET_M2M_ISSUER: peer.issuer,  # served under Planet's issuer name
@@ -196,12 +195,12 @@ class Run:
     output: str
 
 
-def run_snippet(path: Path, env: dict[str, str], cwd: Path) -> Run:
+def run_snippet(path: Path, environ: dict[str, str], cwd: Path) -> Run:
     """Run a snippet file; approve the device logins and web logins it asks the user for."""
     proc = subprocess.Popen(
         [sys.executable, str(RUNNER), str(path)],
         cwd=cwd,
-        env=env,
+        env=environ,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
