@@ -81,6 +81,11 @@ def test_every_page_and_reference_is_built(built_site: Path) -> None:
     reference = (built_site / "reference" / "auth" / "index.html").read_text()
     assert "planet_async.PlanetAuth" in reference
     assert "from_client_credentials" in reference
+    # The includes worked: the example's code and the README's sections are on the pages.
+    assert (
+        "from_client_credentials" in (built_site / "scenarios" / "m2m" / "index.html").read_text()
+    )
+    assert "--8&lt;--" not in (built_site / "fleets" / "index.html").read_text()
     benchmarks = (built_site / "benchmarks" / "index.html").read_text()
     assert "storm-stall.svg" in benchmarks
 
