@@ -1,4 +1,4 @@
-"""Development tasks: `python3 -m nox` runs tests, lint and typecheck."""
+"""Development tasks: `python3 -m nox` runs tests, lint, typecheck and docs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.default_venv_backend = "venv"
 
 PEER_DIR = "tests/peer"
@@ -107,3 +107,13 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".", "trio>=0.27")
     _install_peer(session)
     session.run("python", "examples/download_demo.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strictly (a broken link or reference fails): site/.
+
+    View it with `python3 -m http.server -d site 8000`.
+    """
+    session.install("-e", ".[docs]")
+    session.run("zensical", "build", "--strict", "--clean")
