@@ -7,7 +7,7 @@ it with this script, which does two things before running the snippet as ``__mai
 - Routes Planet's URLs to loopback *below* authentication. $PLANET_ASYNC_SNIPPET_ROUTES is a JSON
   object mapping a Planet URL prefix to a local one; every request httpx sends to such a prefix
   goes to the local server instead, after `PlanetAuth` has decided, against the real Planet URL,
-  whether it gets a header. So a snippet that calls ``https://api.planet.com/...`` runs
+  whether it gets a header (aiohttp: in a middleware after every other). So a snippet that calls ``https://api.planet.com/...`` runs
   unchanged, with the default origin allowlist, and reaches the local API.
 - Plays an authorization server under Planet's issuer name. For the prefixes listed in
   $PLANET_ASYNC_SNIPPET_ISSUERS, a metadata document fetched through the route names the Planet
@@ -69,6 +69,35 @@ async def _routed(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> htt
 
 
 httpx.AsyncHTTPTransport.handle_async_request = _routed  # type: ignore[method-assign]
+
+
+def _route_aiohttp() -> None:
+    """The same routing for aiohttp: a middleware placed after every other one (after
+    `PlanetAuthMiddleware` has decided), which points the request at the local URL."""
+    try:
+        import aiohttp
+        from yarl import URL
+    except ImportError:
+        return
+
+    async def routed(request: Any, handler: Any) -> Any:
+        local, _ = route(str(request.url))
+        if local != str(request.url):
+            request.url = URL(local)
+            request.update_host(request.url)
+            request.headers["Host"] = request.url.raw_authority
+        return await handler(request)
+
+    original = aiohttp.ClientSession.__init__
+
+    @functools.wraps(original)
+    def init(self: Any, *args: Any, middlewares: Any = (), **kwargs: Any) -> None:
+        original(self, *args, middlewares=(*middlewares, routed), **kwargs)
+
+    aiohttp.ClientSession.__init__ = init  # type: ignore[method-assign]
+
+
+_route_aiohttp()
 
 if os.environ.get("PLANET_ASYNC_SNIPPET_BACKEND", "asyncio") != "asyncio":
     _run = anyio.run
