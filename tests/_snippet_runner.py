@@ -7,8 +7,9 @@ it with this script, which does two things before running the snippet as ``__mai
 - Routes Planet's URLs to loopback *below* authentication. $PLANET_ASYNC_SNIPPET_ROUTES is a JSON
   object mapping a Planet URL prefix to a local one; every request httpx sends to such a prefix
   goes to the local server instead, after `PlanetAuth` has decided, against the real Planet URL,
-  whether it gets a header (aiohttp: in a middleware after every other). So a snippet that calls ``https://api.planet.com/...`` runs
-  unchanged, with the default origin allowlist, and reaches the local API.
+  whether it gets a header (aiohttp: in a middleware after every other). So a snippet that
+  calls ``https://api.planet.com/...`` runs unchanged, with the default origin allowlist, and
+  reaches the local API.
 - Plays an authorization server under Planet's issuer name. For the prefixes listed in
   $PLANET_ASYNC_SNIPPET_ISSUERS, a metadata document fetched through the route names the Planet
   issuer, as Planet's would; its endpoints stay the local server's. This is how the M2M issuer
