@@ -302,7 +302,8 @@ class TokenManager:
         """Renew now, whatever the current token's age (e.g. for `auth refresh`).
 
         Raises:
-            Like `header`.
+            PlanetAuthError: As `header` raises (`LoginRequired`, `AuthServerError`,
+                `StorageError`).
         """
         flight = self._flight
         if flight is None:
