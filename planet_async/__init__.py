@@ -41,6 +41,7 @@ from ._user import BrowserOpener as BrowserOpener
 from ._user import UserLogin as UserLogin
 from ._user import login_with_browser as login_with_browser
 from ._user import login_with_device as login_with_device
+from ._version import __version__ as __version__
 from .flows import OFFLINE_ACCESS as OFFLINE_ACCESS
 from .flows import PLANET_SCOPE as PLANET_SCOPE
 from .flows import USER_SCOPES as USER_SCOPES
@@ -115,8 +116,6 @@ __all__ = [
     "login_with_browser",
     "login_with_device",
 ]
-
-__version__ = "0.1.0"
 
 # A library logs; the application decides where it goes.
 _logging.getLogger("planet_async").addHandler(_logging.NullHandler())
