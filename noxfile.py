@@ -157,15 +157,15 @@ def _check_clean_install(session: nox.Session, artifact: Path, version: str, wor
     """Install `artifact` into a new virtualenv and use it from a directory with no source."""
     env_dir, cwd = work / "venv", work / "cwd"
     cwd.mkdir(parents=True)
-    session.run("python", "-m", "venv", str(env_dir))
+    # No pip of its own: the session's pip installs into it (`--python`), which halves the time.
+    session.run("python", "-m", "venv", "--without-pip", str(env_dir))
     bin_dir = env_dir / ("Scripts" if sys.platform == "win32" else "bin")
     python, command = bin_dir / "python", bin_dir / "planet-async"
     # The outer environment keeps pip's index settings; nothing may put the checkout on the path.
     env: dict[str, str | None] = {"PYTHONPATH": None, "PYTHONHOME": None, "VIRTUAL_ENV": None}
     with session.chdir(cwd):
-        session.run(
-            str(python), "-m", "pip", "install", "--quiet", str(artifact), external=True, env=env
-        )
+        pip = ("python", "-m", "pip", "--python", str(python))
+        session.run(*pip, "install", "--quiet", "--no-compile", str(artifact), env=env)
         imported = session.run(
             str(python),
             "-c",
@@ -189,11 +189,13 @@ def _check_clean_install(session: nox.Session, artifact: Path, version: str, wor
 @nox.session
 def package(session: nox.Session) -> None:
     """A release: build the wheel and sdist, check them, install each into a clean virtualenv."""
-    session.install("build>=1.2", "twine>=6.1")
+    # hatchling here, not in an isolated env per build (build checks pyproject's pin): installing
+    # the sdist below builds it in isolation from its own build requirements all the same.
+    session.install("--no-compile", "pip>=22.3", "build>=1.2", "twine>=6.1", "hatchling")
     version = _source_version()
     with tempfile.TemporaryDirectory(prefix="planet-async-package-") as tmp:
         dist = Path(tmp, "dist")
-        session.run("python", "-m", "build", "--outdir", str(dist))
+        session.run("python", "-m", "build", "--no-isolation", "--outdir", str(dist))
         wheel = dist / f"planet_async-{version}-py3-none-any.whl"
         sdist = dist / f"planet_async-{version}.tar.gz"
         built = sorted(p.name for p in dist.iterdir())
