@@ -190,7 +190,7 @@ class TokenManager:
         self._rejected_not_before = 0.0
         self._last_error: BaseException | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._obtained: TokenSet | None = None  # the last token the server gave this manager
+        self._obtained: TokenSet | None = None  # what the server gave the renewal in flight
         self._listeners: list[TokenListener] = [] if on_event is None else [on_event]
         self._broken_listeners: set[int] = set()  # ids of listeners that raised (logged once)
         self.renewals = 0
@@ -464,6 +464,7 @@ class TokenManager:
 
     async def _fly(self, flight: _Flight) -> None:
         before = self._current.token if self._current is not None else None
+        self._obtained = None
         self._emit("renewal_started")
         started = time.perf_counter()
         try:
@@ -483,6 +484,7 @@ class TokenManager:
                     self._emit("token_adopted")  # from storage, not from the server
                 self._emit("renewal_succeeded", duration=time.perf_counter() - started)
         finally:
+            self._obtained = None
             if self._flight is flight:
                 self._flight = None
             await flight.release()
