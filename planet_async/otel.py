@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError
+from ._errors import MissingExtra
 from ._events import TokenEvent
 from ._manager import TokenManager
 
@@ -66,13 +66,13 @@ def instrument(
         A function that stops reporting `manager` again.
 
     Raises:
-        ConfigurationError: `opentelemetry-api` is not installed.
+        MissingExtra: `opentelemetry-api` is not installed.
     """
     try:
         from opentelemetry import metrics
     except ImportError:
-        raise ConfigurationError(
-            "OpenTelemetry metrics need the otel extra: pip install 'planet-async[otel]'"
+        raise MissingExtra(
+            "planet_async.otel needs the otel extra: pip install 'planet-async[otel]'"
         ) from None
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     instruments = _instruments_for(provider)

@@ -15,9 +15,9 @@ from planet_async import (
     AuthorizationServer,
     ClientCredentialsGrant,
     ClientSecretBasic,
-    ConfigurationError,
     InvalidClientError,
     MemoryStorage,
+    MissingExtra,
     TokenManager,
 )
 from planet_async.otel import SESSION, instrument
@@ -135,5 +135,5 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     server = AuthorizationServer(token_endpoint="https://auth.test/token")
     client = ClientSecretBasic(client_id="svc", client_secret="svc-secret")
     manager = TokenManager(ClientCredentialsGrant(server, client))
-    with pytest.raises(ConfigurationError, match=r"pip install 'planet-async\[otel\]'"):
+    with pytest.raises(MissingExtra, match=r"pip install 'planet-async\[otel\]'"):
         instrument(manager)
