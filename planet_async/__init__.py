@@ -24,6 +24,9 @@ from ._errors import MissingExtra as MissingExtra
 from ._errors import OAuthError as OAuthError
 from ._errors import PlanetAuthError as PlanetAuthError
 from ._errors import StorageError as StorageError
+from ._events import TokenEvent as TokenEvent
+from ._events import TokenEventKind as TokenEventKind
+from ._events import TokenListener as TokenListener
 from ._http import HttpxTransport as HttpxTransport
 from ._manager import TokenManager as TokenManager
 from ._models import TokenSet as TokenSet
@@ -110,6 +113,9 @@ __all__ = [
     "ServerMetadata",
     "Storage",
     "StorageError",
+    "TokenEvent",
+    "TokenEventKind",
+    "TokenListener",
     "TokenManager",
     "TokenSet",
     "UserLogin",

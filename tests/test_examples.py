@@ -530,6 +530,48 @@ def test_the_planet_cli_uses_the_saved_profiles(
     assert grants(peer) == {"client_credentials": 1}
 
 
+# -- the download demo ------------------------------------------------------------------------
+
+# Seconds the demo's tokens live: a token renewed ahead has over a second left, more than a
+# request takes on a busy machine (about 1 s; past that the API finds it expired and rejects).
+DEMO_TTL = 6
+DEMO_WORKERS = 4
+DEMO_FILES = 1000  # 4 workers, at least 25 ms each: 6.25 s at least, beyond a renew-ahead (4.5 s)
+DEMO_EVENTS = re.compile(
+    r"renewal events +(\d+) started, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) tokens adopted from storage, (\d+) 401 rejections"
+)
+DEMO_RENEWALS = re.compile(r"token renewals +(\d+) by the client .*, (\d+) grants at the server")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_download_demo_prints_the_managers_metrics(home: Path, backend: str) -> None:
+    """examples/download_demo.py --metrics downloads every file and prints the events its token
+    manager reported: one started and one succeeded per token request the peer answered, no
+    failure, no adoption (one process), no 401."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PL_", "PLANET_ASYNC_")) and not name.lower().endswith("_proxy")
+    }
+    command = ["examples/download_demo.py", "--metrics", "--backend", backend]
+    command += ["--files", str(DEMO_FILES), "--concurrency", str(DEMO_WORKERS)]
+    command += ["--token-ttl", str(DEMO_TTL), "--timeout", "50"]
+    result = run(command, {**env, "HOME": str(home)}, timeout=60)
+    events = DEMO_EVENTS.search(result.output)
+    renewals = DEMO_RENEWALS.search(result.output)
+    assert events is not None, result.output
+    assert renewals is not None, result.output
+    started, succeeded, failed, adopted, rejected = map(int, events.groups())
+    client, server = map(int, renewals.groups())
+    assert started == succeeded == client == server
+    assert started >= 2  # the first token and at least one renewal ahead of expiry
+    assert (failed, adopted, rejected) == (0, 0, 0)
+    assert re.search(r"renewal latency +p50 \d+ ms", result.output), result.output
+    assert re.search(r"token expires in +-?\d+\.\d s", result.output), result.output
+    assert "result                  OK" in result.output
+
+
 # -- the download job on a Dask cluster, sharing one session through Redis ----------------------
 
 FLEET_TTL = 5  # seconds the fleet's tokens live
