@@ -271,7 +271,8 @@ class TokenManager:
         """The current token set, renewed first if it is no longer valid.
 
         Raises:
-            Like `header`.
+            PlanetAuthError: As `header` raises (`LoginRequired`, `AuthServerError`,
+                `StorageError`).
         """
         await self.header()
         assert self._current is not None
