@@ -1,13 +1,19 @@
-"""Development tasks: `python3 -m nox` runs tests, lint and typecheck."""
+"""Development tasks: `python3 -m nox` runs tests, lint, typecheck, docs and package."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "package"]
 nox.options.default_venv_backend = "venv"
 
 PEER_DIR = "tests/peer"
@@ -78,6 +84,130 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
+def _source_version() -> str:
+    """The version as `planet_async/_version.py` states it: the one place it is written."""
+    tree = ast.parse(Path("planet_async/_version.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
+            "__version__"
+        ]:
+            return str(ast.literal_eval(node.value))
+    raise RuntimeError("planet_async/_version.py assigns no __version__")
+
+
+# Nothing machine-local, measured or downloaded belongs in a release; the cap catches what this
+# list does not foresee (the sdist is about 0.3 MB).
+_NOT_RELEASED = {"node_modules", "__pycache__", ".nox", ".venv", ".git", "results"}
+_MAX_ARCHIVE_BYTES = 1_000_000
+
+
+def _released(name: str) -> bool:
+    return not (_NOT_RELEASED & set(name.split("/")) or name.endswith((".pyc", ".pyo")))
+
+
+def _check_wheel(session: nox.Session, wheel: Path, version: str) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = archive.read(f"planet_async-{version}.dist-info/METADATA").decode()
+        stated = archive.read("planet_async/_version.py").decode()
+    _check_archive(session, wheel, names, metadata, stated, version, prefix="")
+
+
+def _check_sdist(session: nox.Session, sdist: Path, version: str) -> None:
+    prefix = f"planet_async-{version}/"
+    with tarfile.open(sdist) as archive:
+        names = set(archive.getnames())
+
+        def read(name: str) -> str:
+            member = archive.extractfile(prefix + name)
+            assert member is not None, f"{sdist.name}: {name} is not a file"
+            return member.read().decode()
+
+        metadata, stated = read("PKG-INFO"), read("planet_async/_version.py")
+    for required in ("LICENSE", "CHANGELOG.md", "README.md", "tests/conftest.py"):
+        if prefix + required not in names:
+            session.error(f"{sdist.name} lacks {required}")
+    _check_archive(session, sdist, names, metadata, stated, version, prefix=prefix)
+
+
+def _check_archive(
+    session: nox.Session,
+    path: Path,
+    names: set[str],
+    metadata: str,
+    stated: str,
+    version: str,
+    prefix: str,
+) -> None:
+    """Both archives: typed, the one version everywhere, nothing that is not ours to release."""
+    if prefix + "planet_async/py.typed" not in names:
+        session.error(f"{path.name} lacks planet_async/py.typed")
+    if f"\nVersion: {version}\n" not in metadata:
+        session.error(f"{path.name}: its metadata does not say Version: {version}")
+    if f'__version__ = "{version}"' not in stated:
+        session.error(f"{path.name}: planet_async/_version.py does not say {version}")
+    stray = sorted(name for name in names if not _released(name))
+    if stray:
+        session.error(f"{path.name} holds files that are not released: {stray[:5]}")
+    if path.stat().st_size > _MAX_ARCHIVE_BYTES:
+        session.error(f"{path.name} is {path.stat().st_size} bytes; what made it large?")
+
+
+def _check_clean_install(session: nox.Session, artifact: Path, version: str, work: Path) -> None:
+    """Install `artifact` into a new virtualenv and use it from a directory with no source."""
+    env_dir, cwd = work / "venv", work / "cwd"
+    cwd.mkdir(parents=True)
+    # No pip of its own: the session's pip installs into it (`--python`), which halves the time.
+    session.run("python", "-m", "venv", "--without-pip", str(env_dir))
+    bin_dir = env_dir / ("Scripts" if sys.platform == "win32" else "bin")
+    python, command = bin_dir / "python", bin_dir / "planet-async"
+    # The outer environment keeps pip's index settings; nothing may put the checkout on the path.
+    env: dict[str, str | None] = {"PYTHONPATH": None, "PYTHONHOME": None, "VIRTUAL_ENV": None}
+    with session.chdir(cwd):
+        pip = ("python", "-m", "pip", "--python", str(python))
+        session.run(*pip, "install", "--quiet", "--no-compile", str(artifact), env=env)
+        imported = session.run(
+            str(python),
+            "-c",
+            "import planet_async; print(planet_async.__version__); print(planet_async.__file__)",
+            external=True,
+            env=env,
+            silent=True,
+        )
+        reported = session.run(str(command), "--version", external=True, env=env, silent=True)
+    assert isinstance(imported, str)
+    assert isinstance(reported, str)
+    imported_version, imported_from = imported.strip().splitlines()
+    if imported_version != version:
+        session.error(f"{artifact.name}: planet_async.__version__ is {imported_version!r}")
+    if not Path(imported_from).resolve().is_relative_to(env_dir.resolve()):
+        session.error(f"{artifact.name}: planet_async was imported from {imported_from}")
+    if reported.strip() not in (version, f"planet-async {version}"):
+        session.error(f"{artifact.name}: planet-async --version said {reported.strip()!r}")
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """A release: build the wheel and sdist, check them, install each into a clean virtualenv."""
+    # hatchling here, not in an isolated env per build (build checks pyproject's pin): installing
+    # the sdist below builds it in isolation from its own build requirements all the same.
+    session.install("--no-compile", "pip>=22.3", "build>=1.2", "twine>=6.1", "hatchling")
+    version = _source_version()
+    with tempfile.TemporaryDirectory(prefix="planet-async-package-") as tmp:
+        dist = Path(tmp, "dist")
+        session.run("python", "-m", "build", "--no-isolation", "--outdir", str(dist))
+        wheel = dist / f"planet_async-{version}-py3-none-any.whl"
+        sdist = dist / f"planet_async-{version}.tar.gz"
+        built = sorted(p.name for p in dist.iterdir())
+        if built != sorted([wheel.name, sdist.name]):
+            session.error(f"expected {wheel.name} and {sdist.name}, built {built}")
+        session.run("twine", "check", "--strict", str(wheel), str(sdist))
+        _check_wheel(session, wheel, version)
+        _check_sdist(session, sdist, version)
+        for artifact, name in ((wheel, "wheel"), (sdist, "sdist")):
+            _check_clean_install(session, artifact, version, Path(tmp, name))
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks beside the `planet` SDK's auth and authlib: `python3 -m nox -s bench`.
@@ -107,3 +237,13 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".[aiohttp,httpx2]", "trio>=0.27")  # for --client
     _install_peer(session)
     session.run("python", "examples/download_demo.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strictly (a broken link or reference fails): site/.
+
+    View it with `python3 -m http.server -d site 8000`.
+    """
+    session.install("-e", ".[docs]")
+    session.run("zensical", "build", "--strict", "--clean")

@@ -15,8 +15,12 @@ progress bar on stderr, measures the event loop's worst stall with a 1 ms ticker
 a summary. The exit code is 0 only if every file arrived intact and the API rejected no request.
 
     python examples/download_demo.py [--files 8000] [--concurrency 16] [--token-ttl 3]
-                                     [--latency-ms 25] [--backend asyncio|trio]
+                                     [--latency-ms 25] [--backend asyncio|trio] [--metrics]
                                      [--client httpx|httpx2|aiohttp]
+
+With ``--metrics`` the summary adds what the token manager told a listener (`add_listener`):
+renewals started, succeeded and failed, their latency, tokens adopted from storage, 401
+rejections, and the seconds left on the token at the end.
 
 Needs Node.js >= 20 and ``npm ci`` in tests/peer once (``python3 -m nox -s demo`` does both).
 """
@@ -34,6 +38,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +47,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import anyio.abc
 
-from planet_async import MissingExtra, PlanetAuthError, TokenManager
+from planet_async import MissingExtra, PlanetAuthError, TokenEvent, TokenManager
 
 EXAMPLES = Path(__file__).resolve().parent
 ROOT = EXAMPLES.parent
@@ -56,6 +61,24 @@ from tests._peer import Peer  # noqa: E402
 CLIENT_ID = "service-basic"
 CLIENT_SECRET = "service-basic-secret"  # the test peer's demo account, not a real secret
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class RenewalMetrics:
+    """What the token manager reported to its listener: a listener only counts, it never
+    blocks (it runs in the task that renews)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)  # seconds, per completed renewal
+    errors: Counter[str] = field(default_factory=Counter)  # failed renewals by error type
+    expires_in: float | None = None  # seconds left on the token when the job ended
+
+    def record(self, event: TokenEvent) -> None:
+        self.counts[event.kind] += 1
+        if event.duration is not None:
+            self.latencies.append(event.duration)
+        if event.error is not None:
+            self.errors[event.error] += 1
 
 
 @dataclass
@@ -75,6 +98,7 @@ class Progress:
     latencies: list[float] = field(default_factory=list)  # seconds, per request, incl. retry
     interrupted: str | None = None  # the signal that stopped the download, if one did
     renewals: int | None = None  # the token manager's count, once the job has ended
+    metrics: RenewalMetrics | None = None  # with --metrics: the manager's events
     bar_open: bool = False  # a terminal line is drawn and not yet ended
 
     @property
@@ -99,6 +123,8 @@ async def download(
     )
     manager = auth.manager
     assert isinstance(manager, TokenManager)
+    if progress.metrics is not None:
+        manager.add_listener(progress.metrics.record)
     try:
         with anyio.fail_after(budget):
             # The manager's context gives background renewals a task group of their own.
@@ -116,6 +142,8 @@ async def download(
                 observers.cancel_scope.cancel()
     finally:
         progress.renewals = manager.renewals
+        if progress.metrics is not None:
+            progress.metrics.expires_in = manager.expires_in()
 
 
 async def _run_workers(
@@ -348,6 +376,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="give up after this many seconds overall"
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also print the token manager's events: renewals, latency, adoptions, 401s",
+    )
     args = parser.parse_args(argv)
     if args.files < 1 or args.concurrency < 1 or args.token_ttl < 1 or args.timeout <= 0:
         parser.error("--files, --concurrency and --token-ttl must be >= 1, --timeout > 0")
@@ -403,6 +436,7 @@ def _summary(
             f"{args.client} on {args.backend}, {args.concurrency} workers, "
             f"API latency {args.latency_ms:g} ms, {_machine()}",
         ),
+        *(_metrics_rows(progress.metrics) if progress.metrics is not None else []),
         ("result", outcome),
     ]
     width = max(len(name) for name, _ in rows)
@@ -417,6 +451,24 @@ def _summary(
             "lower --concurrency or raise --token-ttl"
         )
     return "\n".join(lines)
+
+
+def _metrics_rows(metrics: RenewalMetrics) -> list[tuple[str, str]]:
+    counts = metrics.counts
+    failed = f"{counts['renewal_failed']} failed" + (
+        f" {dict(metrics.errors)}" if metrics.errors else ""
+    )
+    left = "unknown" if metrics.expires_in is None else f"{metrics.expires_in:.1f} s"
+    return [
+        (
+            "renewal events",
+            f"{counts['renewal_started']} started, {counts['renewal_succeeded']} succeeded, "
+            f"{failed}, {counts['token_adopted']} tokens adopted from storage, "
+            f"{counts['token_rejected']} 401 rejections",
+        ),
+        ("renewal latency", _percentiles(metrics.latencies)),
+        ("token expires in", f"{left} (when the job ended)"),
+    ]
 
 
 def _machine() -> str:
@@ -447,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     # Outside the event loop a polite kill is a Ctrl-C: it stops the servers on its way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     deadline = time.monotonic() + args.timeout
-    progress = Progress(total=args.files)
+    progress = Progress(total=args.files, metrics=RenewalMetrics() if args.metrics else None)
     stoppers: list[Callable[[], None]] = []
 
     def give_up() -> None:  # only if the event loop itself is stuck past the deadline

@@ -24,6 +24,9 @@ from ._errors import MissingExtra as MissingExtra
 from ._errors import OAuthError as OAuthError
 from ._errors import PlanetAuthError as PlanetAuthError
 from ._errors import StorageError as StorageError
+from ._events import TokenEvent as TokenEvent
+from ._events import TokenEventKind as TokenEventKind
+from ._events import TokenListener as TokenListener
 from ._http import HttpxTransport as HttpxTransport
 from ._manager import TokenManager as TokenManager
 from ._models import TokenSet as TokenSet
@@ -41,6 +44,7 @@ from ._user import BrowserOpener as BrowserOpener
 from ._user import UserLogin as UserLogin
 from ._user import login_with_browser as login_with_browser
 from ._user import login_with_device as login_with_device
+from ._version import __version__ as __version__
 from .flows import OFFLINE_ACCESS as OFFLINE_ACCESS
 from .flows import PLANET_SCOPE as PLANET_SCOPE
 from .flows import USER_SCOPES as USER_SCOPES
@@ -109,14 +113,15 @@ __all__ = [
     "ServerMetadata",
     "Storage",
     "StorageError",
+    "TokenEvent",
+    "TokenEventKind",
+    "TokenListener",
     "TokenManager",
     "TokenSet",
     "UserLogin",
     "login_with_browser",
     "login_with_device",
 ]
-
-__version__ = "0.1.0"
 
 # A library logs; the application decides where it goes.
 _logging.getLogger("planet_async").addHandler(_logging.NullHandler())

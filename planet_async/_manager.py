@@ -24,6 +24,7 @@ from ._errors import (
     PlanetAuthError,
     StorageError,
 )
+from ._events import TokenEvent, TokenEventKind, TokenListener
 from ._models import TokenSet
 from ._redact import redact, require_header_safe
 from .flows._base import Grant
@@ -144,6 +145,8 @@ class TokenManager:
         backoff_base: Seconds before the first retry after a failure; doubles per failure.
         backoff_cap: Longest wait between retries, in seconds.
         rng: Source of jitter; injectable for tests.
+        on_event: Called with a `TokenEvent` for each renewal started, succeeded or failed,
+            token adopted from storage and 401 rejection; more with `add_listener`.
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class TokenManager:
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
         rng: random.Random | None = None,
+        on_event: TokenListener | None = None,
     ) -> None:
         if not 0 < refresh_ahead <= 1 or not 0 <= jitter < refresh_ahead:
             raise ConfigurationError("need 0 < refresh_ahead <= 1 and 0 <= jitter < refresh_ahead")
@@ -186,6 +190,9 @@ class TokenManager:
         self._rejected_not_before = 0.0
         self._last_error: BaseException | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._obtained: TokenSet | None = None  # what the server gave the renewal in flight
+        self._listeners: list[TokenListener] = [] if on_event is None else [on_event]
+        self._broken_listeners: set[int] = set()  # ids of listeners that raised (logged once)
         self.renewals = 0
         """How many token requests this manager has made (successful or not)."""
 
@@ -264,7 +271,8 @@ class TokenManager:
         """The current token set, renewed first if it is no longer valid.
 
         Raises:
-            Like `header`.
+            PlanetAuthError: As `header` raises (`LoginRequired`, `AuthServerError`,
+                `StorageError`).
         """
         await self.header()
         assert self._current is not None
@@ -278,6 +286,7 @@ class TokenManager:
         None when no retry should be made: repeated rejections back off like failures do, so an
         API that refuses every token cannot make us hammer the authorization server.
         """
+        self._emit("token_rejected")
         current = self._current
         flight = self._flight
         if current is not None and current.header != header:
@@ -302,7 +311,8 @@ class TokenManager:
         """Renew now, whatever the current token's age (e.g. for `auth refresh`).
 
         Raises:
-            Like `header`.
+            PlanetAuthError: As `header` raises (`LoginRequired`, `AuthServerError`,
+                `StorageError`).
         """
         flight = self._flight
         if flight is None:
@@ -337,6 +347,12 @@ class TokenManager:
 
     async def forget(self) -> TokenSet | None:
         """Delete the session from memory and storage; returns what was stored, if anything."""
+        if (
+            self._current is None
+            and self._unsaved is None
+            and await self.storage.load(self.session) is None
+        ):
+            return None  # nothing to delete: take no lock, which would create a lock file
         async with self.storage.lock(self.session):
             stored = await self.storage.load(self.session)
             await self.storage.delete(self.session)
@@ -354,6 +370,67 @@ class TokenManager:
         if stored is None:
             return False
         return stored.refresh_token is not None or now < self._deadlines(stored)[1]
+
+    # -- watching --------------------------------------------------------------------------------
+
+    def expires_in(self) -> float | None:
+        """Seconds until the token in memory expires (negative once it has), or None without a
+        token or a known expiry. Reads memory only: cheap enough to poll."""
+        current = self._current
+        if current is None or current.token.expires_at is None:
+            return None
+        return current.token.expires_at - self._clock()
+
+    def add_listener(self, listener: TokenListener) -> Callable[[], None]:
+        """Call `listener` with a `TokenEvent` for each renewal started, succeeded or failed,
+        token adopted from storage and 401 rejection of this session.
+
+        Listeners run on the event loop, in the task that renews: they must return quickly and
+        never block (hand the event to a queue or a counter). One that raises is logged once, at
+        WARNING, and never disturbs the renewal.
+
+        Returns:
+            A function that removes the listener again (calling it twice is harmless).
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def _emit(
+        self, kind: TokenEventKind, *, duration: float | None = None, error: str | None = None
+    ) -> None:
+        if not self._listeners:
+            return
+        event = TokenEvent(
+            kind, self.session, duration=duration, error=error, expires_in=self.expires_in()
+        )
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:
+                self._listener_failed(listener, exc)
+
+    def _listener_failed(self, listener: TokenListener, exc: Exception) -> None:
+        if id(listener) in self._broken_listeners:
+            return  # one warning per listener, not one per event
+        self._broken_listeners.add(id(listener))
+        current = self._current
+        secrets = []
+        if current is not None:
+            secrets.append(current.token.access_token.get_secret_value())
+            if current.token.refresh_token is not None:
+                secrets.append(current.token.refresh_token.get_secret_value())
+        logger.warning(
+            "session %r: event listener %s raised %s: %s (ignored; not reported again)",
+            self.session,
+            getattr(listener, "__qualname__", type(listener).__qualname__),
+            type(exc).__name__,
+            redact(str(exc), secrets),
+        )
 
     # -- renewal ---------------------------------------------------------------------------------
 
@@ -387,22 +464,46 @@ class TokenManager:
         raise _fresh(error)
 
     async def _fly(self, flight: _Flight) -> None:
+        before = self._current.token if self._current is not None else None
+        self._obtained = None
+        self._emit("renewal_started")
+        started = time.perf_counter()
         try:
             token = await self._renew(flight.rejected, force=flight.force)
         except Exception as exc:
             flight.error = exc
             self._record_failure(exc)
-        except BaseException:
+            self._emit_failure(exc, started)
+        except BaseException as exc:
             flight.error = PlanetAuthError(f"renewal of session {self.session!r} was cancelled")
+            self._emit_failure(exc, started)
             raise
         else:
             flight.header = self._adopt(token, after_401=flight.after_401)
+            if self._listeners:
+                if token is not self._obtained and not token.same_access_token(before):
+                    self._emit("token_adopted")  # from storage, not from the server
+                self._emit("renewal_succeeded", duration=time.perf_counter() - started)
         finally:
+            self._obtained = None
             if self._flight is flight:
                 self._flight = None
             await flight.release()
 
+    def _emit_failure(self, exc: BaseException, started: float) -> None:
+        duration = time.perf_counter() - started
+        self._emit("renewal_failed", duration=duration, error=type(exc).__name__)
+
     async def _renew(self, rejected: TokenSet | None, *, force: bool = False) -> TokenSet:
+        if not force and self._current is None and self._unsaved is None:
+            # The first call reads without the lock: a valid stored token needs no renewal, and
+            # reading creates no lock file (a read-only command leaves the disk as it was).
+            # Saves are atomic renames, so an unlocked read sees a whole file.
+            stored = await self._load()
+            if self._usable(stored, rejected):
+                assert stored is not None
+                logger.debug("session %r: using the stored token", self.session)
+                return stored
         async with AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(self.storage.lock(self.session))
@@ -625,7 +726,8 @@ class TokenManager:
     async def _request(self, base: TokenSet | None) -> TokenSet:
         self.renewals += 1
         logger.debug("session %r: renewing (%s)", self.session, self.grant.description)
-        return await self.grant.renew(base, clock=self._clock)
+        token = self._obtained = await self.grant.renew(base, clock=self._clock)
+        return token
 
     def _usable(self, stored: TokenSet | None, rejected: TokenSet | None) -> bool:
         if stored is None or (rejected is not None and stored.same_access_token(rejected)):

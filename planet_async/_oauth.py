@@ -111,7 +111,7 @@ class PrivateKeyJWT(ClientAuth):
     The key is loaded, and the algorithm checked against it, when the client is built, so a key
     that cannot sign fails here and not at the first token request.
 
-    Args:
+    Attributes:
         client_id: The registered client id.
         private_key: An RSA, EC (P-256, P-384, P-521, secp256k1), Ed25519 or Ed448 private key:
             PEM text or bytes, DER bytes (PKCS#8 or traditional), or a JWK (JSON text or dict).

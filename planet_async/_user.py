@@ -242,5 +242,5 @@ class UserLogin:
         else:
             raise LoginRequired(
                 f"session {self.manager.session!r} has no usable login, and neither a browser "
-                "nor a terminal prompt is allowed: log in first"
+                "nor a terminal prompt is allowed: log in first with `planet-async auth login`"
             )

@@ -21,7 +21,7 @@ import httpx
 import httpx2
 import pytest
 
-from planet_async import AuthAdapter, InvalidClientError, PlanetAuth
+from planet_async import AsyncOnlyError, AuthAdapter, InvalidClientError, PlanetAuth
 from planet_async.aiohttp import PlanetAuthMiddleware
 from planet_async.httpx2 import PlanetAuth as PlanetAuth2
 from tests._api import API_KEY, RevocableApi
@@ -308,3 +308,22 @@ except planet_async.MissingExtra as exc:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert f"pip install 'planet-async[{module}]'" in result.stdout
+
+
+@pytest.mark.parametrize("library", [httpx, httpx2], ids=lambda lib: lib.__name__)
+def test_sync_clients_take_api_keys_and_refuse_oauth(
+    library: Any, peer: Peer, api: RevocableApi
+) -> None:
+    """A sync httpx or httpx2 client works with an API key and refuses an OAuth2 session at
+    once, naming the async client to use instead."""
+    adapter = ADAPTERS[library.__name__]
+    key = adapter.auth.from_api_key(API_KEY, allowed_origins=[api.origin])
+    with library.Client(auth=key) as client:
+        assert client.get(f"{api.origin}/data").json()["authorization"] == f"api-key {API_KEY}"
+    refused = rf"{library.__name__}\.AsyncClient\(auth="
+    with (
+        library.Client(auth=_m2m(adapter, peer, api)) as client,
+        pytest.raises(AsyncOnlyError, match=refused),
+    ):
+        client.get(f"{api.origin}/data")
+    assert api.hits[1:] == []

@@ -103,8 +103,13 @@ def cli(clean_env: Path) -> Cli:
 
 @pytest.fixture
 def m2m(cli: Cli, peer: Peer) -> Cli:
-    """`cli` with what `auth login --use` of the M2M client as profile `m2m` leaves behind,
+    """`cli` with what `auth login` of the M2M client as profile `m2m` leaves behind,
     written in-process by the library (one grant)."""
+    return with_m2m_profile(cli, peer)
+
+
+def with_m2m_profile(cli: Cli, peer: Peer) -> Cli:
+    """Write what `auth login` of the M2M client as profile `m2m` leaves behind (one grant)."""
     home = PlanetHome(cli.home)
     home.write_auth_client(
         "m2m", AuthClientConfig.m2m(CLIENT_ID, CLIENT_SECRET, auth_server=peer.issuer)
@@ -161,12 +166,12 @@ def _closed_port() -> int:
 
 
 def test_m2m_login_saves_a_private_profile_and_makes_it_the_default(cli: Cli, peer: Peer) -> None:
-    """`auth login --use` with a client id and secret makes one grant and writes auth_client.json
+    """`auth login` with a client id and secret makes one grant and writes auth_client.json
     and token.json (0600, in 0700 directories) and PL_AUTH_PROFILE in ~/.planet.json."""
-    result = cli(*_m2m_login(peer.issuer, "m2m"), "--use")
+    result = cli(*_m2m_login(peer.issuer, "m2m"))
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "logged in: profile 'm2m' (m2m)\n"
+    assert result.stdout == "logged in as an M2M client: profile 'm2m' is now in use\n"
     assert result.stderr == ""
     assert peer.grants("client_credentials") == 1
     profile = cli.home / ".planet" / "m2m"
@@ -232,14 +237,17 @@ def test_print_access_token_reuses_a_fresh_token_and_refresh_renews(m2m: Cli, pe
 
 
 def test_m2m_logout_deletes_the_token_and_keeps_the_client(m2m: Cli, peer: Peer) -> None:
-    """`auth logout` deletes token.json; the M2M profile stays, and `auth status` then says
-    logged_in false with exit code 0 (the client can log itself in again)."""
+    """`auth logout` deletes token.json and ~/.planet.json stops naming the profile; the M2M
+    profile stays, and `auth status` on it says logged_in false with exit code 0 (the client
+    can log itself in again)."""
     old = _token_file(m2m.home, "m2m")["access_token"]
     out = m2m("--allow-loopback-http", "auth", "logout")
-    status = _json(m2m("auth", "status", "--json"))
+    status = _json(m2m("auth", "status", "--json", "--profile", "m2m"))
 
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "logged out\n"
+    config = m2m.home / ".planet.json"
+    assert out.stdout == f"logged out of profile 'm2m'; {config} no longer names it\n"
+    assert not config.exists()
     assert status["logged_in"] is False
     assert status["kind"] == "m2m"
     assert "expires_in" not in status
@@ -251,14 +259,18 @@ def test_m2m_logout_deletes_the_token_and_keeps_the_client(m2m: Cli, peer: Peer)
 
 def test_options_go_before_or_after_the_command(m2m: Cli) -> None:
     """`--profile` and `--json` work before the command group and after the command; an unknown
-    profile is exit 2 and one line (not JSON)."""
+    profile is exit 2, and with --json a JSON error object on stdout."""
     found = _json(m2m("--profile", "M2M", "auth", "status", "--json"))
     missing = m2m("--json", "auth", "status", "--profile", "nope")
+    missing_text = m2m("auth", "status", "--profile", "nope")
 
     assert found["source"] == "argument"
     assert found["profile"] == "m2m"
     assert found["logged_in"] is True
-    assert "profile 'nope' (from argument) does not exist" in _failed(missing, 2)
+    assert missing.returncode == 2
+    assert missing.stderr == ""
+    assert "profile 'nope' (from argument) does not exist" in json.loads(missing.stdout)["error"]
+    assert "profile 'nope' (from argument) does not exist" in _failed(missing_text, 2)
 
 
 def test_secret_from_the_environment_and_loopback_flag_after_the_command(
@@ -270,7 +282,7 @@ def test_secret_from_the_environment_and_loopback_flag_after_the_command(
     result = cli(*args, "--allow-loopback-http", env={"PL_AUTH_CLIENT_SECRET": CLIENT_SECRET})
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "logged in: profile 'env' (m2m)\n"
+    assert result.stdout == "logged in as an M2M client: profile 'env' is now in use\n"
     assert peer.grants("client_credentials") == 1
     saved = json.loads((cli.home / ".planet" / "env" / "auth_client.json").read_text())
     assert saved["client_secret"] == CLIENT_SECRET
@@ -385,7 +397,7 @@ def test_device_login_refresh_and_logout_revokes(cli: Cli, peer: Peer, approve: 
     code, stdout, stderr = _device_login(cli, peer, approve)
 
     assert code == 0, stderr
-    assert stdout == "logged in: profile 'me' (user)\n"
+    assert stdout == "logged in as a user: profile 'me' is now in use\n"
     user_code = re.search(r"^\s+Code:\s+(\S+)$", stderr, re.MULTILINE)
     assert user_code is not None
     assert re.fullmatch(r"[A-Z]{4}-[A-Z]{4}", user_code.group(1))
@@ -409,7 +421,10 @@ def test_device_login_refresh_and_logout_revokes(cli: Cli, peer: Peer, approve: 
 
     out = cli("--allow-loopback-http", "--profile", "me", "auth", "logout")
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "logged out (refresh token revoked)\n"
+    config = cli.home / ".planet.json"
+    assert out.stdout == (
+        f"logged out of profile 'me' (refresh token revoked); {config} no longer names it\n"
+    )
     assert not (cli.home / ".planet" / "me" / "token.json").exists()
     refused = httpx.post(
         f"{peer.issuer}/token",
@@ -461,14 +476,15 @@ def test_http_authorization_server_needs_the_loopback_flag(cli: Cli, peer: Peer)
 
 
 def test_api_key_profile(cli: Cli) -> None:
-    """`auth login --api-key` saves a profile of kind api_key (the key in token.json, 0600);
+    """`auth login --api-key -` saves a profile of kind api_key (the key in token.json, 0600);
     `auth print-access-token` on it fails with one line, since a key is not an access token."""
-    login = cli("auth", "login", "--api-key", API_KEY, "--profile", "k")
+    login = cli("auth", "login", "--api-key", "-", "--profile", "k", input=f"{API_KEY}\n")
     status = _json(cli("--profile", "k", "auth", "status", "--json"))
     printed = cli("--profile", "k", "auth", "print-access-token")
 
     assert login.returncode == 0, login.stderr
-    assert login.stdout == "logged in: profile 'k' (api_key)\n"
+    assert login.stdout == "logged in with an API key: profile 'k' is now in use\n"
+    assert login.stderr == ""
     assert status["kind"] == "api_key"
     assert status["logged_in"] is True
     assert status["profile"] == "k"
@@ -488,7 +504,7 @@ def test_api_key_logout_forgets_the_key(cli: Cli) -> None:
 
     assert login.returncode == 0, login.stderr
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "logged out\n"
+    assert out.stdout.startswith("logged out of profile 'k'; ")
     assert "auth login --api-key" in _failed(status, 1)
     stored = [path.read_text() for path in cli.home.rglob("*") if path.is_file()]
     assert stored  # the profile itself is still there

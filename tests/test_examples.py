@@ -54,6 +54,8 @@ NOT_SCENARIOS = {
     "fleet_dask",
     "sqlite_storage",
 }
+# The same service account through the other clients' adapters.
+CLIENTS = ["client_aiohttp", "client_httpx2", "client_planet_sdk"]
 API_PATH = "/basemaps/v1/mosaics"
 API_KEY = "PLAK-examples-test-key"
 M2M_ID, M2M_SECRET = "service-basic", "service-basic-secret"
@@ -305,7 +307,7 @@ def credentials_for(
     name: str, env: dict[str, str], request: pytest.FixtureRequest
 ) -> dict[str, str]:
     """The environment `name` needs: M2M credentials, or a browser."""
-    if name.startswith("m2m_"):
+    if name.startswith(("m2m_", "client_")):
         return {**env, "PL_AUTH_CLIENT_ID": M2M_ID, "PL_AUTH_CLIENT_SECRET": M2M_SECRET}
     if "browser" in name:
         browser_env: dict[str, str] = request.getfixturevalue("browser_env")
@@ -317,7 +319,7 @@ def test_every_example_is_run_here() -> None:
     """Each scenario script in examples/ is one this module runs, and none is missing."""
     scripts = {path.stem for path in EXAMPLES.glob("*.py")} - NOT_SCENARIOS
     covered = {*CLI_MANAGED, *IN_MEMORY, *PERSISTENT, *API_KEYS}
-    assert scripts == covered
+    assert scripts == covered | set(CLIENTS)
     assert len(covered) == 15
 
 
@@ -360,6 +362,24 @@ def test_in_memory_session(
     assert grants(peer) == {grant_of(name): 1}
     logins = result.device_logins + browser_logins(request.getfixturevalue("browser_log"))
     assert logins == (0 if name.startswith("m2m_") else 1)
+    assert len(api.accepted) == 1
+    assert api.rejected == 0
+    assert list(home.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_other_clients(
+    name: str,
+    env: dict[str, str],
+    home: Path,
+    peer: Peer,
+    api: LocalApi,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The aiohttp, httpx2 and Planet SDK examples: one token, one authenticated request."""
+    result = run_example(name, credentials_for(name, env, request))
+    assert result.last_line == "200"
+    assert grants(peer) == {"client_credentials": 1}
     assert len(api.accepted) == 1
     assert api.rejected == 0
     assert list(home.iterdir()) == []
@@ -419,7 +439,7 @@ def test_cli_managed_session(
     with no other login: the named profile while there is no default, then the default."""
     login = [
         *("-m", "planet_async.cli", "--allow-loopback-http", "auth", "login", "--browser"),
-        *("--profile", "my-cli-profile"),
+        *("--profile", "my-cli-profile", "--no-use"),
         *("--client-id", "native-app", "--issuer", peer.issuer),
         *("--scope", "openid", "--scope", "offline_access"),
     ]
@@ -517,6 +537,48 @@ def test_the_planet_cli_uses_the_saved_profiles(
     assert grants(peer) == {"client_credentials": 1}
 
 
+# -- the download demo ------------------------------------------------------------------------
+
+# Seconds the demo's tokens live: a token renewed ahead has over a second left, more than a
+# request takes on a busy machine (about 1 s; past that the API finds it expired and rejects).
+DEMO_TTL = 6
+DEMO_WORKERS = 4
+DEMO_FILES = 1000  # 4 workers, at least 25 ms each: 6.25 s at least, beyond a renew-ahead (4.5 s)
+DEMO_EVENTS = re.compile(
+    r"renewal events +(\d+) started, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) tokens adopted from storage, (\d+) 401 rejections"
+)
+DEMO_RENEWALS = re.compile(r"token renewals +(\d+) by the client .*, (\d+) grants at the server")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_download_demo_prints_the_managers_metrics(home: Path, backend: str) -> None:
+    """examples/download_demo.py --metrics downloads every file and prints the events its token
+    manager reported: one started and one succeeded per token request the peer answered, no
+    failure, no adoption (one process), no 401."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("PL_", "PLANET_ASYNC_")) and not name.lower().endswith("_proxy")
+    }
+    command = ["examples/download_demo.py", "--metrics", "--backend", backend]
+    command += ["--files", str(DEMO_FILES), "--concurrency", str(DEMO_WORKERS)]
+    command += ["--token-ttl", str(DEMO_TTL), "--timeout", "50"]
+    result = run(command, {**env, "HOME": str(home)}, timeout=60)
+    events = DEMO_EVENTS.search(result.output)
+    renewals = DEMO_RENEWALS.search(result.output)
+    assert events is not None, result.output
+    assert renewals is not None, result.output
+    started, succeeded, failed, adopted, rejected = map(int, events.groups())
+    client, server = map(int, renewals.groups())
+    assert started == succeeded == client == server
+    assert started >= 2  # the first token and at least one renewal ahead of expiry
+    assert (failed, adopted, rejected) == (0, 0, 0)
+    assert re.search(r"renewal latency +p50 \d+ ms", result.output), result.output
+    assert re.search(r"token expires in +-?\d+\.\d s", result.output), result.output
+    assert "result                  OK" in result.output
+
+
 # -- the download job on a Dask cluster, sharing one session through Redis ----------------------
 
 FLEET_TTL = 5  # seconds the fleet's tokens live
@@ -578,8 +640,8 @@ def test_dask_fleet_shares_one_session_through_redis(
 
 # -- the download demo on each client -------------------------------------------------------------
 
-DEMO_FILES = 300
-DEMO_TIMEOUT = 90.0  # the demo starts its own peer and API: a few seconds on a busy machine
+EACH_CLIENT_FILES = 300
+EACH_CLIENT_TIMEOUT = 90.0  # the demo starts its own peer and API: a few seconds on a busy machine
 
 
 def summary_rows(output: str) -> dict[str, str]:
@@ -593,16 +655,17 @@ def summary_rows(output: str) -> dict[str, str]:
     return rows
 
 
-@pytest.mark.timeout(DEMO_TIMEOUT + 30)
+@pytest.mark.timeout(EACH_CLIENT_TIMEOUT + 30)
 @pytest.mark.parametrize("client", ["httpx", "httpx2", "aiohttp"])
 def test_download_demo_runs_on_each_client(client: str, env: dict[str, str]) -> None:
     """examples/download_demo.py --client X downloads every file intact through X's adapter,
     with no request rejected, and says which client it used."""
-    command = ["examples/download_demo.py", "--client", client, "--files", str(DEMO_FILES)]
-    command += ["--concurrency", "8", "--timeout", str(DEMO_TIMEOUT - 30)]
-    result = run(command, env, timeout=DEMO_TIMEOUT)
+    command = ["examples/download_demo.py", "--client", client, "--files", str(EACH_CLIENT_FILES)]
+    command += ["--concurrency", "8", "--token-ttl", "6"]
+    command += ["--timeout", str(EACH_CLIENT_TIMEOUT - 30)]
+    result = run(command, env, timeout=EACH_CLIENT_TIMEOUT)
     rows = summary_rows(result.output)
-    assert rows["files"] == f"{DEMO_FILES} of {DEMO_FILES} intact, 0 failed"
+    assert rows["files"] == f"{EACH_CLIENT_FILES} of {EACH_CLIENT_FILES} intact, 0 failed"
     assert rows["requests rejected"].startswith("0 ")
     assert rows["setup"].startswith(f"{client} on asyncio, 8 workers")
     assert rows["result"] == "OK"

@@ -296,10 +296,11 @@ async def test_refresh_keeps_or_rotates_the_refresh_token(answered: str | None, 
 
 @pytest.mark.parametrize("session", [None, _session(refresh_token=None)], ids=["none", "no-rt"])
 async def test_refresh_without_refresh_token_needs_login(session: TokenSet | None) -> None:
-    """With no refresh token the grant raises LoginRequired and sends nothing."""
+    """With no refresh token the grant raises LoginRequired, saying how to log in, and sends
+    nothing."""
     endpoint = Recorder()
     grant = RefreshTokenGrant(endpoint.server(), PublicClient(client_id="cli"))
-    with pytest.raises(LoginRequired, match="log in"):
+    with pytest.raises(LoginRequired, match="run `planet-async auth login`"):
         await grant.renew(session, clock=FakeClock())
     assert endpoint.requests == []
 

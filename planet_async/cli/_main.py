@@ -16,12 +16,16 @@ from typing import Any
 
 import anyio
 
+from .. import __version__
 from .._auth import PlanetAuth, auth_from_source
 from .._errors import ConfigurationError, LoginTimeout, PlanetAuthError
+from .._session import SessionSource
 from .._urls import require_secure_url
 from ..flows._device_code import DeviceAuthorization
 from ..profiles import AuthClientConfig, PlanetHome, choose_session
 from ..profiles._clients import PLANET_M2M_ISSUER, PLANET_USER_ISSUER
+from ..profiles._files import normalize_profile_name
+from ..profiles._sessions import DEFAULT_PROFILE
 from ..storage._atomic import write_atomic
 from ..storage._config import storage_from_url
 from ..storage._protocol import Storage
@@ -29,14 +33,18 @@ from ..storage._protocol import Storage
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SHELLS = ("bash", "zsh", "fish")
+API_KEY_PROFILE = "planet-apikey"
 
 
 class _Fail(Exception):
-    """A user-facing failure: one line on stderr and an exit code, never a traceback."""
+    """A user-facing failure: one line on stderr (a JSON object on stdout with ``--json``) and
+    an exit code, never a traceback. `hint` says what to do about it."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+    def __init__(self, message: str, code: int = EXIT_FAILED, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.hint = hint
 
 
 def _options(defaults: bool) -> argparse.ArgumentParser:
@@ -78,16 +86,24 @@ def _parser() -> argparse.ArgumentParser:
         "with the `planet` CLI (~/.planet.json, ~/.planet/<profile>/).",
         parents=[_options(defaults=True)],
     )
+    parser.add_argument("--version", action="version", version=f"planet-async {__version__}")
+    parser.set_defaults(usage=parser)
     common = [_options(defaults=False)]
-    commands = parser.add_subparsers(dest="group", required=True)
+    commands = parser.add_subparsers(dest="group", title="commands")
 
     auth = commands.add_parser("auth", help="log in, status, tokens, log out")
-    auth_commands = auth.add_subparsers(dest="command", required=True)
+    auth.set_defaults(usage=auth)
+    auth_commands = auth.add_subparsers(dest="command", title="commands")
     login = auth_commands.add_parser("login", help="log in and save the session", parents=common)
     how = login.add_mutually_exclusive_group()
     how.add_argument("--browser", action="store_true", help="user login in a local browser")
     how.add_argument("--device", action="store_true", help="user login with a code (default)")
-    how.add_argument("--api-key", help="save a Planet API key ('-' reads it from stdin)")
+    how.add_argument(
+        "--api-key",
+        metavar="-",
+        help="save a Planet API key: '--api-key -' reads it from stdin (a prompt without echo on "
+        "a terminal); a key typed inline stays in your shell history and shows in `ps`",
+    )
     login.add_argument("--client-id", help="an M2M client id (with a secret), or a user client")
     login.add_argument(
         "--client-secret", help="the M2M secret (default: $PL_AUTH_CLIENT_SECRET, or a prompt)"
@@ -98,7 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument("--no-open", action="store_true", help="print the URL, do not open it")
     login.add_argument("--qr", action="store_true", help="show a QR code for the device login")
     login.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for you")
-    login.add_argument("--use", action="store_true", help="make this profile the default")
+    use_it = login.add_mutually_exclusive_group()
+    use_it.add_argument(
+        "--use", action="store_true", help="make the profile the one in use (the default)"
+    )
+    use_it.add_argument(
+        "--no-use", action="store_true", help="save the session, but keep the profile in use"
+    )
     for name, text in (
         ("status", "which session, where from, and its expiry"),
         ("print-access-token", "print a valid access token"),
@@ -120,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     profile = commands.add_parser("profile", help="list, show and choose profiles")
-    profile_commands = profile.add_subparsers(dest="command", required=True)
+    profile.set_defaults(usage=profile)
+    profile_commands = profile.add_subparsers(dest="command", title="commands")
     profile_commands.add_parser("list", help="list profiles", parents=common)
     show = profile_commands.add_parser(
         "show", help="show a profile's settings (secrets masked)", parents=common
@@ -128,25 +151,52 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("name", nargs="?")
     use = profile_commands.add_parser("use", help="make a profile the default", parents=common)
     use.add_argument("name")
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print the completion script for a shell. Load it with, for bash: "
+        'eval "$(planet-async completion bash)" in ~/.bashrc; zsh: the same in ~/.zshrc; fish: '
+        "planet-async completion fish > ~/.config/fish/completions/planet-async.fish",
+    )
+    completion.add_argument("shell", choices=SHELLS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (0 ok, 1 failed, 2 bad usage or settings)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions, and exits here
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
+    if args.group == "completion":
+        print(_completion_script(args.shell), end="")
+        return EXIT_OK
+    if args.group is None or args.command is None:
+        args.usage.print_help()
+        return EXIT_OK
     _show_warnings()
     try:
         result = anyio.run(_run, args)
     except _Fail as exc:
-        return _error(str(exc), exc.code)
+        return _error(args, str(exc), exc.code, exc.hint)
     except ConfigurationError as exc:
-        return _error(str(exc), EXIT_USAGE)
+        return _error(args, str(exc), EXIT_USAGE)
     except PlanetAuthError as exc:
-        return _error(str(exc), EXIT_FAILED)
+        return _error(args, str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
-        return _error("interrupted", 130)
+        return _error(args, "interrupted", 130)
     _output(args, result)
     return EXIT_OK
+
+
+def _completion_script(shell: str) -> str:
+    from argcomplete.shell_integration import shellcode
+
+    script: str = shellcode(["planet-async"], shell=shell)
+    return script
 
 
 def _show_warnings() -> None:
@@ -161,8 +211,14 @@ def _show_warnings() -> None:
     library.propagate = False
 
 
-def _error(message: str, code: int) -> int:
-    print(f"planet-async: error: {' '.join(message.split())}", file=sys.stderr)
+def _error(args: argparse.Namespace, message: str, code: int, hint: str | None = None) -> int:
+    """One line on stderr; with ``--json``, ``{"error": ..., "hint": ...}`` on stdout instead."""
+    message = " ".join(message.split())
+    if args.json:
+        print(json.dumps({"error": message, "hint": hint}, indent=2, sort_keys=True))
+    else:
+        line = f"{message}: {hint}" if hint else message
+        print(f"planet-async: error: {line}", file=sys.stderr)
     return code
 
 
@@ -175,7 +231,8 @@ def _output(args: argparse.Namespace, result: dict[str, Any]) -> None:
         print(text)
         return
     for key, value in result.items():
-        print(f"{key}: {value}")
+        if value is not None:
+            print(f"{key}: {value}")
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -184,33 +241,123 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         return await anyio.to_thread.run_sync(_profile_command, args, home)
     if args.command == "login":
         return await _login(args, home)
+    if args.command == "logout":
+        return await _logout(args, home)
     auth = await _chosen_auth(args, home, check_server=args.command not in ("status", "move-to"))
     if args.command == "status":
-        return await _status(auth)
+        return await _status(args, auth)
     if args.command == "move-to":
         return await _move_to(args, auth)
+    if auth.manager is None:
+        raise _Fail(
+            "this session uses an API key, which is not an access token and never expires",
+            hint="use it as it is (`Authorization: api-key <key>`)",
+        )
+    if auth.user is not None and not await auth.manager.is_initialized():
+        raise _not_logged_in(args, auth.source)
     if args.command == "print-access-token":
-        if auth.manager is None:
-            raise _Fail("this profile uses an API key, which is not an access token")
         token = await auth.manager.token()
         value = token.access_token.get_secret_value()
         return {"access_token": value, "_text": value}
-    if args.command == "refresh":
-        if auth.manager is None:
-            raise _Fail("an API key has nothing to refresh")
-        token = await auth.manager.renew()
-        return {"refreshed": True, "expires_at": token.expires_at, "_text": "refreshed"}
-    revoked = await auth.logout()
-    if auth.manager is None and auth.source and auth.source.profile:
-        await anyio.to_thread.run_sync(home.delete_token_file, auth.source.profile)
-    text = "logged out" + (" (refresh token revoked)" if revoked else "")
-    return {"logged_out": True, "revoked": revoked, "_text": text}
+    token = await auth.manager.renew()
+    return {"refreshed": True, "expires_at": token.expires_at, "_text": "refreshed"}
+
+
+def _not_logged_in(args: argparse.Namespace, source: SessionSource | None) -> _Fail:
+    """ "not logged in", and the command that logs in to that very session."""
+    command, which = "planet-async auth login", ""
+    if source is not None and source.profile:
+        which = f" (profile {source.profile!r}, from {source.origin})"
+        if source.origin == "argument":
+            command = f"planet-async --profile {source.profile} auth login"
+    return _Fail("not logged in", hint=f"run `{command}`{which}")
+
+
+async def _logout(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
+    """Forget the chosen session's credential, whatever its kind; doing it twice is no error.
+
+    Exit code 0 unless something fails. The line says what still supplies a credential (an
+    environment variable, ``~/.planet.json``), and the profile logged out of is no longer the
+    one ``~/.planet.json`` names.
+    """
+    source = await anyio.to_thread.run_sync(lambda: choose_session(profile=args.profile, home=home))
+    config = None
+    if source.kind == "profile" and source.profile:
+        config = await anyio.to_thread.run_sync(home.read_auth_client, source.profile)
+    revoked = False
+    if source.kind == "api_key":
+        forgot = False  # the key lives in a variable or ~/.planet.json, which we do not edit
+    elif config is not None and config.kind in ("api_key", "legacy"):
+        assert source.profile is not None
+        forgot = await anyio.to_thread.run_sync(_forget_api_key, home, source.profile, config)
+    else:
+        auth = await _chosen_auth(args, home)
+        assert auth.manager is not None
+        forgot = await auth.manager.storage.load(auth.manager.session) is not None
+        revoked = await auth.logout()
+    notes = await anyio.to_thread.run_sync(_after_logout, home, source)
+    if source.kind == "profile":
+        what = f"profile {source.profile!r}"
+    elif source.kind == "client_credentials":
+        what = f"M2M client {source.client_id!r}"
+    else:
+        what = "the API key"
+    text = f"logged out of {what}" if forgot else f"not logged in to {what}; nothing to forget"
+    if revoked:
+        text += " (refresh token revoked)"
+    text = "; ".join((text, *notes))
+    return {
+        "logged_out": True,
+        "forgot": forgot,
+        "revoked": revoked,
+        "profile": source.profile,
+        "notes": notes,
+        "_text": text,
+    }
+
+
+def _forget_api_key(home: PlanetHome, profile: str, config: AuthClientConfig) -> bool:
+    """Delete a key profile's saved key (token.json, and a key written into its
+    auth_client.json); returns whether there was one."""
+    forgot = home.delete_token_file(profile)
+    if config.api_key is not None:
+        home.write_auth_client(profile, config.model_copy(update={"api_key": None}))
+        forgot = True
+    return forgot
+
+
+def _after_logout(home: PlanetHome, source: SessionSource) -> list[str]:
+    """Stop ``~/.planet.json`` naming the profile logged out of, and say what still supplies
+    a credential."""
+    notes: list[str] = []
+    if source.kind == "profile" and source.profile:
+        data = home.read_config()
+        named = data.get("PL_AUTH_PROFILE")
+        if isinstance(named, str) and named.strip().lower() == source.profile:
+            del data["PL_AUTH_PROFILE"]
+            if data:
+                home.write_config(data)
+            else:
+                home.config_file.unlink()
+            notes.append(f"{home.config_file} no longer names it")
+        if source.origin.startswith("environment variable"):
+            notes.append(f"{source.origin} still names it")
+    elif source.origin.startswith("environment variable"):
+        notes.append(f"{source.origin} is still set and supplies a credential: unset it")
+    elif source.origin != "argument":
+        notes.append(f"{source.origin} still holds a credential: remove it there")
+    return notes
 
 
 async def _chosen_auth(
-    args: argparse.Namespace, home: PlanetHome, *, check_server: bool = True
+    args: argparse.Namespace,
+    home: PlanetHome,
+    *,
+    check_server: bool = True,
+    profile: str | None = None,
 ) -> PlanetAuth:
-    source = await anyio.to_thread.run_sync(lambda: choose_session(profile=args.profile, home=home))
+    chosen = profile or args.profile
+    source = await anyio.to_thread.run_sync(lambda: choose_session(profile=chosen, home=home))
     if check_server and source.kind == "profile" and source.profile:
         config = await anyio.to_thread.run_sync(home.read_auth_client, source.profile)
         if config is not None:
@@ -265,7 +412,7 @@ def _check_server(config: AuthClientConfig, allow_loopback_http: bool) -> None:
             ) from None
 
 
-async def _status(auth: PlanetAuth) -> dict[str, Any]:
+async def _status(args: argparse.Namespace, auth: PlanetAuth) -> dict[str, Any]:
     source = auth.source
     result: dict[str, Any] = {
         "profile": source.profile if source else None,
@@ -281,10 +428,7 @@ async def _status(auth: PlanetAuth) -> dict[str, Any]:
     if stored is None:
         result.update(logged_in=False)
         if auth.user is not None:
-            raise _Fail(
-                f"not logged in ({source.describe() if source else 'session'}): "
-                "run `planet-async auth login`"
-            )
+            raise _not_logged_in(args, source)
         return result
     now = time.time()
     result.update(
@@ -299,12 +443,10 @@ async def _status(auth: PlanetAuth) -> dict[str, Any]:
 
 async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
     if args.api_key is not None:
-        key = sys.stdin.readline().strip() if args.api_key == "-" else args.api_key
-        if not key:
-            raise _Fail("no API key given", EXIT_USAGE)
-        name = args.profile or "planet-apikey"
+        key = _read_api_key(args.api_key)
+        name = normalize_profile_name(args.profile or API_KEY_PROFILE)
         await anyio.to_thread.run_sync(_save_api_key, home, name, key)
-        return _logged_in(args, home, name, "api_key")
+        return await _logged_in(args, home, name, "api_key")
     secret = args.client_secret or os.environ.get("PL_AUTH_CLIENT_SECRET")
     if args.client_id and (secret or not (args.device or args.browser or args.issuer)):
         if not secret:
@@ -322,7 +464,7 @@ async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
             auth = await _save_client(args, home, name, config)
             assert auth.manager is not None
             await auth.manager.renew()  # proves the credentials work, and saves the token
-        return _logged_in(args, home, name, "m2m")
+        return await _logged_in(args, home, name, "m2m")
     if args.client_id:
         name = args.profile or args.client_id
         config = AuthClientConfig.user(
@@ -333,21 +475,50 @@ async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
         )
         async with _undone_on_failure(home, name):
             auth = await _save_client(args, home, name, config)
-            await _login_user(args, auth, name)
-        return _logged_in(args, home, name, "user")
-    auth = await _chosen_auth(args, home)
-    name = auth.source.profile if auth.source and auth.source.profile else "planet-user"
-    await _login_user(args, auth, name)
-    return _logged_in(args, home, name, "user")
-
-
-async def _login_user(args: argparse.Namespace, auth: PlanetAuth, name: str) -> None:
-    if auth.user is None:
-        raise _Fail(
-            f"profile {name!r} is not a user profile: give --client-id and a secret, or --api-key",
-            EXIT_USAGE,
-        )
+            await _user_login(args, auth)
+        return await _logged_in(args, home, name, "user")
+    name = await anyio.to_thread.run_sync(_user_profile_to_log_in, args, home)
+    auth = await _chosen_auth(args, home, profile=name)
     await _user_login(args, auth)
+    return await _logged_in(args, home, name, "user")
+
+
+def _user_profile_to_log_in(args: argparse.Namespace, home: PlanetHome) -> str:
+    """The profile a plain `auth login` logs in to: the one in use if it is a user profile,
+    else the built-in user profile (a key or an M2M client in use is no reason to refuse)."""
+    source = choose_session(profile=args.profile, home=home)
+    if source.kind == "profile" and source.profile:
+        config = home.read_auth_client(source.profile)
+        if config is not None and config.kind == "user":
+            return source.profile
+        if source.origin == "argument":
+            kind = config.kind if config is not None else "unknown"
+            raise _Fail(
+                f"profile {source.profile!r} is not a user profile ({kind})",
+                EXIT_USAGE,
+                hint="leave out --profile to log in to the user profile "
+                f"{DEFAULT_PROFILE!r}, add `--api-key -` to replace a key, or --client-id and "
+                "--client-secret for an M2M client",
+            )
+    return DEFAULT_PROFILE
+
+
+def _read_api_key(given: str) -> str:
+    """The key from stdin for ``-`` (a prompt without echo on a terminal); a key typed inline
+    works, with a warning, since the shell's history and `ps` keep it."""
+    if given == "-":
+        key = getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
+    else:
+        print(
+            "planet-async: warning: an API key on the command line stays in your shell history "
+            "and shows in `ps`; use `--api-key -` and type or pipe the key in",
+            file=sys.stderr,
+        )
+        key = given
+    key = key.strip()
+    if not key:
+        raise _Fail("no API key given", EXIT_USAGE, hint="pipe it in: `--api-key - < key.txt`")
+    return key
 
 
 @asynccontextmanager
@@ -402,10 +573,29 @@ def _save_api_key(home: PlanetHome, name: str, key: str) -> None:
     home.write_token_file(name, {"api_key": key, "bearer_token_prefix": "api-key"})
 
 
-def _logged_in(args: argparse.Namespace, home: PlanetHome, name: str, kind: str) -> dict[str, Any]:
-    if args.use:
-        home.set_default_profile(name)
-    return {"profile": name, "kind": kind, "_text": f"logged in: profile {name!r} ({kind})"}
+async def _logged_in(
+    args: argparse.Namespace, home: PlanetHome, name: str, kind: str
+) -> dict[str, Any]:
+    """Make the profile the one in use (unless --no-use), and say in one line what happened."""
+    how = {"api_key": "with an API key", "m2m": "as an M2M client", "user": "as a user"}[kind]
+    if args.no_use:
+        text = (
+            f"logged in {how}: profile {name!r}; not made the one in use (--no-use), so give "
+            f"`--profile {name}` or run `planet-async profile use {name}`"
+        )
+        return {"profile": name, "kind": kind, "in_use": False, "_text": text}
+    await anyio.to_thread.run_sync(home.set_default_profile, name)
+    text = f"logged in {how}: profile {name!r} is now in use"
+    try:
+        now = await anyio.to_thread.run_sync(lambda: choose_session(home=home))
+    except ConfigurationError:
+        # Half a setting in the environment (PL_AUTH_CLIENT_SECRET, given for this login):
+        # the next command names it; the login itself is done.
+        now = SessionSource(kind="profile", profile=name, origin=str(home.config_file))
+    in_use = now.kind == "profile" and now.profile == name
+    if not in_use:
+        text += f", except while {now.origin} is set, which comes first"
+    return {"profile": name, "kind": kind, "in_use": in_use, "_text": text}
 
 
 def _show_device_code(pending: DeviceAuthorization, qr: bool) -> None:

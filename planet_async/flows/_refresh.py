@@ -44,9 +44,15 @@ class RefreshTokenGrant:
         return f"RefreshTokenGrant({self.client.client_id!r}, server={self.server!r})"
 
     async def renew(self, current: TokenSet | None, *, clock: Callable[[], float]) -> TokenSet:
-        if current is None or current.refresh_token is None:
+        if current is None:
             raise LoginRequired(
-                f"the session has no refresh token ({self.description}): log in again"
+                f"not logged in ({self.description}): run `planet-async auth login`, or log in "
+                "from code with `await auth.ensure_initialized()`"
+            )
+        if current.refresh_token is None:
+            raise LoginRequired(
+                f"the session expired and has no refresh token ({self.description}): run "
+                "`planet-async auth login` again, or `await auth.ensure_initialized()`"
             )
         form = {
             "grant_type": "refresh_token",

@@ -10,6 +10,8 @@
 //   TOKEN_DELAY_MS  initial delay before /token is handled (change it later via /__config)
 //   JWKS_AS_JSON=1  serve /jwks as application/json (the planet CLI wants that)
 //   DEBUG_OP=1      log error details to stderr
+//   PLANET_SCOPES=1 accept Planet's user scopes (`planet offline_access`, no `openid`) as Planet's
+//                   login does: a `planet` scope, and a login's nonce ignored without `openid`
 // Test-only endpoints: GET /__stats, GET /__reset (zeroes the counters),
 //   GET /__config[?token_delay_ms=N] (sets the delay, returns the current config).
 // Once listening, prints one JSON line {"issuer": ..., "port": ...} to stdout.
@@ -45,6 +47,11 @@ const clients = [
     response_types: ['code'],
     redirect_uris: ['http://127.0.0.1/callback', 'http://localhost/callback'], // loopback: any port allowed
   },
+  { // a web service: confidential, auth code + PKCE; its callback is never fetched in tests
+    client_id: 'web-app', client_secret: 'web-app-secret', token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
+    redirect_uris: ['https://app.example/callback'],
+  },
   {
     client_id: 'service-basic', client_secret: 'service-basic-secret',
     token_endpoint_auth_method: 'client_secret_basic', ...service,
@@ -71,7 +78,8 @@ server.listen(PORT, '127.0.0.1', () => {
     clients,
     jwks: { keys: [{ ...rsa, use: 'sig', alg: 'RS256', kid: 'rs256-1' }] },
     cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
-    scopes: ['openid', 'offline_access'],
+    scopes: process.env.PLANET_SCOPES === '1'
+      ? ['openid', 'offline_access', 'planet'] : ['openid', 'offline_access'],
     enabledJWA: { clientAuthSigningAlgValues: ['RS256', 'PS256', 'ES256'] }, // client assertion algs
     pkce: { required: () => true }, // v9 only does S256
     features: {
@@ -111,6 +119,17 @@ server.listen(PORT, '127.0.0.1', () => {
       ctx.body = ctx.body.replace(/@import url\(https:\/\/fonts\.googleapis\.com[^)]*\);?/g, '');
     }
   });
+  if (process.env.PLANET_SCOPES === '1') {
+    provider.use(async (ctx, next) => {
+      // oidc-provider refuses a nonce without `openid`; an OAuth2-only login has no use for it
+      if (ctx.path === '/auth' && ctx.query.nonce !== undefined
+          && !String(ctx.query.scope ?? '').split(' ').includes('openid')) {
+        const { nonce, ...rest } = ctx.query;
+        ctx.query = rest;
+      }
+      await next();
+    });
+  }
   if (process.env.JWKS_AS_JSON === '1') {
     provider.use(async (ctx, next) => {
       await next();
