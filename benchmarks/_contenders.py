@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import sys
 import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -204,14 +205,25 @@ async def incumbent(
 
 
 def authlib_client_class() -> type:
-    # authlib deprecates httpx in favour of httpx2 (planet_async and the SDK use httpx). Its
-    # warnings module installs an "always" filter when first imported, so import it first and
-    # put our own filter in front of that one.
+    # authlib deprecates httpx in favour of httpx2, and builds its clients on httpx2 whenever
+    # httpx2 is installed (the clients benchmark installs it). These contenders all run on httpx,
+    # so its httpx integration is loaded with httpx2 hidden. Its warnings module installs an
+    # "always" filter when first imported, so import it first and put our own filter in front.
     from authlib.deprecate import AuthlibDeprecationWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AuthlibDeprecationWarning)
-        from authlib.integrations.httpx_client import AsyncOAuth2Client
+    hidden = sys.modules.get("httpx2")
+    sys.modules["httpx2"] = None  # type: ignore[assignment]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+            from authlib.integrations.httpx_client import AsyncOAuth2Client
+    finally:
+        if hidden is None:
+            del sys.modules["httpx2"]
+        else:
+            sys.modules["httpx2"] = hidden
+    if not issubclass(AsyncOAuth2Client, httpx.AsyncClient):
+        raise RuntimeError("authlib's client was loaded on httpx2 before this benchmark ran")
     return AsyncOAuth2Client  # type: ignore[no-any-return]
 
 

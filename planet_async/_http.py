@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import ssl
 
 import anyio
@@ -14,10 +13,18 @@ from ._transport import HttpRequest, HttpResponse
 __all__ = ["HttpxTransport"]
 
 
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA bundle takes milliseconds of CPU: do it once, in a worker thread.
-    return httpx.create_ssl_context()
+_ssl: list[ssl.SSLContext] = []
+
+
+async def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes milliseconds of CPU: do it once, in a worker thread. Later
+    # renewals skip the thread hop, which on a busy event loop costs a wait behind every ready
+    # task.
+    if not _ssl:
+        context = await anyio.to_thread.run_sync(httpx.create_ssl_context)
+        if not _ssl:
+            _ssl.append(context)
+    return _ssl[0]
 
 
 class HttpxTransport:
@@ -37,7 +44,7 @@ class HttpxTransport:
             with anyio.fail_after(timeout):
                 if self._client is not None:
                     return await self._send(self._client, request, timeout)
-                verify = await anyio.to_thread.run_sync(_ssl_context)
+                verify = await _ssl_context()
                 async with httpx.AsyncClient(verify=verify, timeout=timeout) as client:
                     return await self._send(client, request, timeout)
         except TimeoutError:
