@@ -58,8 +58,10 @@ def site_url(built_site: Path) -> Iterator[str]:
     thread.join(timeout=5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def page(chromium_path: str) -> Iterator[object]:
+    # Module scope: Playwright's sync API keeps an asyncio loop running in this thread while it
+    # is open, and no later test could start its own.
     from playwright.sync_api import sync_playwright
 
     from tests._browser import CHROMIUM_ARGS
@@ -76,7 +78,8 @@ def page(chromium_path: str) -> Iterator[object]:
 
 def test_every_page_and_reference_is_built(built_site: Path) -> None:
     """The strict build made every page of the nav and rendered the API reference."""
-    for page in ("quickstart", "fleets", "web-services", "benchmarks", "reference/storage"):
+    pages = ("quickstart", "clients", "fleets", "web-services", "benchmarks", "reference/clients")
+    for page in (*pages, "reference/storage", "reference/metrics"):
         assert (built_site / page / "index.html").is_file(), page
     reference = (built_site / "reference" / "auth" / "index.html").read_text()
     assert "planet_async.PlanetAuth" in reference
