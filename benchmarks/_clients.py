@@ -7,14 +7,7 @@ benchmarks measure the demo's clients, configured as the demo configures them.
 
 from __future__ import annotations
 
-import json
-import queue
-import subprocess
-import sys
-import threading
-import urllib.request
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,52 +16,17 @@ from examples._clients import CLIENTS as CLIENTS
 from examples._clients import Client as Client
 from examples._clients import adapter as adapter
 from examples._clients import open_client as open_client
+from examples.download_demo import DemoApi
 
 from ._contenders import CLIENT_ID, CLIENT_SECRET, StaticHeader
 
-ROOT = Path(__file__).resolve().parents[1]
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-
-class ApiProcess:
-    """An API server in a process of its own: `benchmarks/_fast_api.py` or the demo's
-    `examples/_demo_api.py` (same command line, same first line, same ``/__stats``)."""
+class ApiProcess(DemoApi):
+    """An API server in a process of its own, `benchmarks/_fast_api.py` or the demo's
+    `examples/_demo_api.py`: the demo's launcher, as a context manager."""
 
     def __init__(self, module: str, issuer: str, latency_ms: float, timeout: float = 30.0) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--issuer", issuer, "--latency-ms", str(latency_ms)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        lines: queue.Queue[bytes] = queue.Queue(maxsize=1)
-        threading.Thread(
-            target=lambda: lines.put(self._proc.stdout.readline()),  # type: ignore[union-attr]
-            daemon=True,
-        ).start()
-        try:
-            self.url = str(json.loads(lines.get(timeout=timeout))["url"])
-        except (queue.Empty, ValueError, KeyError) as exc:
-            self.stop()
-            raise RuntimeError(f"{module} did not start") from exc
-
-    def stats(self) -> dict[str, Any]:
-        with _NO_PROXY.open(f"{self.url}/__stats", timeout=10) as response:
-            return dict(json.loads(response.read()))
-
-    def stop(self) -> None:
-        proc = self._proc
-        if proc.poll() is None:
-            assert proc.stdin is not None
-            proc.stdin.close()  # it exits when its stdin closes
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
+        super().__init__(issuer, latency_ms, timeout, module=module)
 
     def __enter__(self) -> ApiProcess:
         return self

@@ -419,17 +419,12 @@ class TokenManager:
             return  # one warning per listener, not one per event
         self._broken_listeners.add(id(listener))
         current = self._current
-        secrets = []
-        if current is not None:
-            secrets.append(current.token.access_token.get_secret_value())
-            if current.token.refresh_token is not None:
-                secrets.append(current.token.refresh_token.get_secret_value())
         logger.warning(
             "session %r: event listener %s raised %s: %s (ignored; not reported again)",
             self.session,
             getattr(listener, "__qualname__", type(listener).__qualname__),
             type(exc).__name__,
-            redact(str(exc), secrets),
+            redact(str(exc), _secrets_of(current.token if current else None)),
         )
 
     # -- renewal ---------------------------------------------------------------------------------
@@ -710,12 +705,7 @@ class TokenManager:
         `StorageError`, with no secret of `token` in the message."""
         if isinstance(exc, PlanetAuthError):
             return exc
-        secrets = []
-        if token is not None:
-            secrets = [token.access_token.get_secret_value()]
-            if token.refresh_token is not None:
-                secrets.append(token.refresh_token.get_secret_value())
-        detail = redact(str(exc), secrets)
+        detail = redact(str(exc), _secrets_of(token))
         error = StorageError(
             f"{self.storage!r} could not {action} session {self.session!r}: "
             f"{type(exc).__name__}: {detail}"
@@ -779,6 +769,16 @@ class TokenManager:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._backoff_cap, self._backoff_base * 2 ** min(attempt - 1, 30))
         return float(ceiling * (0.5 + 0.5 * self._rng.random()))
+
+
+def _secrets_of(token: TokenSet | None) -> list[str]:
+    """What must not appear in a message about `token`: its access and refresh tokens."""
+    if token is None:
+        return []
+    secrets = [token.access_token.get_secret_value()]
+    if token.refresh_token is not None:
+        secrets.append(token.refresh_token.get_secret_value())
+    return secrets
 
 
 def _same_tokens(a: TokenSet, b: TokenSet) -> bool:

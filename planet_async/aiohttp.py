@@ -39,17 +39,12 @@ class PlanetAuthMiddleware(AuthAdapter):
         url = request.url
         if not self._policy.allows(url.scheme, url.host or "", url.port):
             return await handler(request)
-        manager = self.manager
-        if manager is None:
-            assert self._api_key_header is not None
-            request.headers[hdrs.AUTHORIZATION] = self._api_key_header
-            return await handler(request)
-        header = manager.header_nowait() or await manager.header()
+        header = await self.header()
         request.headers[hdrs.AUTHORIZATION] = header
         response = await handler(request)
         if response.status != 401:
             return response
-        retry = await manager.renew_rejected(header)
+        retry = await self.retry_header(header)
         body = request.body
         if retry is None or (body != b"" and getattr(body, "consumed", True)):
             return response

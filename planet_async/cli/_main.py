@@ -291,7 +291,7 @@ async def _logout(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
         assert source.profile is not None
         forgot = await anyio.to_thread.run_sync(_forget_api_key, home, source.profile, config)
     else:
-        auth = await _chosen_auth(args, home)
+        auth = _auth_of(args, home, source, config)
         assert auth.manager is not None
         forgot = await auth.manager.storage.load(auth.manager.session) is not None
         revoked = await auth.logout()
@@ -358,10 +358,21 @@ async def _chosen_auth(
 ) -> PlanetAuth:
     chosen = profile or args.profile
     source = await anyio.to_thread.run_sync(lambda: choose_session(profile=chosen, home=home))
+    config = None
     if check_server and source.kind == "profile" and source.profile:
         config = await anyio.to_thread.run_sync(home.read_auth_client, source.profile)
-        if config is not None:
-            _check_server(config, args.allow_loopback_http)
+    return _auth_of(args, home, source, config)
+
+
+def _auth_of(
+    args: argparse.Namespace,
+    home: PlanetHome,
+    source: SessionSource,
+    config: AuthClientConfig | None,
+) -> PlanetAuth:
+    """The session `source` names; its profile's client `config`, if given, is checked first."""
+    if config is not None:
+        _check_server(config, args.allow_loopback_http)
     return auth_from_source(
         source, home=home, storage=_storage(args), allow_loopback_http=args.allow_loopback_http
     )
