@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives.serialization import (
     load_der_private_key,
     load_pem_private_key,
@@ -95,10 +97,14 @@ def load_private_key(
     data = key.encode() if isinstance(key, str) else key
     secret = password.encode() if password else None
     try:
-        if isinstance(key, str) or b"-----BEGIN" in data:
-            native = load_pem_private_key(data, secret)
-        else:
-            native = load_der_private_key(data, secret)
+        with warnings.catch_warnings():
+            # A DSA key is refused below with a ConfigurationError; cryptography (>= 51) warning
+            # that DSA is deprecated while loading it must not pre-empt that, under -W error too.
+            warnings.filterwarnings("ignore", "DSA is deprecated", CryptographyDeprecationWarning)
+            if isinstance(key, str) or b"-----BEGIN" in data:
+                native = load_pem_private_key(data, secret)
+            else:
+                native = load_der_private_key(data, secret)
     except TypeError as exc:
         if secret is None:
             raise ConfigurationError(
