@@ -11,11 +11,11 @@ from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives.serialization import (
     load_der_private_key,
     load_pem_private_key,
 )
+from cryptography.utils import CryptographyDeprecationWarning
 from joserfc import jwk, jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwa import JWSAlgModel
