@@ -17,6 +17,7 @@ nox.options.sessions = ["tests", "lint", "typecheck", "docs", "package"]
 nox.options.default_venv_backend = "venv"
 
 PEER_DIR = "tests/peer"
+POSTGRES_BIN = "/usr/lib/postgresql/15/bin"
 
 
 def _install_peer(session: nox.Session) -> None:
@@ -59,6 +60,21 @@ def _install_redis(session: nox.Session) -> None:
         )
 
 
+def _install_postgres(session: nox.Session) -> None:
+    """The real PostgreSQL the PostgresStorage tests use: Debian's postgresql-15 package, whose
+    binaries are not on PATH (tests/_postgres.py looks in /usr/lib/postgresql/15/bin)."""
+    if os.environ.get("PLANET_ASYNC_POSTGRES_BIN") or Path(POSTGRES_BIN, "postgres").exists():
+        return
+    if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
+        session.error(
+            "PostgreSQL not found: install Debian's postgresql-15 package, or set "
+            "PLANET_ASYNC_POSTGRES_BIN to a directory holding initdb and postgres"
+        )
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-qq", "postgresql-15", external=True, env=env)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite, on asyncio and trio, against the local test peer and a real browser."""
@@ -66,6 +82,7 @@ def tests(session: nox.Session) -> None:
     _install_peer(session)
     _install_chromium(session)
     _install_redis(session)
+    _install_postgres(session)
     session.run("pytest", *session.posargs)
 
 

@@ -59,6 +59,7 @@ from .flows import PendingAuthorization as PendingAuthorization
 from .flows import RefreshTokenGrant as RefreshTokenGrant
 from .storage import FileStorage as FileStorage
 from .storage import MemoryStorage as MemoryStorage
+from .storage import PostgresStorage as PostgresStorage
 from .storage import RedisStorage as RedisStorage
 from .storage import Storage as Storage
 
@@ -105,6 +106,7 @@ __all__ = [
     "PendingAuthorization",
     "PlanetAuth",
     "PlanetAuthError",
+    "PostgresStorage",
     "PrivateKeyJWT",
     "PublicClient",
     "RedisStorage",

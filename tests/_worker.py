@@ -1,7 +1,8 @@
 """One program of a fleet sharing a session, for tests/test_cross_process.py (client
 credentials) and tests/test_rotation_processes.py (``--user``: a user session renewed with its
 refresh token, which the peer rotates on every use) on a FileStorage, and for
-tests/test_redis_fleet.py (both) on a RedisStorage: STORAGE is a directory, or a Redis URL.
+tests/test_redis_fleet.py and tests/test_postgres_fleet.py (both) on a RedisStorage or a
+PostgresStorage: STORAGE is a directory, a Redis URL or a PostgreSQL URL.
 
 Run it from the repository root (``python -m tests._worker ...``) or by path. It builds its
 `PlanetAuth`, prints ``ready``, waits for a ``go`` line on stdin so that a fleet starts at one
@@ -39,6 +40,7 @@ from planet_async import (
     AuthorizationServer,
     FileStorage,
     PlanetAuth,
+    PostgresStorage,
     PublicClient,
     RedisStorage,
     RefreshTokenGrant,
@@ -55,7 +57,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("issuer", help="the authorization server (the test peer)")
     parser.add_argument(
         "storage",
-        help="where the fleet's session is: a FileStorage root, or a RedisStorage URL (redis://...)",
+        help="where the fleet's session is: a FileStorage root, a RedisStorage URL (redis://...) "
+        "or a PostgresStorage URL (postgresql://...)",
     )
     parser.add_argument("session", help="the session name in that storage")
     parser.add_argument("seconds", type=float, help="how long to send requests")
@@ -128,6 +131,8 @@ async def _run(
 def _storage(where: str) -> Storage:
     if where.startswith(("redis://", "rediss://", "unix://")):
         return RedisStorage(where)
+    if where.startswith("postgresql://"):
+        return PostgresStorage(where)
     return FileStorage(where)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from planet_async import _oauth
 from tests._peer import Peer, make_client_keys
+from tests._postgres import PostgresServer
 from tests._redis import RedisServer, TLSFiles
 
 DEFAULT_TTL = 60
@@ -110,6 +111,36 @@ def start_redis() -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server on a free loopback port for the whole session."""
+    server = PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> PostgresServer:
+    """The session's PostgreSQL, without the tables PostgresStorage creates."""
+    postgres_server.sql("DROP TABLE IF EXISTS planet_async_sessions, planet_async_sessions_schema")
+    return postgres_server
+
+
+@pytest.fixture
+def start_postgres() -> Iterator[Callable[..., PostgresServer]]:
+    """Start PostgreSQL servers of the test's own (to restart, crash or pause); destroyed after
+    it. Call it with server settings (``"fsync=off"``)."""
+    servers: list[PostgresServer] = []
+
+    def start(*settings: str) -> PostgresServer:
+        servers.append(PostgresServer(*settings))
+        return servers[-1].start()
+
+    yield start
+    for server in servers:
+        server.destroy()
 
 
 @pytest.fixture

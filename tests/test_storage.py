@@ -33,6 +33,7 @@ from planet_async import (
     HttpxTransport,
     MemoryStorage,
     PlanetAuth,
+    PostgresStorage,
     RedisStorage,
     StorageError,
     TokenManager,
@@ -74,6 +75,8 @@ def _where(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a `kind` of storage keeps its sessions: a path, or the test Redis's URL."""
     if kind == "redis":
         return str(request.getfixturevalue("redis").url)
+    if kind == "postgres":
+        return str(request.getfixturevalue("postgres").url)
     return str(tmp_path / ("root" if kind == "file" else "tokens.db"))
 
 
@@ -84,10 +87,12 @@ def _make(kind: str, where: str, **options: Any) -> Any:
         return FileStorage(where, **options)
     if kind == "redis":
         return RedisStorage(where, **options)
+    if kind == "postgres":
+        return PostgresStorage(where, **options)
     return SQLiteStorage(where, **options)
 
 
-@pytest.fixture(params=["memory", "file", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "file", "sqlite", "redis", "postgres"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return _make(request.param, _where(request.param, request, tmp_path))
 
@@ -241,12 +246,17 @@ _HOLDER = """
 import sys
 import anyio
 sys.path.insert(0, sys.argv[3])
-from planet_async import FileStorage, RedisStorage
+from planet_async import FileStorage, PostgresStorage, RedisStorage
 from sqlite_storage import SQLiteStorage
 
 async def main():
     kind, where = sys.argv[1], sys.argv[2]
-    make = {"file": FileStorage, "redis": RedisStorage, "sqlite": SQLiteStorage}[kind]
+    make = {
+        "file": FileStorage,
+        "redis": RedisStorage,
+        "postgres": PostgresStorage,
+        "sqlite": SQLiteStorage,
+    }[kind]
     storage = make(where)
     async with storage.lock("default"):
         print("locked", flush=True)
@@ -257,7 +267,7 @@ anyio.run(main)
 """
 
 
-@pytest.mark.parametrize("kind", ["file", "sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["file", "sqlite", "redis", "postgres"])
 async def test_lock_excludes_another_process(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

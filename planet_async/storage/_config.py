@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 from .._errors import ConfigurationError
 from ._file import FileStorage
+from ._postgres import PostgresStorage
 from ._protocol import Storage
 from ._redis import RedisStorage, mask_url
 
@@ -22,6 +23,8 @@ def storage_from_url(url: str) -> Storage:
 
     - ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or ``unix://...``:
       a `RedisStorage` (needs the ``redis`` extra).
+    - ``postgresql://[user[:password]@]host[:port]/dbname[?param=value]`` (or ``postgres://``):
+      a `PostgresStorage` (needs the ``postgres`` extra).
     - ``file:///path/to/dir``: a `FileStorage` rooted there (the `planet` CLI's layout).
 
     Raises:
@@ -30,14 +33,16 @@ def storage_from_url(url: str) -> Storage:
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("redis", "rediss", "unix"):
         return RedisStorage(url)
+    if scheme in ("postgresql", "postgres"):
+        return PostgresStorage(url)
     if scheme == "file":
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise ConfigurationError(f"{url!r}: a file URL names a local directory, file:///path")
         return FileStorage(unquote(parts.path))
     raise ConfigurationError(
-        f"{mask_url(url)!r} is not a storage URL: use redis://host:port/db, rediss://... (TLS) "
-        "or file:///path/to/dir"
+        f"{mask_url(url)!r} is not a storage URL: use redis://host:port/db, rediss://... (TLS), "
+        "postgresql://user@host:port/dbname or file:///path/to/dir"
     )
 
 

@@ -1,0 +1,585 @@
+"""Storage in PostgreSQL, for services that already run it: sessions survive the loss of any
+process, and a commit is durable before it is acknowledged.
+
+Built on psycopg 3's synchronous API, run in anyio worker threads: psycopg's async connection
+and asyncpg both run on asyncio only, and a storage must work the same on trio. A worker thread
+costs about a tenth of a millisecond a call next to a round trip to the server (see
+benchmarks/storage.py), and each call uses a connection kept open between calls. Installed with
+the ``postgres`` extra: ``pip install 'planet-async[postgres]'``.
+
+The schema (version 1), created on first use when missing::
+
+    CREATE TABLE planet_async_sessions (
+        session       text PRIMARY KEY,
+        token         jsonb,            -- the planet CLI's token.json; NULL once deleted
+        generation    bigint NOT NULL DEFAULT 0,  -- grows by one on every save and delete
+        lease_owner   text,             -- the lock: a random token of the holder's
+        lease_expires timestamptz,      -- ... until then, by the server's clock
+        set_aside     jsonb,            -- the last corrupt value found in `token`
+        updated_at    timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE planet_async_sessions_schema (version integer NOT NULL);  -- one row: 1
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import json
+import logging
+import math
+import re
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import anyio
+
+from .._errors import ConfigurationError, LockLost, MissingExtra, StorageError
+from .._models import TokenSet
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["SCHEMA_VERSION", "PostgresStorage"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+"""The version of the tables this release creates and reads."""
+
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*")
+_TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+# Serialises creating the tables among processes that start at once (any constant will do; this
+# one is "planet_async" in ASCII, truncated to 63 bits).
+_SCHEMA_LOCK = 0x706C616E65745F61
+
+_CREATE = """
+CREATE TABLE {table} (
+    session       text PRIMARY KEY,
+    token         jsonb,
+    generation    bigint NOT NULL DEFAULT 0,
+    lease_owner   text,
+    lease_expires timestamptz,
+    set_aside     jsonb,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE {table}_schema (version integer NOT NULL);
+INSERT INTO {table}_schema (version) VALUES ({version});
+"""
+_LOAD = "SELECT token FROM {table} WHERE session = %s"
+# Without the lock: an upsert.
+_SAVE = """
+INSERT INTO {table} AS t (session, token, generation) VALUES (%s, %s::jsonb, 1)
+ON CONFLICT (session) DO UPDATE
+SET token = EXCLUDED.token, generation = t.generation + 1, updated_at = clock_timestamp()
+"""
+# Under the lock: written only while the lease is ours, checked in the same statement.
+_FENCED_SAVE = """
+UPDATE {table}
+SET token = %s::jsonb, generation = generation + 1, updated_at = clock_timestamp()
+WHERE session = %s AND lease_owner = %s AND lease_expires > clock_timestamp()
+"""
+_DELETE = """
+UPDATE {table}
+SET token = NULL, generation = generation + 1, updated_at = clock_timestamp()
+WHERE session = %s AND token IS NOT NULL
+"""
+_SET_ASIDE = """
+UPDATE {table}
+SET set_aside = token, token = NULL, generation = generation + 1, updated_at = clock_timestamp()
+WHERE session = %s AND token = %s::jsonb
+"""
+# Taking a lease we already hold succeeds too, so an attempt whose answer was lost can simply be
+# made again.
+_ACQUIRE = """
+INSERT INTO {table} AS t (session, lease_owner, lease_expires)
+VALUES (%s, %s, clock_timestamp() + %s * interval '1 millisecond')
+ON CONFLICT (session) DO UPDATE
+SET lease_owner = EXCLUDED.lease_owner, lease_expires = EXCLUDED.lease_expires
+WHERE t.lease_owner IS NULL OR t.lease_owner = EXCLUDED.lease_owner
+   OR t.lease_expires <= clock_timestamp()
+RETURNING 1
+"""
+_EXTEND = """
+UPDATE {table} SET lease_expires = clock_timestamp() + %s * interval '1 millisecond'
+WHERE session = %s AND lease_owner = %s AND lease_expires > clock_timestamp()
+"""
+_VERSION = "SELECT max(version) FROM {table}_schema"
+_RELEASE = """
+UPDATE {table} SET lease_owner = NULL, lease_expires = NULL
+WHERE session = %s AND lease_owner = %s
+"""
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise MissingExtra(
+            "PostgresStorage needs the postgres extra: pip install 'planet-async[postgres]'"
+        ) from None
+    return psycopg
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password masked, in the user part or as a ``password`` parameter."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            url = url.replace(f"//{parts.netloc}", f"//{user}:***@{hostport}", 1)
+    return _PASSWORD_PARAMETER.sub(r"\1***", url)
+
+
+@dataclass
+class _Lease:
+    """A held (or sought) lease: the session, and our owner token."""
+
+    session: str
+    owner: str
+    lost: bool = False
+    broken: bool = False  # PostgreSQL failed a call: do not wait on it to release
+    # Set when the caller stopped waiting for the acquire: a worker thread whose acquire then
+    # succeeds releases the lease itself, so that an abandoned attempt never holds it.
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+
+class _Connections:
+    """Open connections between calls, each used by one worker thread at a time."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], keep: int) -> None:
+        self._connect = connect
+        self._keep = keep
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self) -> tuple[psycopg.Connection[Any], bool]:
+        """A connection, and whether it was open already (so may have been broken since)."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._connect(), False
+
+    def give(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            if not (self._closed or conn.closed or len(self._idle) >= self._keep):
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _connect(driver: Any, url: str, timeout: float) -> psycopg.Connection[Any]:
+    conn = cast(
+        "psycopg.Connection[Any]",
+        driver.connect(url, autocommit=True, connect_timeout=max(2, math.ceil(timeout))),
+    )
+    try:
+        # The server gives up on a statement that outlives the caller's wait for it.
+        conn.execute(f"SET statement_timeout = {max(1, round(timeout * 1000))}".encode())
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class PostgresStorage:
+    """Keeps sessions in one PostgreSQL table, as the same JSON as the `planet` CLI's
+    ``token.json`` (in a ``jsonb`` column).
+
+    `lock(session)` is a lease: a random owner token and an expiry (by the server's clock) in the
+    session's row, taken only when no live lease is there, extended while it is held, and given
+    up on leaving; a holder that crashed blocks others for one lease period at most. A save made
+    under the lease is fenced: the ``UPDATE`` that writes it checks, in the same statement, that
+    the lease is still ours and not expired, so a holder that stalled past its lease cannot
+    overwrite a newer session (it gets `LockLost`, and the TokenManager adopts the stored one).
+
+    Why a lease row and not an advisory lock: an advisory lock lives as long as its connection,
+    and a stalled holder's connection stays open, so it would hold every other process back for
+    as long as it stalls; a server restart drops advisory locks without the holder noticing, and
+    a write cannot be fenced by one; and poolers in transaction mode (PgBouncer) do not keep them.
+    The row survives restarts, lapses by itself, and fences the write.
+
+    The tables are created on first use when missing (see the module's schema); the
+    `SCHEMA_VERSION` they record lets later releases migrate them. Each call runs in a worker
+    thread on a connection kept open between calls (up to `connections` of them); every call is
+    bounded by `timeout`, and the wait for the lease by `lock_timeout`. `aclose()` (or leaving
+    ``async with storage:``) closes the connections; so does garbage collection.
+
+    Args:
+        url: A libpq URL, ``postgresql://[user[:password]@]host[:port]/dbname[?param=value]``
+            (``postgres://`` too); parameters such as ``sslmode=verify-full`` pass through.
+        table: The sessions table (lower-case letters, digits and ``_``), in the connection's
+            ``search_path``; its schema version is kept in ``<table>_schema``.
+        lease: Seconds a lease lasts unless extended (extended every third of it while held).
+        lock_timeout: Seconds to wait for another holder's lease before `StorageError`.
+        timeout: Seconds any one call to the server may take.
+        connections: Connections kept open between calls.
+
+    Raises:
+        ConfigurationError: The URL is not a PostgreSQL URL, an argument is out of range, or the
+            ``postgres`` extra is missing.
+    """
+
+    lock_can_lapse = True
+    """The lock is a lease: a holder that stalls past it loses it (see `TokenManager`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        table: str = "planet_async_sessions",
+        lease: float = 10.0,
+        lock_timeout: float = 60.0,
+        timeout: float = 5.0,
+        connections: int = 4,
+    ) -> None:
+        self._psycopg = _psycopg()
+        if urlsplit(url).scheme.lower() not in ("postgresql", "postgres"):
+            raise ConfigurationError(
+                f"{mask_url(url)!r} is not a PostgreSQL URL (postgresql://user@host:port/dbname)"
+            )
+        if not _TABLE_NAME.fullmatch(table):
+            raise ConfigurationError(
+                f"table {table!r}: use at most 48 lower-case letters, digits and _, "
+                "not starting with a digit"
+            )
+        for name, value in (("lease", lease), ("lock_timeout", lock_timeout), ("timeout", timeout)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        if connections < 0:
+            raise ConfigurationError("connections must be 0 or more")
+        self._url = url
+        self.url = mask_url(url)
+        """The URL with its password masked."""
+        self.table = table
+        self.lease = lease
+        self.lock_timeout = lock_timeout
+        self.timeout = timeout
+        self._sql = {
+            name: query.format(table=table, version=SCHEMA_VERSION).encode()
+            for name, query in (
+                ("create", _CREATE),
+                ("load", _LOAD),
+                ("save", _SAVE),
+                ("fenced_save", _FENCED_SAVE),
+                ("delete", _DELETE),
+                ("set_aside", _SET_ASIDE),
+                ("acquire", _ACQUIRE),
+                ("extend", _EXTEND),
+                ("release", _RELEASE),
+                ("version", _VERSION),
+            )
+        }
+        self._connections = _Connections(
+            functools.partial(_connect, self._psycopg, url, timeout), connections
+        )
+        # Connections close when the storage is collected, even if no one closed it.
+        self._finalizer = weakref.finalize(self, self._connections.close)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._held: contextvars.ContextVar[_Lease | None] = contextvars.ContextVar(
+            "planet_async_postgres_lease", default=None
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({self.url!r}, table={self.table!r})"
+
+    async def __aenter__(self) -> PostgresStorage:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections kept open; a later call opens new ones."""
+        connections = self._connections
+        self._connections = _Connections(connections._connect, connections._keep)
+        self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, self._connections.close)
+        await anyio.to_thread.run_sync(connections.close)
+
+    # -- the Storage protocol ------------------------------------------------------------------
+
+    async def load(self, session: str) -> TokenSet | None:
+        rows = await self._call(
+            lambda c: c.execute(self._sql["load"], (session,)).fetchall(), "read", session
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        data = rows[0][0]
+        if not isinstance(data, dict):
+            await self._set_aside(session, data)
+            return None
+        try:
+            return TokenSet.from_json_dict(data)
+        except ValueError as exc:
+            raise StorageError(
+                f"session {session!r} in {self.url} holds no usable OAuth token ({exc}); "
+                "log in again to replace it"
+            ) from None
+
+    async def save(self, session: str, token: TokenSet) -> None:
+        payload = json.dumps(token.to_json_dict(), sort_keys=True)
+        lease = self._held.get()
+        if lease is None or lease.session != session:
+            await self._call(
+                lambda c: c.execute(self._sql["save"], (session, payload)), "save", session
+            )
+            return
+        written = await self._call(
+            lambda c: c.execute(self._sql["fenced_save"], (payload, session, lease.owner)).rowcount,
+            "save",
+            session,
+        )
+        if written != 1:
+            lease.lost = True
+            raise LockLost(
+                f"the lease on session {session!r} in {self.url} lapsed before the save "
+                "(this process stalled, or PostgreSQL did); the stored session was left as it was"
+            )
+
+    async def delete(self, session: str) -> None:
+        await self._call(lambda c: c.execute(self._sql["delete"], (session,)), "delete", session)
+
+    @asynccontextmanager
+    async def lock(self, session: str) -> AsyncIterator[None]:
+        lease = _Lease(session, secrets.token_urlsafe(24))
+        # The task group (for the extending task) is entered and left by hand, so that an error
+        # of the caller's comes out as itself, not wrapped in an ExceptionGroup.
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        reset = self._held.set(lease)
+        try:
+            # The release also follows a failed or cancelled acquire (see `_try_acquire`).
+            acquired = False
+            try:
+                await self._acquire(lease)
+                acquired = True
+                tasks.start_soon(self._keep_extended, lease)
+                yield
+            finally:
+                if not acquired:
+                    lease.abandoned.set()
+                tasks.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await self._release(lease)
+        finally:
+            self._held.reset(reset)
+            tasks.cancel_scope.cancel()
+            await tasks.__aexit__(None, None, None)
+
+    # -- the lease -------------------------------------------------------------------------------
+
+    def _try_acquire(self, conn: psycopg.Connection[Any], lease: _Lease) -> bool:
+        lease_ms = max(1, round(self.lease * 1000))
+        taken = bool(
+            conn.execute(self._sql["acquire"], (lease.session, lease.owner, lease_ms)).fetchall()
+        )
+        if taken and lease.abandoned.is_set():
+            conn.execute(self._sql["release"], (lease.session, lease.owner))
+            return False
+        return taken
+
+    async def _acquire(self, lease: _Lease) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while not await self._call(lambda c: self._try_acquire(c, lease), "lock", lease.session):
+            if time.monotonic() >= deadline:
+                raise StorageError(
+                    f"timed out after {self.lock_timeout:g} s waiting for the lease on "
+                    f"session {lease.session!r} in {self.url}; another process holds it (a "
+                    f"lease lapses by itself within {self.lease:g} s of its holder stopping)"
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.1, self.lease / 10)
+
+    async def _keep_extended(self, lease: _Lease) -> None:
+        lease_ms = max(1, round(self.lease * 1000))
+        while True:
+            await anyio.sleep(self.lease / 3)
+            try:
+                extended = await self._call(
+                    lambda c: (
+                        c.execute(
+                            self._sql["extend"], (lease_ms, lease.session, lease.owner)
+                        ).rowcount
+                    ),
+                    "extend the lease on",
+                    lease.session,
+                    mark_broken=False,
+                )
+            except StorageError as exc:
+                logger.warning("session %r: %s", lease.session, exc)
+                continue  # the fenced save still decides; the lease may yet be ours
+            if extended != 1:
+                lease.lost = True
+                logger.warning(
+                    "session %r: the lease in %s lapsed while held; a save now would be refused",
+                    lease.session,
+                    self.url,
+                )
+                return
+
+    async def _release(self, lease: _Lease) -> None:
+        if lease.lost:
+            return  # not ours any more: nothing to release
+        if lease.broken:
+            # PostgreSQL just failed us: waiting on it again would only delay the caller's
+            # error, and the lease lapses by itself.
+            logger.info("session %r: not releasing the lease; it lapses by itself", lease.session)
+            return
+        try:
+            await self._call(
+                lambda c: c.execute(self._sql["release"], (lease.session, lease.owner)),
+                "unlock",
+                lease.session,
+            )
+        except StorageError as exc:
+            logger.warning("session %r: %s; the lease will lapse by itself", lease.session, exc)
+
+    # -- talking to PostgreSQL -------------------------------------------------------------------
+
+    async def _call(
+        self,
+        work: Callable[[psycopg.Connection[Any]], _T],
+        action: str,
+        session: str,
+        *,
+        mark_broken: bool = True,
+    ) -> _T:
+        """Run `work` on a connection in a worker thread, bounded by `timeout`.
+
+        A call the caller stops waiting for (a timeout, a cancellation) finishes in its thread,
+        and the server ends a statement that runs longer than `timeout` (``statement_timeout``).
+        """
+        try:
+            with anyio.fail_after(self.timeout):
+                return await anyio.to_thread.run_sync(
+                    self._run, work, action, session, abandon_on_cancel=True
+                )
+        except StorageError:
+            self._mark_broken(mark_broken)
+            raise
+        except TimeoutError:
+            self._mark_broken(mark_broken)
+            raise StorageError(
+                f"cannot {action} session {session!r} in {self.url}: "
+                f"no answer within {self.timeout:g} s"
+            ) from None
+
+    def _mark_broken(self, mark: bool) -> None:
+        lease = self._held.get()
+        if mark and lease is not None:
+            lease.broken = True
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], _T], action: str, session: str) -> _T:
+        """In a worker thread: `work` on an open connection; once more on a new connection when
+        the open one turns out to be broken (the server restarted since it was last used)."""
+        psycopg = self._psycopg
+        connections = self._connections
+        for attempt in range(2):
+            try:
+                conn, reused = connections.take()
+            except psycopg.Error as exc:
+                raise self._error(exc, action, session) from None
+            try:
+                self._ensure_schema(conn)
+                result = work(conn)
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    conn.close()
+                    if reused and attempt == 0:
+                        continue
+                else:
+                    connections.give(conn)
+                raise self._error(exc, action, session) from None
+            except BaseException:
+                conn.close()
+                raise
+            connections.give(conn)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Create the tables if they are missing; refuse tables of a newer schema."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            version = self._schema_version(conn)
+            if version is None:
+                # One process creates them; the others wait here, then find them. A lock of the
+                # connection's, not the transaction's: the check after it must run in a
+                # transaction of its own to see tables another one just created.
+                conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+                try:
+                    version = self._schema_version(conn)
+                    if version is None:
+                        with conn.transaction():
+                            conn.execute(self._sql["create"])
+                        version = SCHEMA_VERSION
+                        logger.info("created table %s in %s", self.table, self.url)
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"table {self.table} in {self.url} has schema version {version}, newer than "
+                    f"this release of planet-async reads ({SCHEMA_VERSION}); upgrade planet-async"
+                )
+            self._schema_ready = True
+
+    def _schema_version(self, conn: psycopg.Connection[Any]) -> int | None:
+        found = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            (self.table, f"{self.table}_schema"),
+        ).fetchone()
+        assert found is not None
+        if not found[0]:
+            return None
+        if not found[1]:
+            raise StorageError(
+                f"table {self.table} in {self.url} exists but {self.table}_schema does not: it was "
+                "not created by planet-async; choose another table name"
+            )
+        rows = conn.execute(self._sql["version"]).fetchone()
+        if rows is None or rows[0] is None:
+            raise StorageError(f"table {self.table}_schema in {self.url} holds no version")
+        return int(rows[0])
+
+    def _error(self, exc: Exception, action: str, session: str) -> StorageError:
+        # A driver error can quote the URL it failed to reach: mask it.
+        detail = f"{type(exc).__name__}: {exc}".replace(self._url, self.url).strip()
+        return StorageError(f"cannot {action} session {session!r} in {self.url}: {detail}")
+
+    async def _set_aside(self, session: str, data: Any) -> None:
+        await self._call(
+            lambda c: c.execute(self._sql["set_aside"], (session, json.dumps(data))),
+            "set aside",
+            session,
+        )
+        logger.warning(
+            "session %r in %s was corrupt (not a JSON object); moved it to the set_aside column "
+            "of table %s and treating the session as absent",
+            session,
+            self.url,
+            self.table,
+        )
