@@ -233,7 +233,7 @@ def bench(session: nox.Session) -> None:
     """
     session.install(
         "-e",
-        ".[redis,aiohttp,httpx2]",  # the clients benchmarks measure all three adapters
+        ".[redis,postgres,aiohttp,httpx2]",  # the clients benchmarks measure all three adapters
         "planet>=3.7,<4",
         "planet-auth>=2.3,<3",
         "authlib>=1.6,<2",
@@ -242,6 +242,7 @@ def bench(session: nox.Session) -> None:
     )
     _install_peer(session)
     _install_redis(session)  # the processes benchmark's RedisStorage fleet
+    _install_postgres(session)  # and its storage latencies
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

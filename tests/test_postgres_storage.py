@@ -8,7 +8,6 @@ appear only where the time passing is itself what is tested.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import re
@@ -372,30 +371,27 @@ async def test_a_holder_sigstopped_past_its_lease_is_fenced(postgres: PostgresSe
 # -- connections and failures ----------------------------------------------------------------
 
 
-def _client_connections(server: PostgresServer) -> int:
-    rows = server.sql(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-    )
-    return int(rows[0][0])
+def _backends(server: PostgresServer) -> set[int]:
+    return {pid for (pid,) in server.sql("SELECT pid FROM pg_stat_activity")}
 
 
 async def test_connections_are_kept_open_and_closed_by_aclose(postgres: PostgresServer) -> None:
     """A storage keeps its connection between calls (a renewal does not pay for a connection
     each time) and `aclose` closes it."""
-    gc.collect()  # storages of earlier tests close their connections when collected
-    before = _client_connections(postgres)
     storage = PostgresStorage(postgres.url)
     for index in range(5):
         await storage.save("s", _token(f"at-{index}"))
         await storage.load("s")
-    assert _client_connections(postgres) == before + 1
+    (conn,) = storage._connections._idle  # one connection served every call
+    pid = conn.info.backend_pid
+    assert pid in _backends(postgres)
     await storage.aclose()
+    assert conn.closed
     # The server ends a backend moments after its client leaves: wait for that, bounded.
     deadline = time.monotonic() + 5
-    while _client_connections(postgres) > before and time.monotonic() < deadline:  # noqa: ASYNC110
+    while pid in _backends(postgres) and time.monotonic() < deadline:  # noqa: ASYNC110
         await anyio.sleep(0.01)
-    assert _client_connections(postgres) == before
+    assert pid not in _backends(postgres)
 
 
 async def test_calls_go_on_after_the_server_restarts(

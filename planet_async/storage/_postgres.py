@@ -98,26 +98,43 @@ UPDATE {table}
 SET set_aside = token, token = NULL, generation = generation + 1, updated_at = clock_timestamp()
 WHERE session = %s AND token = %s::jsonb
 """
+# The lease's statements do not wait for their commit to reach the disk (`relaxed`, in the
+# statement's own transaction): a lease lost in a server crash only makes its holder's fenced
+# save fail (nothing is spent without a fenced save first), and a release lost in one leaves a
+# lease that lapses by itself. Saves wait, as the server's settings say (synchronous_commit is
+# on by default).
+_RELAXED = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"
 # Taking a lease we already hold succeeds too, so an attempt whose answer was lost can simply be
 # made again.
-_ACQUIRE = """
+_ACQUIRE = (
+    _RELAXED
+    + """
 INSERT INTO {table} AS t (session, lease_owner, lease_expires)
-VALUES (%s, %s, clock_timestamp() + %s * interval '1 millisecond')
+SELECT %s, %s, clock_timestamp() + %s * interval '1 millisecond' FROM relaxed
 ON CONFLICT (session) DO UPDATE
 SET lease_owner = EXCLUDED.lease_owner, lease_expires = EXCLUDED.lease_expires
 WHERE t.lease_owner IS NULL OR t.lease_owner = EXCLUDED.lease_owner
    OR t.lease_expires <= clock_timestamp()
 RETURNING 1
 """
-_EXTEND = """
+)
+_EXTEND = (
+    _RELAXED
+    + """
 UPDATE {table} SET lease_expires = clock_timestamp() + %s * interval '1 millisecond'
+FROM relaxed
 WHERE session = %s AND lease_owner = %s AND lease_expires > clock_timestamp()
 """
-_VERSION = "SELECT max(version) FROM {table}_schema"
-_RELEASE = """
+)
+_RELEASE = (
+    _RELAXED
+    + """
 UPDATE {table} SET lease_owner = NULL, lease_expires = NULL
+FROM relaxed
 WHERE session = %s AND lease_owner = %s
 """
+)
+_VERSION = "SELECT max(version) FROM {table}_schema"
 
 
 def _psycopg() -> Any:
