@@ -4,7 +4,7 @@ Each block is written to a file and run by tests/_snippet_runner.py in a subproc
 its own, on asyncio and on trio. Two visible tables point it at local servers:
 
 - `substitutions`: placeholder values in the snippet's text (client ids, secrets, an API key, the
-  user-login issuer, a Redis URL) replaced by ones the local servers know;
+  user-login issuer, a Redis or PostgreSQL URL) replaced by ones the local servers know;
 - `routes`: Planet's API and M2M issuer, reached through the runner's httpx routing, so the
   snippet keeps Planet's URLs and the default origin allowlist.
 
@@ -115,7 +115,9 @@ def peer_server(client_keys: tuple[Path, dict[str, Path]]) -> Iterator[Peer]:
     server.stop()
 
 
-def substitutions(peer: Peer, redis_url: str | None) -> dict[str, str]:
+def substitutions(
+    peer: Peer, redis_url: str | None, postgres_url: str | None = None
+) -> dict[str, str]:
     """Placeholders in the snippets' text -> values the local servers know (quoted literals)."""
     table = {
         "https://login.planet.com/": peer.issuer,  # user logins check the issuer they meet
@@ -129,6 +131,8 @@ def substitutions(peer: Peer, redis_url: str | None) -> dict[str, str]:
     }
     if redis_url:
         table["redis://redis.internal:6379/0"] = redis_url
+    if postgres_url:
+        table["postgresql://app@db.internal:5432/app"] = postgres_url
     return {f'"{planet}"': f'"{local}"' for planet, local in table.items()}
 
 
@@ -260,10 +264,13 @@ def test_snippet_runs(
     """The block runs to the end with no undefined name, and every request it makes to Planet's
     API is authenticated (the local API accepted it)."""
     redis_url = request.getfixturevalue("redis").url if "redis://" in block.code else None
+    postgres_url = (
+        request.getfixturevalue("postgres").url if "postgresql://" in block.code else None
+    )
     if "ensure_initialized" in block.code or "login_with_browser" in block.code:
         env = request.getfixturevalue("browser_env")
     snippet = tmp_path / "snippet.py"
-    snippet.write_text(localized(block.code, substitutions(peer, redis_url)))
+    snippet.write_text(localized(block.code, substitutions(peer, redis_url, postgres_url)))
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     (workdir / "key.pem").write_bytes(client_keys[1]["rsa-1"].read_bytes())
