@@ -6,7 +6,8 @@ redis-server, with 6 s access tokens, and asks both for a header every 20 ms (ea
 
 - down at start: Redis is stopped before the managers exist; 4 s.
 - down mid-run: Redis stops while both tokens are valid, for two token lifetimes (12 s), split
-  into the part while the tokens are still valid and the part after they expired.
+  into the part while the tokens are still handed out (to their hard threshold, 0.6 s before
+  expiry) and the rest.
 - back up: Redis starts again after the 12 s; until both sessions have a valid token.
 - paused past a lease: Redis is SIGSTOPped just before the tokens' renewal ahead is due, for 3 s
   (lease 2 s, Redis timeout 1 s), over their hard threshold; until 3 s after it resumes.
@@ -120,6 +121,9 @@ async def _scenarios(ctx: Context) -> list[dict[str, Any]]:
                     "m2m_requests": requests["m2m"],
                     "user_without": round(callers[1].take(), 2),
                     "user_requests": requests["user"],
+                    "invalid_grant": sum(
+                        n for k, n in ctx.peer.errors().items() if k.endswith(":invalid_grant")
+                    ),
                     "user_errors": sorted(set(callers[1].errors)),
                 }
             )
@@ -160,11 +164,12 @@ async def _scenarios(ctx: Context) -> list[dict[str, Any]]:
                 caller.take()
             server.stop()
             stopped = time.monotonic()
-            left = min(m.expires_in() or 0.0 for m in (m2m, user))
+            # Until the first hard threshold: the expiry less a tenth of the lifetime (0.6 s).
+            left = min(m.expires_in() or 0.0 for m in (m2m, user)) - TTL / 10
             await anyio.sleep(max(left, 0.0))
             record(f"down mid-run, token valid ({left:.1f} s)", callers, left)
             await anyio.sleep(2 * TTL - (time.monotonic() - stopped))
-            record(f"down mid-run, after expiry ({2 * TTL - left:.1f} s)", callers, 2 * TTL - left)
+            record(f"down mid-run, token expired ({2 * TTL - left:.1f} s)", callers, 2 * TTL - left)
             server.start()
             record("back up after a mid-run outage", callers, await until_valid(callers, 20))
             tg.cancel_scope.cancel()
@@ -217,6 +222,7 @@ def run(ctx: Context) -> None:
                 "M2M: token requests",
                 "user: s without a token",
                 "user: refresh requests",
+                "invalid_grant",
             ],
             [
                 [
@@ -226,6 +232,7 @@ def run(ctx: Context) -> None:
                     r["m2m_requests"],
                     f"{r['user_without']:.2f}",
                     r["user_requests"],
+                    r["invalid_grant"],
                 ]
                 for r in rows
             ],
