@@ -446,7 +446,11 @@ def test_urls_and_arguments() -> None:
         assert storage.url == f"{scheme}://app:***@db.example:5432/tokens?sslmode=verify-full"
     in_query = PostgresStorage("postgresql:///tokens?host=/run/pg&user=app&password=p%40ss")
     assert in_query.url == "postgresql:///tokens?host=/run/pg&user=app&password=***"
-    assert PostgresStorage("postgresql://app@db.example/t").url == "postgresql://app@db.example/t"
+    # A user name alone is masked too, as in every storage URL: it may be a password.
+    assert PostgresStorage("postgresql://app@db.example/t").url == "postgresql://***@db.example/t"
+    with pytest.raises(ConfigurationError, match="not a usable PostgreSQL URL") as info:
+        PostgresStorage("postgresql://app:s3cret-pw@db.example/t?no_such_parameter=1")
+    assert "s3cret-pw" not in str(info.value)
     with pytest.raises(ConfigurationError, match="is not a PostgreSQL URL") as info:
         PostgresStorage("mysql://app:pw@db.example/tokens")
     assert "pw@" not in str(info.value)

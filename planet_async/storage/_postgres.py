@@ -43,6 +43,8 @@ import anyio
 
 from .._errors import ConfigurationError, LockLost, MissingExtra, StorageError
 from .._models import TokenSet
+from .._redact import redact
+from ._url import describe_url, mask_url, url_secrets
 
 if TYPE_CHECKING:
     import psycopg
@@ -56,7 +58,6 @@ _T = TypeVar("_T")
 SCHEMA_VERSION = 1
 """The version of the tables this release creates and reads."""
 
-_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*")
 _TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 # Serialises creating the tables among processes that start at once (any constant will do; this
 # one is "planet_async" in ASCII, truncated to 63 bits).
@@ -145,17 +146,6 @@ def _psycopg() -> Any:
             "PostgresStorage needs the postgres extra: pip install 'planet-async[postgres]'"
         ) from None
     return psycopg
-
-
-def mask_url(url: str) -> str:
-    """`url` with its password masked, in the user part or as a ``password`` parameter."""
-    parts = urlsplit(url)
-    if "@" in parts.netloc:
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        if colon:
-            url = url.replace(f"//{parts.netloc}", f"//{user}:***@{hostport}", 1)
-    return _PASSWORD_PARAMETER.sub(r"\1***", url)
 
 
 @dataclass
@@ -269,10 +259,23 @@ class PostgresStorage:
         connections: int = 4,
     ) -> None:
         self._psycopg = _psycopg()
-        if urlsplit(url).scheme.lower() not in ("postgresql", "postgres"):
+        self._secrets = url_secrets(url)
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError:
+            scheme = ""
+        if scheme not in ("postgresql", "postgres"):
             raise ConfigurationError(
-                f"{mask_url(url)!r} is not a PostgreSQL URL (postgresql://user@host:port/dbname)"
+                f"{describe_url(url)} is not a PostgreSQL URL (postgresql://user@host:port/dbname)"
             )
+        try:
+            # libpq reads the URL here, not at the first connection: its objections belong to
+            # construction, where the URL is given.
+            self._psycopg.conninfo.conninfo_to_dict(url)
+        except self._psycopg.Error as exc:
+            raise ConfigurationError(
+                f"not a usable PostgreSQL URL: {redact(str(exc), self._secrets)}"
+            ) from None
         if not _TABLE_NAME.fullmatch(table):
             raise ConfigurationError(
                 f"table {table!r}: use at most 48 lower-case letters, digits and _, "
@@ -583,8 +586,9 @@ class PostgresStorage:
         return int(rows[0])
 
     def _error(self, exc: Exception, action: str, session: str) -> StorageError:
-        # A driver error can quote the URL it failed to reach: mask it.
+        # A driver error can quote the URL it failed to reach, or parts of it: mask them.
         detail = f"{type(exc).__name__}: {exc}".replace(self._url, self.url).strip()
+        detail = redact(detail, self._secrets)
         return StorageError(f"cannot {action} session {session!r} in {self.url}: {detail}")
 
     async def _set_aside(self, session: str, data: Any) -> None:
