@@ -114,6 +114,27 @@ class RedisServer:
             proc.kill()
             proc.wait(timeout=10)
 
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash (a primary lost before its replicas have its writes)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait(timeout=10)
+
+    @staticmethod
+    def call_port(port: int, *command: str | bytes) -> Any:
+        """Send one command to whatever Redis (or sentinel) listens on `port`, without TLS."""
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with sock, sock.makefile("rwb") as stream:
+            stream.write(_encode(command))
+            stream.flush()
+            return _reply(stream)
+
     def flush(self) -> None:
         """Forget every key (between tests)."""
         assert self.call("FLUSHALL") == "OK", "FLUSHALL failed"

@@ -5,6 +5,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from planet_async import _oauth
 from tests._peer import Peer, make_client_keys
 from tests._postgres import PostgresServer
 from tests._redis import RedisServer, TLSFiles
+from tests._redis_topologies import ClusterGroup, SentinelGroup
 
 DEFAULT_TTL = 60
 
@@ -143,6 +145,66 @@ def start_postgres() -> Iterator[Callable[..., PostgresServer]]:
     yield start
     for server in servers:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_group() -> Iterator[SentinelGroup]:
+    """One primary, two replicas and three sentinels for the whole session."""
+    group = SentinelGroup().start()
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def redis_sentinel(redis_sentinel_group: SentinelGroup) -> Iterator[SentinelGroup]:
+    """The session's Sentinel group, emptied (a test that fails it over starts its own).
+
+    coredis (6.9) leaves a connection's memory streams unclosed behind some of the connections
+    a Sentinel or Cluster client makes; they warn when collected, and are ignored here.
+    """
+    redis_sentinel_group.server_on(redis_sentinel_group.primary_port()).flush()
+    with _coredis_leaves_streams_unclosed():
+        yield redis_sentinel_group
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_group() -> Iterator[ClusterGroup]:
+    """A Redis Cluster of three primaries with a replica each, for the whole session."""
+    group = ClusterGroup().start()
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_group: ClusterGroup) -> Iterator[ClusterGroup]:
+    """The session's Redis Cluster, emptied (a test that kills a node starts its own)."""
+    redis_cluster_group.flush()
+    with _coredis_leaves_streams_unclosed():
+        yield redis_cluster_group
+
+
+@contextmanager
+def _coredis_leaves_streams_unclosed() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)
+        yield
+        gc.collect()
+
+
+@pytest.fixture
+def start_redis_topology() -> Iterator[Callable[..., SentinelGroup | ClusterGroup]]:
+    """Start a Sentinel group (``"sentinel"``) or a Cluster (``"cluster"``) of the test's own,
+    to fail over; stopped after it."""
+    groups: list[SentinelGroup | ClusterGroup] = []
+
+    def start(kind: str) -> SentinelGroup | ClusterGroup:
+        groups.append(SentinelGroup() if kind == "sentinel" else ClusterGroup())
+        return groups[-1].start()
+
+    with _coredis_leaves_streams_unclosed():
+        yield start
+    for group in groups:
+        group.stop()
 
 
 @pytest.fixture

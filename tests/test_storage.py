@@ -77,6 +77,10 @@ def _where(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(request.getfixturevalue("redis").url)
     if kind == "postgres":
         return str(request.getfixturevalue("postgres").url)
+    if kind == "redis-sentinel":
+        return str(request.getfixturevalue("redis_sentinel").url)
+    if kind == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
     return str(tmp_path / ("root" if kind == "file" else "tokens.db"))
 
 
@@ -85,14 +89,16 @@ def _make(kind: str, where: str, **options: Any) -> Any:
         return MemoryStorage()
     if kind == "file":
         return FileStorage(where, **options)
-    if kind == "redis":
+    if kind.startswith("redis"):
         return RedisStorage(where, **options)
     if kind == "postgres":
         return PostgresStorage(where, **options)
     return SQLiteStorage(where, **options)
 
 
-@pytest.fixture(params=["memory", "file", "sqlite", "redis", "postgres"])
+@pytest.fixture(
+    params=["memory", "file", "sqlite", "redis", "redis-sentinel", "redis-cluster", "postgres"]
+)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return _make(request.param, _where(request.param, request, tmp_path))
 

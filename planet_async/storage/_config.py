@@ -23,7 +23,10 @@ def storage_from_url(url: str) -> Storage:
     """The storage a URL names.
 
     - ``redis://[[user]:password@]host[:port][/db][?retention=30d]``, ``rediss://...`` (TLS)
-      or ``unix://...``: a `RedisStorage` (needs the ``redis`` extra).
+      or ``unix://...``: a `RedisStorage` (needs the ``redis`` extra);
+      ``redis+sentinel://host:port[,host:port...]/service[/db]`` names the primary some
+      sentinels watch, ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``) a
+      Redis Cluster.
     - ``postgresql://[user[:password]@]host[:port]/dbname[?param=value]`` (or ``postgres://``):
       a `PostgresStorage` (needs the ``postgres`` extra).
     - ``file:///path/to/dir``: a `FileStorage` rooted there (the `planet` CLI's layout).
@@ -36,7 +39,7 @@ def storage_from_url(url: str) -> Storage:
         scheme = urlsplit(url).scheme.lower()
     except ValueError:
         scheme = ""
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster"):
         return RedisStorage(url)
     if scheme in ("postgresql", "postgres"):
         return PostgresStorage(url)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import anyio
 import anyio.abc
@@ -127,6 +127,79 @@ class _Request:
     error: BaseException | None = None
 
 
+_TOPOLOGIES = {
+    "redis+sentinel": ("redis", "sentinel"),
+    "redis+cluster": ("redis", "cluster"),
+    "rediss+cluster": ("rediss", "cluster"),
+}
+
+
+@dataclass(frozen=True)
+class _Topology:
+    """Where the sessions are: one node (``redis://``), the primary some sentinels name
+    (``redis+sentinel://``), or a Redis Cluster (``redis+cluster://``)."""
+
+    kind: str = "node"
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""  # the name the sentinels know the primary by
+    db: int = 0
+
+
+def _split_topology(url: str) -> tuple[str, _Topology]:
+    """A single-node URL of `url`'s first host (coredis reads the credentials and options from
+    it) and the topology `url` names; a plain Redis URL is returned as it is.
+
+    ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db][?options]``:
+    the sentinels (port 26379 by default) and the name of the primary they watch; the password
+    is the data nodes' (sentinels without one). ``redis+cluster://[[user]:password@]host:port
+    [,host:port...][?options]`` (``rediss+cluster://`` for TLS): nodes to discover the cluster
+    from (port 6379 by default).
+
+    Raises:
+        ConfigurationError: A host list or path that cannot be read; never quoting a password.
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() not in _TOPOLOGIES or not sep:
+        return url, _Topology()
+    base, kind = _TOPOLOGIES[scheme.lower()]
+    at = rest.rfind("@")
+    userinfo, after = rest[: at + 1], rest[at + 1 :]
+    cut = min((i for i in (after.find(c) for c in "/?#") if i >= 0), default=len(after))
+    hostlist, tail = after[:cut], after[cut:]
+    path, mark, query = tail.partition("?")
+    default_port = 26379 if kind == "sentinel" else 6379
+    hosts = []
+    for each in hostlist.split(","):
+        try:
+            parts = urlsplit(f"//{each}")
+            host, port = parts.hostname, parts.port or default_port
+        except ValueError:
+            host = None
+        if not host:
+            raise ConfigurationError(
+                f"not a usable {scheme} URL: each host is host[:port], separated by commas"
+            )
+        hosts.append((host, port))
+    segments = [unquote(segment) for segment in path.strip("/").split("/") if segment]
+    service, db = "", 0
+    if kind == "sentinel":
+        if not segments or len(segments) > 2:
+            raise ConfigurationError(
+                f"not a usable {scheme} URL: its path is /service[/db], the name of the primary "
+                "the sentinels watch (e.g. /mymaster/0)"
+            )
+        service = segments[0]
+        if len(segments) == 2:
+            if not segments[1].isdigit():
+                raise ConfigurationError(f"not a usable {scheme} URL: the database is a number")
+            db = int(segments[1])
+    elif segments not in ([], ["0"]):
+        raise ConfigurationError(f"not a usable {scheme} URL: a cluster has only database 0")
+    first = hostlist.split(",")[0]
+    single = f"{base}://{userinfo}{first}" + (f"/{db}" if db else "") + mark + query
+    return single, _Topology(kind, tuple(hosts), service, db)
+
+
 def _checking_host_names(url: str) -> str:
     """`url`, with TLS checking the server's host name unless the URL says otherwise: coredis
     checks only that a trusted CA signed the certificate, whatever name it was issued for."""
@@ -194,7 +267,8 @@ class RedisStorage:
         retention: float | None = DEFAULT_RETENTION,
     ) -> None:
         self._coredis = _coredis()
-        checked, from_url = check_redis_url(url)
+        single, self._topology = _split_topology(url)
+        checked, from_url = check_redis_url(single)
         if from_url is not False:
             retention = from_url
         for name, value in (("lease", lease), ("lock_timeout", lock_timeout), ("timeout", timeout)):
@@ -212,7 +286,7 @@ class RedisStorage:
             raise ConfigurationError(
                 f"not a usable Redis URL: {redact(str(exc), self._secrets)}"
             ) from None
-        self.url = mask_url(self._url)
+        self.url = mask_url(url if self._topology.kind != "node" else self._url)
         """The URL with its password masked."""
         self.retention = retention
         """Seconds a session is kept after its last save, unless the server said otherwise."""
@@ -486,15 +560,8 @@ class RedisStorage:
         Nothing but Redis commands runs inside a client: coredis runs each client's connections in
         a task group, whose failures would otherwise cancel, and wrap, whatever ran inside it.
         """
-        client = self._coredis.Redis.from_url(
-            self._url,
-            decode_components=True,  # a password with reserved characters is percent-encoded
-            decode_responses=False,
-            connect_timeout=self.timeout,
-            stream_timeout=self.timeout,
-        )
         try:
-            async with client:
+            async with self._client() as client:
                 return await use(client)
         except StorageError:
             raise
@@ -505,6 +572,45 @@ class RedisStorage:
             raise self._error(leaf, action, session) from None
         except Exception as exc:
             raise self._error(exc, action, session) from exc
+
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[Any]:
+        """A client of the node, of the primary the sentinels name now, or of the cluster."""
+        coredis = self._coredis
+        options: dict[str, Any] = {
+            "decode_responses": False,
+            "connect_timeout": self.timeout,
+            "stream_timeout": self.timeout,
+        }
+        topology = self._topology
+        if topology.kind == "node":
+            client = coredis.Redis.from_url(
+                self._url,
+                decode_components=True,  # a password with reserved characters is percent-encoded
+                **options,
+            )
+            async with client:
+                yield client
+            return
+        from coredis.connection import TCPLocation
+
+        locations = [TCPLocation(host, port) for host, port in topology.hosts]
+        if topology.kind == "cluster":
+            client = coredis.RedisCluster.from_url(
+                self._url, decode_components=True, startup_nodes=locations, **options
+            )
+            async with client:
+                yield client
+            return
+        parts = urlsplit(self._url)
+        credentials = {
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+        }
+        async with coredis.Sentinel(locations, **options) as sentinel:
+            primary = sentinel.primary_for(topology.service, db=topology.db, **credentials)
+            async with primary:
+                yield primary
 
     async def _bounded(self, request: Awaitable[_T], action: str, session: str) -> _T:
         try:

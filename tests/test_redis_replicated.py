@@ -1,0 +1,183 @@
+"""RedisStorage on replicated Redis: Sentinel and Cluster URLs, and losing a node.
+
+Real redis-servers on loopback (tests/_redis_topologies.py): one primary, two replicas and three
+sentinels; a Cluster of three primaries with a replica each. The storage contract itself runs on
+both in tests/test_storage.py. Here: the URL forms, and what survives a SIGKILLed primary.
+
+Replication on loopback catches up in about a millisecond, so these tests show that the storage
+follows the failover (it finds the new primary, the sessions are there, the lease and the fenced
+save work on it); they do not show that a save is durable when the replicas fall behind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from planet_async import ConfigurationError, RedisStorage, StorageError, TokenSet
+from planet_async.storage import storage_from_url
+from planet_async.storage._redis import _split_topology
+
+pytestmark = pytest.mark.anyio
+
+SESSIONS = 100
+
+
+def _token(access: str) -> TokenSet:
+    return TokenSet(
+        access_token=access, issued_at=100, expires_at=200, refresh_token=f"rt-{access}"
+    )
+
+
+def _access(token: TokenSet | None) -> str | None:
+    return None if token is None else token.access_token.get_secret_value()
+
+
+@pytest.mark.parametrize(
+    ("url", "single", "kind", "hosts", "service", "db"),
+    [
+        (
+            "redis+sentinel://s1:26380,s2,[::1]:26381/mymaster/2",
+            "redis://s1:26380/2",
+            "sentinel",
+            (("s1", 26380), ("s2", 26379), ("::1", 26381)),
+            "mymaster",
+            2,
+        ),
+        (
+            "redis+sentinel://:pw@s1/my%20primary?retention=1h",
+            "redis://:pw@s1?retention=1h",
+            "sentinel",
+            (("s1", 26379),),
+            "my primary",
+            0,
+        ),
+        (
+            "redis+cluster://app:pw@n1:7000,n2:7001,n3",
+            "redis://app:pw@n1:7000",
+            "cluster",
+            (("n1", 7000), ("n2", 7001), ("n3", 6379)),
+            "",
+            0,
+        ),
+        (
+            "rediss+cluster://n1:7000/0?ssl_ca_certs=/ca.pem",
+            "rediss://n1:7000?ssl_ca_certs=/ca.pem",
+            "cluster",
+            (("n1", 7000),),
+            "",
+            0,
+        ),
+    ],
+)
+def test_url_forms(
+    url: str, single: str, kind: str, hosts: tuple[Any, ...], service: str, db: int
+) -> None:
+    """A Sentinel URL names its sentinels (26379 by default), the primary's name and a database;
+    a Cluster URL names nodes to discover it from (6379 by default); the first host, with the
+    credentials and options, is what coredis reads."""
+    found, topology = _split_topology(url)
+    assert found == single
+    assert (topology.kind, topology.hosts, topology.service, topology.db) == (
+        kind,
+        hosts,
+        service,
+        db,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+sentinel://s1,s2", "/service"),
+        ("redis+sentinel://s1/a/b/c", "/service"),
+        ("redis+sentinel://s1/mymaster/x", "database is a number"),
+        ("redis+cluster://n1/3", "only database 0"),
+        ("redis+cluster://n1,,n2", "host[:port]"),
+        ("redis+cluster://n1:99999", "host[:port]"),
+        ("redis+cluster://app:s3cret-pw@n1,:7000", "host[:port]"),
+    ],
+)
+def test_bad_urls_are_refused_where_given(url: str, problem: str) -> None:
+    """A host list or path that cannot be read is a ConfigurationError at construction (and
+    from PLANET_ASYNC_STORAGE's reader), never quoting the password."""
+    for make in (RedisStorage, storage_from_url):
+        with pytest.raises(ConfigurationError, match=re.escape(problem)) as info:
+            make(url)
+        assert "s3cret-pw" not in str(info.value)
+
+
+def test_storage_from_url_and_masking() -> None:
+    """Every replicated form is a RedisStorage from a URL, with its password masked."""
+    for url, masked in [
+        ("redis+sentinel://:s3cret@s1,s2/mymaster", "redis+sentinel://:***@s1,s2/mymaster"),
+        ("redis+cluster://app:s3cret@n1:7000,n2", "redis+cluster://app:***@n1:7000,n2"),
+        ("rediss+cluster://n1:7000", "rediss+cluster://n1:7000"),
+    ]:
+        storage = storage_from_url(url)
+        assert isinstance(storage, RedisStorage)
+        assert storage.url == masked
+        assert "s3cret" not in repr(storage)
+
+
+async def test_sentinel_failover_keeps_the_session(
+    start_redis_topology: Callable[..., Any],
+) -> None:
+    """With the primary SIGKILLed, the storage finds the primary the sentinels promote: the
+    session saved before is there, and the lease and fenced save work on the new primary."""
+    group = start_redis_topology("sentinel")
+    storage = RedisStorage(group.url, timeout=2, lock_timeout=10)
+    async with storage.lock("s"):
+        await storage.save("s", _token("before"))
+    old = group.kill_primary().port
+    new = group.wait_for_failover(old)
+    assert new != old
+    assert _access(await storage.load("s")) == "before"
+    async with storage.lock("s"):
+        await storage.save("s", _token("after"))
+    assert _access(await storage.load("s")) == "after"
+    assert group.server_on(new).call("EXISTS", "planet_async:{s}:token") == 1
+
+
+async def test_a_sentinel_storage_without_a_primary_is_a_storage_error(
+    start_redis_topology: Callable[..., Any],
+) -> None:
+    """Sentinels that name no reachable primary (all data nodes down): one StorageError naming
+    the session and the store, within the timeout; nothing hangs."""
+    group = start_redis_topology("sentinel")
+    for server in group.servers:
+        server.kill()
+    storage = RedisStorage(group.url, timeout=1, lock_timeout=2)
+    with anyio.fail_after(20), pytest.raises(StorageError, match="session 's'"):
+        await storage.load("s")
+
+
+async def test_cluster_keeps_every_session_when_a_primary_dies(
+    start_redis_topology: Callable[..., Any],
+) -> None:
+    """A hundred sessions spread over the cluster's slots: a primary holding some of them is
+    SIGKILLed, its replica takes over, and every session loads as it was saved and can be
+    renewed (lease, fenced save) again."""
+    cluster = start_redis_topology("cluster")
+    async with RedisStorage(cluster.url, timeout=2, lock_timeout=10) as storage:
+        for index in range(SESSIONS):
+            async with storage.lock(f"user-{index}"):
+                await storage.save(f"user-{index}", _token(f"at-{index}"))
+    owners = {cluster.primary_of(f"planet_async:{{user-{i}}}:token").port for i in range(SESSIONS)}
+    assert len(owners) == 3  # the sessions are spread over every primary
+    victim = cluster.primary_of("planet_async:{user-0}:token")
+    victim.kill()
+    cluster.wait_for_takeover(victim)
+    storage = RedisStorage(cluster.url, timeout=2, lock_timeout=10)
+    loaded = [_access(await storage.load(f"user-{i}")) for i in range(SESSIONS)]
+    assert loaded == [f"at-{i}" for i in range(SESSIONS)]
+    async with storage:
+        for index in range(SESSIONS):
+            async with storage.lock(f"user-{index}"):
+                await storage.save(f"user-{index}", _token(f"renewed-{index}"))
+    loaded = [_access(await storage.load(f"user-{i}")) for i in range(SESSIONS)]
+    assert loaded == [f"renewed-{i}" for i in range(SESSIONS)]
