@@ -256,6 +256,17 @@ class ClusterGroup:
 
         _wait_for(whole, "the cluster did not recover", timeout)
 
+    def rejoin(self, node: RedisServer, timeout: float = 30) -> None:
+        """Start `node` again (it rejoins as a replica of the primary that replaced it) and wait
+        until it is in sync."""
+        node.start()
+
+        def synced() -> bool:
+            info = node.call("INFO", "replication")
+            return b"role:slave" in info and b"master_link_status:up" in info
+
+        _wait_for(synced, "the node did not rejoin as a replica", timeout)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

@@ -12,19 +12,34 @@ save work on it); they do not show that a save is durable when the replicas fall
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
 
-from planet_async import ConfigurationError, RedisStorage, StorageError, TokenSet
+from planet_async import (
+    AuthorizationServer,
+    ConfigurationError,
+    PlanetAuthError,
+    PublicClient,
+    RedisStorage,
+    RefreshTokenGrant,
+    StorageError,
+    TokenManager,
+    TokenSet,
+)
 from planet_async.storage import storage_from_url
 from planet_async.storage._redis import _split_topology
+from tests._browser import device_login_saved
+from tests._helpers import FakeClock
+from tests._peer import Peer
 
 pytestmark = pytest.mark.anyio
 
 SESSIONS = 100
+EXPIRED = 61  # seconds: past the peer's access token lifetime
 
 
 def _token(access: str) -> TokenSet:
@@ -160,8 +175,9 @@ async def test_cluster_keeps_every_session_when_a_primary_dies(
     start_redis_topology: Callable[..., Any],
 ) -> None:
     """A hundred sessions spread over the cluster's slots: a primary holding some of them is
-    SIGKILLed, its replica takes over, and every session loads as it was saved and can be
-    renewed (lease, fenced save) again."""
+    SIGKILLed, its replica takes over, and every session loads as it was saved; saves to the
+    promoted replica are refused as not durable until the lost node rejoins as its replica, and
+    then every session can be renewed (lease, fenced save, WAIT) again."""
     cluster = start_redis_topology("cluster")
     async with RedisStorage(cluster.url, timeout=2, lock_timeout=10) as storage:
         for index in range(SESSIONS):
@@ -175,9 +191,115 @@ async def test_cluster_keeps_every_session_when_a_primary_dies(
     storage = RedisStorage(cluster.url, timeout=2, lock_timeout=10)
     loaded = [_access(await storage.load(f"user-{i}")) for i in range(SESSIONS)]
     assert loaded == [f"at-{i}" for i in range(SESSIONS)]
+    # The promoted replica has no replica of its own: a save there is not durable, and is
+    # refused as such (WAIT 1) until the lost node is back as its replica.
+    with pytest.raises(StorageError, match="fewer than 1 replica"):
+        await storage.save("user-0", _token("not-durable"))
+    cluster.rejoin(victim)
     async with storage:
         for index in range(SESSIONS):
             async with storage.lock(f"user-{index}"):
                 await storage.save(f"user-{index}", _token(f"renewed-{index}"))
     loaded = [_access(await storage.load(f"user-{i}")) for i in range(SESSIONS)]
     assert loaded == [f"renewed-{i}" for i in range(SESSIONS)]
+
+
+# -- durable saves: WAIT ---------------------------------------------------------------------
+
+
+@pytest.mark.fleet
+@pytest.mark.parametrize("replicas", [0, 1])
+async def test_wait_is_what_tells_a_save_from_one_a_failover_loses(
+    start_redis_topology: Callable[..., Any], replicas: int
+) -> None:
+    """With the replicas held back (SIGSTOP, their links cut), a save is acknowledged by the
+    primary alone; the
+    primary is then SIGKILLed and a replica promoted. Without WAIT (replicas=0) the save was
+    acknowledged and is lost: the new primary has the session before it. With WAIT (replicas=1)
+    the same save is refused as not durable (a StorageError the TokenManager answers by keeping
+    the token and saving it again), so nobody believes a session saved that is not."""
+    group = start_redis_topology("sentinel")
+    await RedisStorage(group.url, replicas=2, timeout=2).save("s", _token("v1"))  # on all
+    storage = RedisStorage(group.url, replicas=replicas, replica_timeout=0.5, timeout=2)
+    primary = group.server_on(group.primary_port())
+    for replica in group.replicas:
+        replica.pause()
+    # A stopped replica's kernel would still buffer the replication stream for it (and it would
+    # read it on resuming): cut the links too, so that nothing written now reaches a replica.
+    assert primary.call("CLIENT", "KILL", "TYPE", "replica") == 2
+    try:
+        if replicas:
+            with pytest.raises(StorageError, match=r"fewer than 1 replica\(s\) acknowledged"):
+                await storage.save("s", _token("v2"))
+        else:
+            await storage.save("s", _token("v2"))
+        assert _access(await storage.load("s")) == "v2"  # on the primary, either way
+        old = group.kill_primary().port
+    finally:
+        for replica in group.replicas:
+            replica.resume()
+    group.wait_for_failover(old)
+    assert _access(await storage.load("s")) == "v1"
+
+
+@pytest.mark.fleet
+@pytest.mark.parametrize("replicas", [0, 1])
+async def test_a_rotated_refresh_token_survives_a_failover_with_wait(
+    peer: Peer, start_redis_topology: Callable[..., Any], replicas: int
+) -> None:
+    """A user session with rotating refresh tokens is renewed while the replicas are held back
+    (between the renewal's mark and its save), then the primary dies and a replica takes over
+    with the previous session. With WAIT the save was not acknowledged, the manager kept the new
+    token as unsaved, writes it back over the older stored one at its next renewal and renews
+    with it: no invalid_grant. Without WAIT the new refresh token existed only on the dead
+    primary."""
+    group = start_redis_topology("sentinel")
+    await device_login_saved(peer.issuer, RedisStorage(group.url, timeout=2), "user")
+    peer.reset()
+    primary = group.server_on(group.primary_port())
+
+    class HoldingBackReplicas(RefreshTokenGrant):
+        """Holds the replicas back just before its token request (after the renewal's mark
+        reached them): the rotated token's save then reaches the primary alone."""
+
+        holding = True
+
+        async def renew(self, current: Any, *, clock: Callable[[], float]) -> Any:
+            if self.holding:
+                for replica in group.replicas:
+                    replica.pause()
+                primary.call("CLIENT", "KILL", "TYPE", "replica")
+            return await super().renew(current, clock=clock)
+
+    grant = HoldingBackReplicas(
+        AuthorizationServer(peer.issuer), PublicClient(client_id="native-app")
+    )
+    storage = RedisStorage(group.url, replicas=replicas, replica_timeout=0.5, timeout=2)
+    clock = FakeClock(start=time.time())
+    manager = TokenManager(grant, storage=storage, session="user", clock=clock)
+    login = await manager.header()
+    clock.advance(EXPIRED)
+    try:
+        renewed = await manager.header()  # requests go on with it, saved or not
+        assert renewed != login
+        old = group.kill_primary().port
+    finally:
+        for replica in group.replicas:
+            replica.resume()
+    group.wait_for_failover(old)
+    assert peer.grants("refresh_token") == 1
+
+    clock.advance(EXPIRED)
+    grant.holding = False
+    if replicas:
+        again = await manager.header()
+        assert again not in (login, renewed)
+        assert peer.grants("refresh_token") == 2
+        assert peer.errors() == {}
+        stored = await storage.load("user")
+        assert stored is not None
+        assert f"Bearer {_access(stored)}" == again
+    else:
+        with pytest.raises(PlanetAuthError):
+            await manager.header()
+        assert any("invalid_grant" in key for key in peer.errors()), peer.errors()

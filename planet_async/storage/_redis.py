@@ -232,13 +232,19 @@ class RedisStorage:
     stored session instead).
 
     Every Redis call is bounded by `timeout`; the wait for the lease by `lock_timeout`. The
-    session key and its lease share a hash tag, so the fenced write also works on Redis Cluster.
+    session key and its lease share a hash tag, so every key and script of a session stays in
+    one Redis Cluster slot. On Sentinel and Cluster a save counts only once `replicas` replicas
+    have it (``WAIT``): replication is asynchronous, and a primary that dies before its replicas
+    have a rotated refresh token would take the session with it.
 
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]``, or ``rediss://`` for TLS (coredis
             URL options such as ``?ssl_ca_certs=...`` pass through); ``?retention=30d`` sets
-            `retention`. A password with reserved characters (``/ ? # @ :``) is
-            percent-encoded.
+            `retention`. ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service
+            [/db]`` names the primary that sentinels (port 26379 by default) watch as
+            `service`; ``redis+cluster://[[user]:password@]host:port[,host:port...]`` (or
+            ``rediss+cluster://``) a Redis Cluster, discovered from those nodes. A password with
+            reserved characters (``/ ? # @ :``) is percent-encoded.
         prefix: Prefix of every key this storage uses.
         retention: Seconds a stored session is kept after its last save when the server did not
             say how long its refresh token lasts (``refresh_expires_in``); where it did, the
@@ -248,6 +254,12 @@ class RedisStorage:
         lease: Seconds a lease lasts unless extended (extended every third of it while held).
         lock_timeout: Seconds to wait for another holder's lease before `StorageError`.
         timeout: Seconds any one Redis call may take.
+        replicas: How many replicas must have a save (``WAIT``) before it counts as saved;
+            otherwise the save is a `StorageError`, and the TokenManager keeps the token in
+            memory and saves it again later (requests go on with it). Default: 1 on Sentinel
+            and Cluster URLs, 0 on a single node. Set 0 where a primary has no replica.
+        replica_timeout: Seconds a save waits for its replicas (less than `timeout`; default
+            1 s, or half of `timeout` if that is less).
 
     Raises:
         ConfigurationError: The URL is not a Redis URL coredis can use (no host, a port that is
@@ -265,6 +277,8 @@ class RedisStorage:
         lock_timeout: float = 60.0,
         timeout: float = 5.0,
         retention: float | None = DEFAULT_RETENTION,
+        replicas: int | None = None,
+        replica_timeout: float | None = None,
     ) -> None:
         self._coredis = _coredis()
         single, self._topology = _split_topology(url)
@@ -288,6 +302,17 @@ class RedisStorage:
             ) from None
         self.url = mask_url(url if self._topology.kind != "node" else self._url)
         """The URL with its password masked."""
+        if replicas is None:
+            replicas = 0 if self._topology.kind == "node" else 1
+        if replicas < 0:
+            raise ConfigurationError("replicas must be 0 or more")
+        if replica_timeout is None:
+            replica_timeout = min(1.0, timeout / 2)
+        if not (math.isfinite(replica_timeout) and 0 < replica_timeout < timeout):
+            raise ConfigurationError("replica_timeout must be positive and less than timeout")
+        self.replicas = replicas
+        """Replicas a save must reach (``WAIT``) before it counts as saved."""
+        self.replica_timeout = replica_timeout
         self.retention = retention
         """Seconds a session is kept after its last save, unless the server said otherwise."""
         self.prefix = prefix
@@ -362,10 +387,14 @@ class RedisStorage:
         keep = self._retention_ms(token)
         lease = self._held.get()
         if lease is None or lease.key != self._key(session, "lock"):
-            await self._call(lambda c: c.set(key, payload, px=keep or None), "save", session)
+            await self._call(
+                self._durably(lambda c: c.set(key, payload, px=keep or None)), "save", session
+            )
             return
         written = await self._call(
-            lambda c: c.eval(_FENCED_SET, [lease.key, key], [lease.owner, payload, keep]),
+            self._durably(
+                lambda c: c.eval(_FENCED_SET, [lease.key, key], [lease.owner, payload, keep])
+            ),
             "save",
             session,
         )
@@ -375,6 +404,21 @@ class RedisStorage:
                 f"the lease on session {session!r} in {self.url} lapsed before the save "
                 "(this process stalled, or Redis did); the stored session was left as it was"
             )
+
+    def _durably(
+        self, command: Callable[[coredis.Redis[bytes]], Awaitable[_T]]
+    ) -> Callable[[coredis.Redis[bytes]], Awaitable[_T]]:
+        """`command`, then ``WAIT`` on the same connection until `replicas` replicas have it (a
+        ``ReplicationError``, so a `StorageError`, when they do not within `replica_timeout`)."""
+        if not self.replicas:
+            return command
+        wait_ms = max(1, round(self.replica_timeout * 1000))
+
+        async def durable(client: coredis.Redis[bytes]) -> _T:
+            with client.ensure_replication(self.replicas, wait_ms):
+                return await command(client)
+
+        return durable
 
     def _retention_ms(self, token: TokenSet) -> int:
         """Milliseconds to keep `token` in Redis (0: until deleted): as long as its refresh token
@@ -624,6 +668,12 @@ class RedisStorage:
     def _error(self, exc: Exception, action: str, session: str) -> StorageError:
         if isinstance(exc, TimeoutError):
             detail = f"no answer within {self.timeout:g} s"
+        elif type(exc).__name__ == "ReplicationError":
+            detail = (
+                f"fewer than {self.replicas} replica(s) acknowledged it within "
+                f"{self.replica_timeout:g} s (WAIT); a renewed token is kept in memory and saved "
+                "again"
+            )
         else:
             # A Redis error can quote the URL it failed to reach, or parts of it: mask them.
             detail = f"{type(exc).__name__}: {exc}".replace(self._url, self.url)
