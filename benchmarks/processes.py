@@ -22,7 +22,8 @@ no failed request.
 
 Beside the fleets, the time one renewal spends in its storage (lock, load, save, release: what a
 renewal does besides its token request) is measured directly for MemoryStorage, FileStorage,
-RedisStorage and PostgresStorage, on asyncio and trio. Target: each shared storage adds under
+RedisStorage (one node; Sentinel and Cluster, waiting for one replica on every save) and
+PostgresStorage, on asyncio and trio. Target: each shared storage adds under
 5 ms to a renewal on loopback.
 """
 
@@ -46,6 +47,7 @@ from pydantic import SecretStr
 import planet_async
 from tests._postgres import PostgresServer
 from tests._redis import RedisServer
+from tests._redis_topologies import ClusterGroup, SentinelGroup
 
 from ._common import Context, median, ms, percentile, table, write_results
 from ._contenders import Setup, incumbent_profile
@@ -247,12 +249,18 @@ STORAGES = (
     "FileStorage",
     "RedisStorage",
     "RedisStorage, entered",
+    "RedisStorage, Sentinel (WAIT 1), entered",
+    "RedisStorage, Cluster (WAIT 1), entered",
     "PostgresStorage",
 )
 BACKENDS = ("asyncio", "trio")
 
 
 def _storage(kind: str, urls: dict[str, str], home: Path) -> planet_async.Storage:
+    if kind.startswith("RedisStorage, Sentinel"):
+        return planet_async.RedisStorage(urls["sentinel"])
+    if kind.startswith("RedisStorage, Cluster"):
+        return planet_async.RedisStorage(urls["cluster"])
     if kind.startswith("RedisStorage"):
         return planet_async.RedisStorage(urls["redis"])
     if kind == "PostgresStorage":
@@ -353,7 +361,9 @@ def _latency_table(rows: list[dict[str, Any]]) -> str:
         note=(
             "Each renewal takes the session's lock, loads the session, saves a new token and "
             "releases the lock, as a TokenManager does around its token request; Redis is a "
-            "redis-server on loopback, PostgreSQL a postgresql-15 server on loopback with its "
+            "redis-server on loopback (Sentinel: 1 primary, 2 replicas, 3 sentinels; Cluster: 3 "
+            "primaries with a replica each; both WAIT for 1 replica on every save), "
+            "PostgreSQL a postgresql-15 server on loopback with its "
             "default durability (fsync on, synchronous_commit on: each save waits for its WAL "
             "flush). Added: the median over MemoryStorage's on the same backend. Target: each "
             "shared storage adds under 5 ms."
@@ -366,9 +376,18 @@ def run(ctx: Context) -> None:
     fleets = []
     redis = RedisServer().start()
     postgres = PostgresServer()
+    sentinel = SentinelGroup()
+    cluster = ClusterGroup()
     try:
         postgres.start()
-        urls = {"redis": redis.url, "postgres": postgres.url}
+        sentinel.start()
+        cluster.start()
+        urls = {
+            "redis": redis.url,
+            "postgres": postgres.url,
+            "sentinel": sentinel.url,
+            "cluster": cluster.url,
+        }
         latency = _renewal_latency(ctx, urls)  # first, while nothing else runs
         ctx.show(_latency_table(latency))
         ctx.configure_peer(ttl=TTL, token_delay_ms=TOKEN_DELAY_MS)
@@ -379,6 +398,8 @@ def run(ctx: Context) -> None:
         ctx.configure_peer(ttl=3600, token_delay_ms=0)
         redis.stop()
         postgres.destroy()
+        sentinel.stop()
+        cluster.stop()
     rows = []
     for fleet in fleets:
         per_renewal = fleet["token_requests_per_renewal"]
