@@ -108,5 +108,6 @@ class Fleet:
             reports.append(json.loads(output.decode().splitlines()[-1]))
         return reports
 
-    def stderr(self, index: int) -> str:
-        return (self._logs / f"worker-{index}.err").read_text(errors="replace")[-3000:]
+    def stderr(self, index: int, *, whole: bool = False) -> str:
+        text = (self._logs / f"worker-{index}.err").read_text(errors="replace")
+        return text if whole else text[-3000:]

@@ -129,7 +129,7 @@ async def _run(
 
 
 def _storage(where: str) -> Storage:
-    if where.startswith(("redis://", "rediss://", "unix://")):
+    if where.startswith(("redis://", "rediss://", "unix://", "redis+", "rediss+")):
         return RedisStorage(where)
     if where.startswith("postgresql://"):
         return PostgresStorage(where)

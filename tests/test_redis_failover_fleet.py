@@ -1,0 +1,88 @@
+"""Eight processes share a rotating user session through Redis Sentinel while its primary dies.
+
+One primary, two replicas and three sentinels (tests/_redis_topologies.py); eight worker
+processes (tests/_worker.py, half asyncio, half trio) renew one user session whose refresh
+tokens the peer rotates, revoking the grant if an old one comes back. Right after the first
+rotation's save has reached the primary, the primary is SIGKILLed; the sentinels promote a
+replica. The saves wait for one replica (`WAIT 1`, the default on a Sentinel URL), so the rotated
+refresh token is on the replica that takes over. Requests made while the sentinels still name
+the dead primary (about 2 s) by a worker whose token ran out then fail: a user session waits for
+its store; every request after that is sent with a valid token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from planet_async import RedisStorage
+from tests._browser import device_login_saved
+from tests._fleet import Fleet
+from tests._peer import Peer
+from tests.test_redis_fleet import _issued
+
+pytestmark = [pytest.mark.peer, pytest.mark.fleet, pytest.mark.timeout(180)]
+
+WORKERS = ("asyncio", "trio") * 4
+TTL = 8  # seconds an access token lives
+SECONDS = 24.0
+INTERVAL_MS = 150
+KEY = "planet_async:{user}:token"
+
+
+def _stored_access(group: Any) -> str | None:
+    raw = group.server_on(group.primary_port()).call("GET", KEY)
+    return None if raw is None else json.loads(raw)["access_token"]
+
+
+def test_a_rotating_session_survives_a_sentinel_failover(
+    peer: Peer, start_redis_topology: Any, tmp_path: Path
+) -> None:
+    """The primary dies right after a rotation's save: no invalid_grant, one refresh per renewal
+    point, and the stored refresh token still works at the end."""
+    group = start_redis_topology("sentinel")
+    peer.set_access_token_ttl(TTL)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    worker_args = [peer.issuer, group.url, "user", str(SECONDS), str(INTERVAL_MS), "--user"]
+    with Fleet(worker_args, WORKERS, logs) as fleet:
+        login = anyio.run(device_login_saved, peer.issuer, RedisStorage(group.url), "user")
+        first = login.access_token.get_secret_value()
+        fleet.go()
+        deadline = time.monotonic() + 15
+        while _stored_access(group) == first and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _stored_access(group) != first, "no rotation was saved"
+        killed = time.monotonic()
+        old = group.kill_primary().port
+        group.wait_for_failover(old)
+        failover = time.monotonic() - killed
+        reports = fleet.reports(timeout=SECONDS + 60)
+    refreshes = peer.grants("refresh_token")
+    issued, _ = _issued(reports)
+    errors = [report["errors"] for report in reports]
+    print(
+        f"\nSentinel failover: primary killed after the first rotation, new primary named "
+        f"{failover:.1f} s later; {refreshes} refreshes, {len(issued)} tokens used, peer errors "
+        f"{peer.errors() or 'none'}, failed requests per worker {errors}"
+    )
+    assert peer.errors() == {}  # no refresh token was spent twice: no invalid_grant
+    # Requests fail only while the sentinels still name the dead primary (a worker whose token
+    # ran out then waits for the store, as a user session must): each failure names it.
+    failures = [
+        line
+        for index in range(len(WORKERS))
+        for line in fleet.stderr(index, whole=True).splitlines()
+        if "request failed" in line or "HTTP " in line
+    ]
+    assert len(failures) == sum(errors)
+    assert all(f"127.0.0.1:{old}" in line for line in failures), failures[:3]
+    assert refreshes == len(issued) - 1 == sum(report["renewals"] for report in reports)
+    stored = anyio.run(RedisStorage(group.url).load, "user")
+    assert stored is not None
+    assert stored.access_token.get_secret_value() == issued[-1]
