@@ -22,6 +22,7 @@ import pytest
 from planet_async import (
     AuthorizationServer,
     ConfigurationError,
+    LockLost,
     PlanetAuthError,
     PublicClient,
     RedisStorage,
@@ -303,3 +304,47 @@ async def test_a_rotated_refresh_token_survives_a_failover_with_wait(
         with pytest.raises(PlanetAuthError):
             await manager.header()
         assert any("invalid_grant" in key for key in peer.errors()), peer.errors()
+
+
+# -- a lease that outlives its primary ---------------------------------------------------------
+
+
+@pytest.mark.fleet
+async def test_a_lease_taken_on_a_lost_primary_does_not_hold_the_fleet_back(
+    start_redis_topology: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A holder takes a 60 s lease and the primary dies (the lease has reached the replicas): on
+    the promoted replica another process takes the lease over at once, not after 60 s, since
+    the lease was stamped by a primary that is gone; the old holder's save is then refused."""
+    group = start_redis_topology("sentinel")
+    holder = RedisStorage(group.url, lease=60, timeout=2)
+    waiter = RedisStorage(group.url, lease=60, timeout=2, lock_timeout=5)
+    key = "planet_async:{s}:lock"
+    async with holder.lock("s"):
+        stamped = group.server_on(group.primary_port()).call("GET", key)
+        for replica in group.replicas:
+            deadline = time.monotonic() + 5
+            while replica.call("GET", key) != stamped and time.monotonic() < deadline:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            assert replica.call("GET", key) == stamped
+        old = group.kill_primary().port
+        group.wait_for_failover(old)
+        with caplog.at_level("WARNING", logger="planet_async"):
+            async with waiter.lock("s"):  # within lock_timeout (5 s), far less than the lease
+                await waiter.save("s", _token("newer"))
+        assert "took over a lease" in caplog.text
+        with pytest.raises(LockLost):  # the lease is the waiter's now
+            await holder.save("s", _token("stale"))
+    assert _access(await waiter.load("s")) == "newer"
+
+
+async def test_a_live_lease_on_the_same_primary_is_respected(
+    redis_sentinel: Any,
+) -> None:
+    """Without a failover, the stamp matches: a waiter waits for a held lease as before."""
+    holder = RedisStorage(redis_sentinel.url, lease=5)
+    waiter = RedisStorage(redis_sentinel.url, lease=5, lock_timeout=0.3)
+    async with holder.lock("s"):
+        with pytest.raises(StorageError, match="timed out"):
+            async with waiter.lock("s"):
+                pytest.fail("entered a lease held on the same primary")

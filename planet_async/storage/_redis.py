@@ -46,11 +46,22 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+# A lease's value is its owner token, '@', and the replication ID of the primary it was taken or
+# last extended on (INFO's master_replid, which a replica promoted in a failover changes). A lease
+# stamped by a primary that is gone cannot be proven held: its holder may have died with that
+# primary, and the replica that took over would otherwise hold the whole fleet back until the
+# lease lapsed. So a waiter takes it over at once, and a holder still alive re-stamps it at its
+# next extension (or finds it taken over: its fenced save is then refused). A value without '@'
+# (an older planet_async's) is a live lease like any other.
+_REPLID = "string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')"
+_HELD = "string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. '@'"
+
 # KEYS[1] = the lease, KEYS[2] = the session; ARGV[1] = our owner token, ARGV[2] = the JSON,
 # ARGV[3] = the session's retention in milliseconds ('0': none). The write happens only while the
 # lease is ours, in the same atomic step as the check.
-_FENCED_SET = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+_FENCED_SET = f"""
+local held = redis.call('GET', KEYS[1])
+if held and {_HELD} then
   if ARGV[3] == '0' then
     redis.call('SET', KEYS[2], ARGV[2])
   else
@@ -79,23 +90,36 @@ return 1
 """
 # KEYS[1] = the lease; ARGV[1] = our owner token, ARGV[2] = milliseconds. Taking a lease we
 # already hold succeeds too, so an attempt whose answer was lost can simply be made again.
-_ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+# Returns 2 when it took over a lease stamped by another primary.
+_ACQUIRE = f"""
+local replid = {_REPLID}
+local mine = ARGV[1] .. '@' .. replid
+if redis.call('SET', KEYS[1], mine, 'NX', 'PX', ARGV[2]) then
   return 1
 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local held = redis.call('GET', KEYS[1])
+if {_HELD} then
+  redis.call('SET', KEYS[1], mine, 'PX', ARGV[2])
+  return 1
+end
+local at = string.find(held, '@', 1, true)
+if at and string.sub(held, at + 1) ~= replid then
+  redis.call('SET', KEYS[1], mine, 'PX', ARGV[2])
+  return 2
+end
+return 0
+"""
+_EXTEND = f"""
+local held = redis.call('GET', KEYS[1])
+if held and {_HELD} then
+  redis.call('SET', KEYS[1], ARGV[1] .. '@' .. {_REPLID}, 'PX', ARGV[2])
   return 1
 end
 return 0
 """
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+_RELEASE = f"""
+local held = redis.call('GET', KEYS[1])
+if held and {_HELD} then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -482,9 +506,19 @@ class RedisStorage:
         deadline = time.monotonic() + self.lock_timeout
         lease_ms = max(1, round(self.lease * 1000))
         delay = 0.005
-        while not await self._call(
-            lambda c: c.eval(_ACQUIRE, [lease.key], [lease.owner, lease_ms]), "lock", session
-        ):
+        while True:
+            taken = await self._call(
+                lambda c: c.eval(_ACQUIRE, [lease.key], [lease.owner, lease_ms]), "lock", session
+            )
+            if taken == 2:
+                logger.warning(
+                    "session %r: took over a lease in %s that a primary lost in a failover had "
+                    "stamped; its holder, if alive, finds its save refused",
+                    session,
+                    self.url,
+                )
+            if taken:
+                return
             if time.monotonic() >= deadline:
                 raise StorageError(
                     f"timed out after {self.lock_timeout:g} s waiting for the lease on session "
