@@ -32,7 +32,7 @@ from planet_async import (
     TokenSet,
 )
 from planet_async.storage import storage_from_url
-from planet_async.storage._redis import _split_topology
+from planet_async.storage._redis import _split_topology, _take_replicas
 from tests._browser import device_login_saved
 from tests._helpers import FakeClock
 from tests._peer import Peer
@@ -73,6 +73,14 @@ def _access(token: TokenSet | None) -> str | None:
             0,
         ),
         (
+            "redis+sentinel://s1/mymaster?replicas=2&retention=1h",
+            "redis://s1?retention=1h",
+            "sentinel",
+            (("s1", 26379),),
+            "mymaster",
+            0,
+        ),
+        (
             "redis+cluster://app:pw@n1:7000,n2:7001,n3",
             "redis://app:pw@n1:7000",
             "cluster",
@@ -97,7 +105,7 @@ def test_url_forms(
     a Cluster URL names nodes to discover it from (6379 by default); the first host, with the
     credentials and options, is what coredis reads."""
     found, topology = _split_topology(url)
-    assert found == single
+    assert _take_replicas(found)[0] == single
     assert (topology.kind, topology.hosts, topology.service, topology.db) == (
         kind,
         hosts,
@@ -125,6 +133,19 @@ def test_bad_urls_are_refused_where_given(url: str, problem: str) -> None:
         with pytest.raises(ConfigurationError, match=re.escape(problem)) as info:
             make(url)
         assert "s3cret-pw" not in str(info.value)
+
+
+def test_replicas_a_save_waits_for() -> None:
+    """A save waits for one replica on Sentinel and Cluster URLs and for none on one node, unless
+    `replicas=` (or ``?replicas=N`` in the URL) says otherwise."""
+    assert RedisStorage("redis+sentinel://s1/mymaster").replicas == 1
+    assert RedisStorage("redis+cluster://n1:7000").replicas == 1
+    assert RedisStorage("redis://h/0").replicas == 0
+    assert RedisStorage("redis://h/0", replicas=2).replicas == 2
+    assert RedisStorage("redis+sentinel://s1/mymaster?replicas=2").replicas == 2
+    assert RedisStorage("redis://h/0?replicas=0&retention=1h").replicas == 0
+    with pytest.raises(ConfigurationError, match="replicas="):
+        RedisStorage("redis://h/0?replicas=all")
 
 
 def test_storage_from_url_and_masking() -> None:

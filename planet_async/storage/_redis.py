@@ -224,6 +224,28 @@ def _split_topology(url: str) -> tuple[str, _Topology]:
     return single, _Topology(kind, tuple(hosts), service, db)
 
 
+def _take_replicas(url: str) -> tuple[str, int | None]:
+    """`url` without its ``replicas=`` parameter, and that parameter's number (None: absent)."""
+    base, mark, query = url.partition("?")
+    if not mark:
+        return url, None
+    query, hash_mark, fragment = query.partition("#")
+    found: int | None = None
+    kept = []
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name != "replicas":
+            kept.append(pair)
+            continue
+        if not value.isdigit():
+            raise ConfigurationError(
+                f"replicas={value!r}: give how many replicas a save must reach"
+            )
+        found = int(value)
+    rebuilt = base + ("?" + "&".join(kept) if kept else "") + hash_mark + fragment
+    return rebuilt, found
+
+
 def _checking_host_names(url: str) -> str:
     """`url`, with TLS checking the server's host name unless the URL says otherwise: coredis
     checks only that a trusted CA signed the certificate, whatever name it was issued for."""
@@ -281,7 +303,10 @@ class RedisStorage:
         replicas: How many replicas must have a save (``WAIT``) before it counts as saved;
             otherwise the save is a `StorageError`, and the TokenManager keeps the token in
             memory and saves it again later (requests go on with it). Default: 1 on Sentinel
-            and Cluster URLs, 0 on a single node. Set 0 where a primary has no replica.
+            and Cluster URLs, 0 on a single node; ``?replicas=N`` in the URL sets it too. Set 0
+            where a primary has no replica. With Sentinel, only a count of every replica makes
+            sure the promoted one has the save: Sentinel chooses by the replication offsets it
+            last polled, and may promote one that had not acknowledged it.
         replica_timeout: Seconds a save waits for its replicas (less than `timeout`; default
             1 s, or half of `timeout` if that is less).
 
@@ -306,6 +331,9 @@ class RedisStorage:
     ) -> None:
         self._coredis = _coredis()
         single, self._topology = _split_topology(url)
+        single, replicas_in_url = _take_replicas(single)
+        if replicas_in_url is not None:
+            replicas = replicas_in_url
         checked, from_url = check_redis_url(single)
         if from_url is not False:
             retention = from_url
