@@ -161,6 +161,7 @@ def test_storage_from_url_and_masking() -> None:
         assert "s3cret" not in repr(storage)
 
 
+@pytest.mark.fleet
 async def test_sentinel_failover_keeps_the_session(
     start_redis_topology: Callable[..., Any],
 ) -> None:
@@ -193,6 +194,7 @@ async def test_a_sentinel_storage_without_a_primary_is_a_storage_error(
         await storage.load("s")
 
 
+@pytest.mark.fleet
 async def test_cluster_keeps_every_session_when_a_primary_dies(
     start_redis_topology: Callable[..., Any],
 ) -> None:
