@@ -19,6 +19,7 @@ import anyio
 from .. import __version__
 from .._auth import PlanetAuth, auth_from_source
 from .._errors import ConfigurationError, LoginTimeout, PlanetAuthError
+from .._extras import install_command
 from .._session import SessionSource
 from .._urls import require_secure_url
 from ..flows._device_code import DeviceAuthorization
@@ -624,7 +625,7 @@ def _qr_text(url: str) -> str:
     try:
         import qrcode  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
-        return "  (install planet-async[qr] for a QR code)\n"
+        return f"  (a QR code needs the qr extra: {install_command('qr')})\n"
     code = qrcode.QRCode(border=2)
     code.add_data(url)
     lines: list[str] = []
