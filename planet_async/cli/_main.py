@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
 import json
 import logging
@@ -450,7 +451,40 @@ async def _status(args: argparse.Namespace, auth: PlanetAuth) -> dict[str, Any]:
         has_refresh_token=stored.refresh_token is not None,
         scope=stored.scope,
     )
-    return result
+    # For people, one line in local time in place of the epoch number and the seconds (which
+    # --json keeps, for programs).
+    lines = [
+        f"expires: {_expiry_text(value, now)}" if key == "expires_at" else f"{key}: {value}"
+        for key, value in result.items()
+        if key != "expires_in" and (value is not None or key == "expires_at")
+    ]
+    return {**result, "_text": "\n".join(lines)}
+
+
+def _expiry_text(expires_at: float | None, now: float) -> str:
+    """When a token expires, in local time, and how long that is from `now`:
+    ``2026-12-06 14:03:11 CET (in 52 min)``, or ``... (expired 3 min ago)``."""
+    if expires_at is None:
+        return "unknown (the server gave no lifetime; the token is used until the API refuses it)"
+    stamp = (
+        datetime.datetime.fromtimestamp(expires_at).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    )
+    left = expires_at - now
+    when = f"in {_duration(left)}" if left >= 0 else f"expired {_duration(-left)} ago"
+    return f"{stamp.strip()} ({when})"
+
+
+def _duration(seconds: float) -> str:
+    """`seconds` as people say it: ``42 s``, ``52 min``, ``3 h 5 min``, ``2 days``."""
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    return f"{round(seconds / 86400)} days"
 
 
 async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
