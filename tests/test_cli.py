@@ -691,16 +691,77 @@ def test_wrong_secret_leaves_no_profile(cli: Cli, peer: Peer) -> None:
 
 def test_unreachable_issuer_fails_quickly(cli: Cli) -> None:
     """An issuer on a closed port: exit 1 well inside the timeout, one line naming the URL that
-    could not be reached, and no profile left behind."""
-    issuer = f"http://127.0.0.1:{_closed_port()}"
+    could not be reached and why (refused), and nothing left behind, not even ~/.planet."""
+    port = _closed_port()
+    issuer = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     result = cli(*_m2m_login(issuer, "u"), timeout=15)
     elapsed = time.monotonic() - started
 
     line = _failed(result, 1)
-    assert f"{issuer}/.well-known/openid-configuration could not be reached" in line
+    assert line.endswith(
+        f"{issuer}/.well-known/openid-configuration could not be reached: the connection to "
+        f"127.0.0.1:{port} was refused (is the server running there?)"
+    )
     assert elapsed < 10
-    assert not (cli.home / ".planet" / "u").exists()
+    assert list(cli.home.iterdir()) == []
+
+
+def test_a_login_that_fails_on_tls_leaves_nothing_behind(cli: Cli, peer: Peer) -> None:
+    """An M2M login and a user login against https on the peer's plain-HTTP port: each fails
+    saying TLS failed (perhaps it is plain http), and neither leaves a file or a directory."""
+    issuer = peer.issuer.replace("http://", "https://", 1)
+    m2m = cli("auth", "login", "--client-id", CLIENT_ID, "--client-secret", "x", "--issuer", issuer)
+    user = cli("auth", "login", "--device", "--client-id", USER_CLIENT_ID, "--issuer", issuer)
+
+    for result in (m2m, user):
+        line = _failed(result, 1)
+        assert line.endswith(
+            "could not be reached: TLS failed: wrong version number (is it a plain http server?)"
+        )
+    assert list(cli.home.iterdir()) == []
+
+
+def test_a_failed_login_keeps_what_was_there(cli: Cli) -> None:
+    """A failed login into an existing ~/.planet removes only what it made: the directories
+    and files that were there stay."""
+    (cli.home / ".planet" / "other").mkdir(parents=True)
+    (cli.home / ".planet" / "other" / "notes.txt").write_text("mine")
+    issuer = f"http://127.0.0.1:{_closed_port()}"
+    _failed(cli(*_m2m_login(issuer, "u"), timeout=15), 1)
+
+    assert sorted(p.name for p in (cli.home / ".planet").iterdir()) == ["other"]
+    assert (cli.home / ".planet" / "other" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("command", "typo", "meant"),
+    [
+        (("auth", "login"), "planet-usr", "planet-user"),
+        (("auth", "status"), "Planet-M2N", "planet-m2m"),
+        (("profile", "use", "my-profle"), None, "my-profile"),
+        (("profile", "show", "my-prfile"), None, "my-profile"),
+    ],
+)
+def test_a_mistyped_profile_name_gets_a_suggestion(
+    cli: Cli, command: tuple[str, ...], typo: str | None, meant: str
+) -> None:
+    """A profile name close to an existing or built-in one is a usage error that asks "did you
+    mean" that one; nothing is written."""
+    PlanetHome(cli.home).write_auth_client("my-profile", AuthClientConfig.static_api_key(API_KEY))
+    before = sorted(str(p.relative_to(cli.home)) for p in cli.home.rglob("*"))
+    args = ("--profile", typo, *command) if typo else command
+    line = _failed(cli(*args), 2)
+
+    assert f"did you mean {meant!r}?" in line
+    assert sorted(str(p.relative_to(cli.home)) for p in cli.home.rglob("*")) == before
+
+
+def test_a_profile_name_like_none_gets_no_suggestion(cli: Cli) -> None:
+    """A name close to no profile is refused without a guess."""
+    line = _failed(cli("--profile", "production", "auth", "status"), 2)
+    assert "does not exist" in line
+    assert "did you mean" not in line
 
 
 def test_wrong_secret_leaves_an_existing_profile_as_it_was(m2m: Cli, peer: Peer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import getpass
 import json
@@ -13,6 +14,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,7 +29,7 @@ from ..flows._device_code import DeviceAuthorization
 from ..profiles import AuthClientConfig, PlanetHome, choose_session
 from ..profiles._clients import PLANET_M2M_ISSUER, PLANET_USER_ISSUER
 from ..profiles._files import normalize_profile_name
-from ..profiles._sessions import DEFAULT_PROFILE
+from ..profiles._sessions import DEFAULT_PROFILE, did_you_mean
 from ..storage._atomic import write_atomic
 from ..storage._config import storage_from_url
 from ..storage._protocol import Storage
@@ -524,8 +526,9 @@ async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
             await _user_login(args, auth)
         return await _logged_in(args, home, name, "user")
     name = await anyio.to_thread.run_sync(_user_profile_to_log_in, args, home)
-    auth = await _chosen_auth(args, home, profile=name)
-    await _user_login(args, auth)
+    async with _undone_on_failure(home, name, writes_profile=False):
+        auth = await _chosen_auth(args, home, profile=name)
+        await _user_login(args, auth)
     return await _logged_in(args, home, name, "user")
 
 
@@ -568,19 +571,41 @@ def _read_api_key(given: str) -> str:
 
 
 @asynccontextmanager
-async def _undone_on_failure(home: PlanetHome, name: str) -> AsyncIterator[None]:
-    """A login that fails leaves the profile as it was: a new one removed, an old one restored."""
+async def _undone_on_failure(
+    home: PlanetHome, name: str, *, writes_profile: bool = True
+) -> AsyncIterator[None]:
+    """A login that fails leaves the files as they were: a profile it wrote removed, or restored
+    if there was one, and no directory it created (not even an empty ``~/.planet``).
+
+    `writes_profile` False: the login writes no client configuration (a built-in profile), so
+    only the directories it created are removed; nothing that was there is touched.
+    """
     path = home.profile_dir(name) / "auth_client.json"
-    before = await anyio.to_thread.run_sync(lambda: path.read_bytes() if path.is_file() else None)
+    directories = (home.home, home.profiles_dir, home.profile_dir(name))
+
+    def before() -> tuple[bytes | None, list[Path]]:
+        config = path.read_bytes() if path.is_file() else None
+        return config, [directory for directory in directories if not directory.exists()]
+
+    config, missing = await anyio.to_thread.run_sync(before)
     try:
         yield
     except (PlanetAuthError, _Fail):
-        if before is None:
-            await anyio.to_thread.run_sync(home.delete_profile, name)
-        else:
-            # Byte for byte: the old file need not even be valid JSON.
-            await anyio.to_thread.run_sync(write_atomic, path, before)
+        await anyio.to_thread.run_sync(_undo_login, home, name, writes_profile, config, missing)
         raise
+
+
+def _undo_login(
+    home: PlanetHome, name: str, writes_profile: bool, config: bytes | None, missing: list[Path]
+) -> None:
+    if writes_profile and config is None:
+        home.delete_profile(name)
+    elif writes_profile and config is not None:
+        # Byte for byte: the old file need not even be valid JSON.
+        write_atomic(home.profile_dir(name) / "auth_client.json", config)
+    for directory in reversed(missing):  # innermost first
+        with contextlib.suppress(OSError):  # not empty: something else was put there; keep it
+            directory.rmdir()
 
 
 async def _user_login(args: argparse.Namespace, auth: PlanetAuth) -> None:
@@ -683,12 +708,19 @@ def _profile_command(args: argparse.Namespace, home: PlanetHome) -> dict[str, An
         return {"profiles": names, "default": default, "_text": text}
     if args.command == "use":
         if home.read_auth_client(args.name) is None:
-            raise _Fail(f"no profile {args.name!r}: `planet-async profile list` shows them", 2)
+            raise _Fail(
+                f"no profile {args.name!r}: {did_you_mean(home, args.name)}"
+                "`planet-async profile list` shows them",
+                EXIT_USAGE,
+            )
         home.set_default_profile(args.name)
         return {"default": args.name.lower(), "_text": f"default profile: {args.name.lower()}"}
     name = args.name or choose_session(profile=args.profile, home=home).profile
     config = home.read_auth_client(name) if name else None
     if config is None:
-        raise _Fail(f"no profile {name!r}: `planet-async profile list` shows them", EXIT_USAGE)
+        hint = did_you_mean(home, name) if name else ""
+        raise _Fail(
+            f"no profile {name!r}: {hint}`planet-async profile list` shows them", EXIT_USAGE
+        )
     shown = config.model_dump(mode="json", exclude_none=True)  # secrets come out masked
     return {"profile": name, **shown}

@@ -40,7 +40,13 @@ from ..storage._protocol import Storage
 from ._clients import PLANET_M2M_ISSUER, AuthClientConfig
 from ._files import PlanetHome, normalize_profile_name
 
-__all__ = ["SessionSource", "choose_session", "credential_for_client", "credential_from_source"]
+__all__ = [
+    "SessionSource",
+    "choose_session",
+    "credential_for_client",
+    "credential_from_source",
+    "did_you_mean",
+]
 
 DEFAULT_PROFILE = "planet-user"
 M2M_PROFILE_PREFIX = "planet-m2m-"
@@ -87,9 +93,16 @@ def choose_session(
         if home.read_auth_client(found.profile) is None:
             raise ConfigurationError(
                 f"profile {found.profile!r} (from {found.origin}) does not exist; "
-                "`planet-async profile list` shows the profiles"
+                f"{did_you_mean(home, found.profile)}`planet-async profile list` shows the profiles"
             )
     return found
+
+
+def did_you_mean(home: PlanetHome, profile: str) -> str:
+    """``did you mean 'planet-user'? `` for a profile name close to an existing one, else
+    nothing."""
+    closest = home.closest_profile(profile)
+    return f"did you mean {closest!r}? " if closest and closest != profile else ""
 
 
 def _from_values(values: Mapping[str, Any], origin: str) -> SessionSource | None:
