@@ -722,6 +722,24 @@ def test_a_login_that_fails_on_tls_leaves_nothing_behind(cli: Cli, peer: Peer) -
     assert list(cli.home.iterdir()) == []
 
 
+def test_a_failed_login_to_the_profile_in_use_leaves_it_as_it_was(cli: Cli) -> None:
+    """A plain `auth login` to the user profile in use, whose issuer refuses connections: it
+    fails saying so, and the profile's files are exactly as before (none added, none removed)."""
+    issuer = f"http://127.0.0.1:{_closed_port()}"
+    home = PlanetHome(cli.home)
+    home.write_auth_client("me", AuthClientConfig.user(USER_CLIENT_ID, auth_server=issuer))
+    home.set_default_profile("me")
+    before = {p: p.read_bytes() for p in cli.home.rglob("*") if p.is_file()}
+
+    line = _failed(cli("--allow-loopback-http", "auth", "login", "--device"), 1)
+
+    assert "was refused" in line
+    assert {p: p.read_bytes() for p in cli.home.rglob("*") if p.is_file()} == before
+    assert sorted(cli.home.rglob("*")) == sorted(
+        [*before, cli.home / ".planet", home.profile_dir("me")]
+    )
+
+
 def test_a_failed_login_keeps_what_was_there(cli: Cli) -> None:
     """A failed login into an existing ~/.planet removes only what it made: the directories
     and files that were there stay."""
