@@ -61,7 +61,7 @@ class AsyncOnlyError(ConfigurationError, TypeError):
 
 class MissingExtra(ConfigurationError, ImportError):
     """An optional integration needs a package that is not installed; the message names the extra
-    to install, e.g. ``pip install 'planet-async[aiohttp]'``."""
+    and the command that installs it (from a clone: ``python3 -m pip install '.[aiohttp]'``)."""
 
 
 class StorageError(PlanetAuthError):

@@ -1,7 +1,8 @@
 """Storage in Redis, for fleets: workers on many machines share a session and renew it once.
 
 Built on coredis, whose client runs on anyio (asyncio and trio alike); redis-py's asyncio client
-does not run on trio. Installed with the ``redis`` extra: ``pip install 'planet-async[redis]'``.
+does not run on trio. Installed with the ``redis`` extra, from a clone of the repository:
+``python3 -m pip install '.[redis]'``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import ConfigurationError, LockLost, MissingExtra, StorageError
+from .._errors import ConfigurationError, LockLost, StorageError
+from .._extras import missing_extra
 from .._models import TokenSet
 
 # `novermin` below marks BaseExceptionGroup: on 3.10 it is this backport (vermin cannot tell).
@@ -77,9 +79,7 @@ def _coredis() -> Any:
     try:
         import coredis
     except ImportError:
-        raise MissingExtra(
-            "RedisStorage needs the redis extra: pip install 'planet-async[redis]'"
-        ) from None
+        raise missing_extra("RedisStorage", "redis") from None
     return coredis
 
 
