@@ -152,12 +152,14 @@ class _Highest(random.Random):
         return 0.999
 
 
+@pytest.mark.parametrize("end", ["stop", "kill"])
 async def test_an_outage_in_the_renew_ahead_window_costs_no_server_backoff(
-    peer: Peer, start_redis: Callable[..., RedisServer]
+    end: str, peer: Peer, start_redis: Callable[..., RedisServer]
 ) -> None:
-    """Redis down through the last minutes of an hour-long token's renew-ahead window, with a
-    caller every second: each failed lock attempt keeps the token serving, and none stretches
-    the wait (with the server's backoff, 8 of them would put the next attempt two minutes out);
+    """Redis down (stopped, or killed) through the last minutes of an hour-long token's
+    renew-ahead window, with a caller every second: each failed lock attempt keeps the token
+    serving, and none stretches the wait (with the server's backoff, 8 of them would put the
+    next attempt two minutes out);
     once the token is past its hard threshold the next call renews at once, uncoordinated, with
     one token request for this renewal point."""
     peer.set_access_token_ttl(3600)
@@ -168,7 +170,7 @@ async def test_an_outage_in_the_renew_ahead_window_costs_no_server_backoff(
         _m2m(peer), storage=storage, session=SESSION, clock=clock, rng=_Highest()
     )
     first = await manager.header()
-    server.stop()
+    getattr(server, end)()  # stopped, or killed (SIGKILL)
     clock.advance(3400)  # renew-ahead started at 2340 s; the hard threshold is at 3570 s
     for _ in range(170):
         assert await manager.header() == first

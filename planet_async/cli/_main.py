@@ -63,7 +63,8 @@ def _options(defaults: bool) -> argparse.ArgumentParser:
         default=unset,
         metavar="URL",
         help="keep token sets here instead of ~/.planet: redis://host:port/db, rediss://..., "
-        "file:///dir (default: $PLANET_ASYNC_STORAGE)",
+        "file:///dir (default: $PLANET_ASYNC_STORAGE, else the store the profile was logged "
+        "in to)",
     )
     parser.add_argument(
         "--json",
