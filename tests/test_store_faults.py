@@ -37,6 +37,7 @@ from planet_async import (
     RedisStorage,
     RefreshTokenGrant,
     StorageError,
+    TokenEvent,
     TokenManager,
     TokenSet,
 )
@@ -182,6 +183,62 @@ async def test_an_outage_in_the_renew_ahead_window_costs_no_server_backoff(
     assert outcomes == [outcomes[0]] * 5
     assert outcomes[0] != first
     assert peer.grants("client_credentials") == 2  # one request for this renewal point
+
+
+class Settled:
+    """A listener that tells when every renewal started has ended (background ones included)."""
+
+    def __init__(self) -> None:
+        self.started = self.ended = 0
+        self.event = anyio.Event()
+        self.event.set()
+
+    def __call__(self, event: TokenEvent) -> None:
+        if event.kind == "renewal_started":
+            self.started += 1
+            if self.event.is_set():
+                self.event = anyio.Event()
+        elif event.kind in ("renewal_succeeded", "renewal_failed"):
+            self.ended += 1
+            if self.ended == self.started:
+                self.event.set()
+
+
+async def test_background_renewals_in_an_outage_cost_no_server_backoff(
+    peer: Peer, start_redis: Callable[..., RedisServer]
+) -> None:
+    """The same with the manager entered (`async with`), so that each call past the soft
+    threshold starts a renewal in the background, as applications run it: every background
+    attempt fails on the store, the token keeps serving, and past the hard threshold the next
+    call renews at once with one token request."""
+    peer.set_access_token_ttl(3600)
+    server = start_redis()
+    clock = FakeClock(start=time.time())
+    settled = Settled()
+    manager = TokenManager(
+        _m2m(peer),
+        storage=RedisStorage(server.url, timeout=TIMEOUT),
+        session=SESSION,
+        clock=clock,
+        rng=_Highest(),
+        on_event=settled,
+    )
+    async with manager:
+        first = await manager.header()
+        server.stop()
+        clock.advance(3400)
+        for _ in range(170):
+            assert await manager.header() == first
+            with anyio.fail_after(10):
+                await settled.event.wait()
+            clock.advance(1)
+        assert settled.started > 8  # attempted in the background, over and over
+        assert peer.grants("client_credentials") == 1
+        clock.advance(1)
+        outcomes = [await _outcome(manager) for _ in range(5)]
+    assert outcomes[0].startswith("Bearer "), outcomes[0]
+    assert outcomes == [outcomes[0]] * 5 != [first] * 5
+    assert peer.grants("client_credentials") == 2
 
 
 async def test_m2m_renews_while_redis_is_paused(
