@@ -160,6 +160,10 @@ class RedisStorage:
     Every Redis call is bounded by `timeout`; the wait for the lease by `lock_timeout`. The
     session key and its lease share a hash tag, so the fenced write also works on Redis Cluster.
 
+    A value that is not a JSON object is moved aside (``...:token.corrupt-<time>-<random>``) with
+    a WARNING, by one reader only and only if it is still that value, in one Lua script: other
+    readers of it load None, and a valid session stored meanwhile is left alone and loaded.
+
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]``, or ``rediss://`` for TLS (coredis
             URL options such as ``?ssl_ca_certs=...`` pass through); ``?retention=30d`` sets
