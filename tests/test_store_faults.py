@@ -91,15 +91,24 @@ async def _outcome(manager: TokenManager) -> str:
 async def test_m2m_gets_a_token_with_redis_down_at_start(
     peer: Peer, start_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A process started while Redis is down gets its M2M token: one token request, one WARNING
-    saying it renews without coordination; repeated calls cost nothing more. When Redis comes
-    up, the next renewal is coordinated and stored for the others again."""
+    """A process started while Redis is down gets its M2M token: 50 callers at once, one token
+    request, one WARNING saying it renews without coordination; later calls cost nothing more.
+    When Redis comes up, the next renewal is coordinated and stored for the others again."""
     server = start_redis()
     server.stop()
     clock = FakeClock(start=time.time())
     manager = _manager(_m2m(peer), RedisStorage(server.url, timeout=TIMEOUT), clock)
+    headers: list[str] = []
+
+    async def ask() -> None:
+        headers.append(await manager.header())
+
     with caplog.at_level(logging.WARNING, logger="planet_async"):
-        first = await manager.header()
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(ask)
+        first = headers[0]
+        assert headers == [first] * 50
         assert [await manager.header() for _ in range(3)] == [first] * 3
     assert peer.grants("client_credentials") == 1
     (warning,) = _uncoordinated(caplog)
