@@ -43,6 +43,12 @@ _RENEWING = "_planet_async_renewing"
 _RENEWING_FOR = 120.0
 """Seconds such a mark holds other processes back from the refresh token it names."""
 
+_STORE_RETRY_BASE = 0.25
+_STORE_RETRY_CAP = 2.0
+"""Seconds before another attempt after the storage failed (doubling from the base, capped).
+A store outage is not an authorization-server failure: it has this short schedule of its own and
+never spends the server's backoff budget."""
+
 
 @dataclass(frozen=True)
 class _Current:
@@ -124,10 +130,14 @@ class TokenManager:
     down) it keeps serving, one WARNING says so, and saving is retried under the lock on a later
     call (after a backoff), before the next renewal at the latest, unless the storage has
     meanwhile received a newer session, which then wins.
-    If the lock cannot be taken at all, a still-valid stored token is used; past that, an M2M
-    session (whose grant needs no shared state) renews without coordination, with a WARNING, and
-    a user session does not renew (a rotating refresh token must never be spent twice). Callers
-    get `StorageError` only when no valid token is left.
+    If the lock cannot be taken at all, or the storage cannot even be read (a store that is down
+    when the process starts), a still-valid stored token is used; past that, an M2M session
+    (whose grant needs no shared state) renews without coordination, with a WARNING, and a user
+    session does not renew (a rotating refresh token must never be spent twice). Callers get
+    `StorageError` only when no valid token is left. A storage failure is not the authorization
+    server's: the next attempt on the storage comes after a short wait of its own (0.25 s,
+    doubling up to 2 s, never past the moment the current token stops being handed out), and
+    the server's backoff is left as it was.
 
     Use it as an async context manager to give background renewals a task group of their own;
     without one, the first caller past the soft threshold performs the renewal (shielded from
@@ -185,6 +195,7 @@ class TokenManager:
         self._save_not_before = 0.0
         self._id = secrets.token_hex(8)  # names this manager in a stored session's marks
         self._failures = 0
+        self._store_failures = 0  # in a row; a schedule apart from the server's `_failures`
         self._rejections = 0
         self._not_before = 0.0
         self._rejected_not_before = 0.0
@@ -467,7 +478,10 @@ class TokenManager:
             token = await self._renew(flight.rejected, force=flight.force)
         except Exception as exc:
             flight.error = exc
-            self._record_failure(exc)
+            if isinstance(exc, StorageError):
+                self._record_store_failure(exc)
+            else:
+                self._record_failure(exc)
             self._emit_failure(exc, started)
         except BaseException as exc:
             flight.error = PlanetAuthError(f"renewal of session {self.session!r} was cancelled")
@@ -494,7 +508,12 @@ class TokenManager:
             # The first call reads without the lock: a valid stored token needs no renewal, and
             # reading creates no lock file (a read-only command leaves the disk as it was).
             # Saves are atomic renames, so an unlocked read sees a whole file.
-            stored = await self._load()
+            try:
+                stored = await self._load()
+            except StorageError as exc:
+                # The store is unreachable from the start (a pod scheduled before Redis is
+                # ready): do as when the lock cannot be taken, without waiting on it again.
+                return await self._renew_without_lock(exc, rejected, readable=False)
             if self._usable(stored, rejected):
                 assert stored is not None
                 logger.debug("session %r: using the stored token", self.session)
@@ -590,7 +609,7 @@ class TokenManager:
         return marked
 
     async def _renew_without_lock(
-        self, error: PlanetAuthError, rejected: TokenSet | None
+        self, error: PlanetAuthError, rejected: TokenSet | None, *, readable: bool = True
     ) -> TokenSet:
         """The lock cannot be taken (a read-only directory, a storage service that is down).
 
@@ -620,7 +639,7 @@ class TokenManager:
             "session %r: %s; renewing without coordination: other processes sharing the session "
             "may renew too until the storage is back",
             self.session,
-            error,
+            str(error),  # not the exception: a kept log record would keep its traceback alive
         )
         token = await self._request(current or stored)
         self._install(token)
@@ -696,7 +715,7 @@ class TokenManager:
         """Keep `token` to save later (after a backoff), as replacing `over` in storage."""
         self._unsaved, self._unsaved_over = token, over
         self._save_failures += 1
-        self._save_not_before = self._clock() + self._backoff(self._save_failures)
+        self._save_not_before = self._clock() + self._store_backoff(self._save_failures)
 
     def _storage_error(
         self, exc: Exception, action: str, token: TokenSet | None = None
@@ -742,6 +761,7 @@ class TokenManager:
     def _adopt(self, token: TokenSet, *, after_401: bool = False) -> str:
         header = self._install(token)
         self._failures = 0
+        self._store_failures = 0
         self._last_error = None
         self._not_before = 0.0
         if after_401:
@@ -765,6 +785,33 @@ class TokenManager:
             exc,
             delay,
         )
+
+    def _record_store_failure(self, exc: StorageError) -> None:
+        """The storage failed a renewal (no lock, no read, another process's renewal pending):
+        wait a short while, never past the moment the current token stops serving, so that an M2M
+        session renews without coordination as soon as it needs a token, and leave the
+        authorization server's backoff as it was."""
+        self._store_failures += 1
+        self._last_error = exc
+        now = self._clock()
+        delay = self._store_backoff(self._store_failures)
+        current = self._current
+        until = now + delay
+        if current is not None and now < current.hard:
+            until = min(until, current.hard)
+        self._not_before = max(self._not_before, until)  # a server's Retry-After still holds
+        level = logging.WARNING if self._store_failures == 1 else logging.DEBUG
+        logger.log(
+            level,
+            "session %r: the storage failed (%s); next attempt in %.1f s",
+            self.session,
+            str(exc),  # not the exception: a kept log record would keep its traceback alive
+            self._not_before - now,
+        )
+
+    def _store_backoff(self, attempt: int) -> float:
+        ceiling = min(_STORE_RETRY_CAP, _STORE_RETRY_BASE * 2 ** min(attempt - 1, 30))
+        return float(ceiling * (0.5 + 0.5 * self._rng.random()))
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._backoff_cap, self._backoff_base * 2 ** min(attempt - 1, 30))

@@ -28,11 +28,12 @@ from .._urls import require_secure_url
 from ..flows._device_code import DeviceAuthorization
 from ..profiles import AuthClientConfig, PlanetHome, choose_session
 from ..profiles._clients import PLANET_M2M_ISSUER, PLANET_USER_ISSUER
-from ..profiles._files import normalize_profile_name
+from ..profiles._files import STORAGE_FILE, normalize_profile_name
 from ..profiles._sessions import DEFAULT_PROFILE, did_you_mean
 from ..storage._atomic import write_atomic
-from ..storage._config import storage_from_url
+from ..storage._config import STORAGE_VARIABLE, storage_from_url
 from ..storage._protocol import Storage
+from ..storage._url import without_password
 
 __all__ = ["main"]
 
@@ -66,7 +67,8 @@ def _options(defaults: bool) -> argparse.ArgumentParser:
         default=unset,
         metavar="URL",
         help="keep token sets here instead of ~/.planet: redis://host:port/db, rediss://..., "
-        "file:///dir (default: $PLANET_ASYNC_STORAGE)",
+        "file:///dir (default: $PLANET_ASYNC_STORAGE, else the store the profile was logged "
+        "in to)",
     )
     parser.add_argument(
         "--json",
@@ -300,6 +302,10 @@ async def _logout(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
         forgot = await auth.manager.storage.load(auth.manager.session) is not None
         revoked = await auth.logout()
     notes = await anyio.to_thread.run_sync(_after_logout, home, source)
+    if source.kind == "profile" and source.profile:
+        note = await anyio.to_thread.run_sync(_forget_storage, args, home, source.profile, forgot)
+        if note:
+            notes.append(note)
     if source.kind == "profile":
         what = f"profile {source.profile!r}"
     elif source.kind == "client_credentials":
@@ -328,6 +334,22 @@ def _forget_api_key(home: PlanetHome, profile: str, config: AuthClientConfig) ->
         home.write_auth_client(profile, config.model_copy(update={"api_key": None}))
         forgot = True
     return forgot
+
+
+def _forget_storage(
+    args: argparse.Namespace, home: PlanetHome, profile: str, forgot: bool
+) -> str | None:
+    """After a logout, stop remembering where the profile's session was stored, unless the
+    session was not found because this logout looked elsewhere: then say where to look."""
+    remembered = home.remembered_storage(profile)
+    if remembered is None:
+        return None
+    url, _ = remembered
+    given = _storage_url(args)
+    if forgot or given is None or without_password(given)[0] == url:
+        home.remember_storage(profile, None)
+        return None
+    return f"its session was logged in to {url}: log out with `--storage` naming it"
 
 
 def _after_logout(home: PlanetHome, source: SessionSource) -> list[str]:
@@ -378,14 +400,46 @@ def _auth_of(
     if config is not None:
         _check_server(config, args.allow_loopback_http)
     return auth_from_source(
-        source, home=home, storage=_storage(args), allow_loopback_http=args.allow_loopback_http
+        source,
+        home=home,
+        storage=_storage(args, home, source),
+        allow_loopback_http=args.allow_loopback_http,
     )
 
 
-def _storage(args: argparse.Namespace) -> Storage | None:
-    """The storage `--storage` names; None leaves the choice to the library (the environment's
-    ``PLANET_ASYNC_STORAGE``, else the CLI's files)."""
-    return storage_from_url(args.storage) if args.storage else None
+def _storage(
+    args: argparse.Namespace, home: PlanetHome | None = None, source: SessionSource | None = None
+) -> Storage | None:
+    """The storage `--storage` names; else, unless ``PLANET_ASYNC_STORAGE`` is set, the one the
+    profile's session was logged in to (remembered beside it without its password); None leaves
+    the choice to the library (the environment's variable, else the CLI's files).
+
+    Raises:
+        _Fail: The remembered storage needs a password, which is not kept on disk.
+    """
+    if args.storage:
+        return storage_from_url(args.storage)
+    if os.environ.get(STORAGE_VARIABLE, "").strip() or home is None or source is None:
+        return None
+    if source.kind != "profile" or not source.profile:
+        return None
+    remembered = home.remembered_storage(source.profile)
+    if remembered is None:
+        return None
+    url, password = remembered
+    if password:
+        where = home.profile_dir(source.profile) / STORAGE_FILE
+        raise _Fail(
+            f"profile {source.profile!r} keeps its session in {url} (remembered in {where}), "
+            "whose password is not kept on disk",
+            hint=f"give the URL with its password: `--storage URL` or ${STORAGE_VARIABLE}",
+        )
+    return storage_from_url(url)
+
+
+def _storage_url(args: argparse.Namespace) -> str | None:
+    """The storage URL this command was given (`--storage`, else the environment), if any."""
+    return args.storage or os.environ.get(STORAGE_VARIABLE, "").strip() or None
 
 
 async def _move_to(args: argparse.Namespace, auth: PlanetAuth) -> dict[str, Any]:
@@ -395,6 +449,11 @@ async def _move_to(args: argparse.Namespace, auth: PlanetAuth) -> dict[str, Any]
         raise _Fail("an API key has no tokens to move; set the key where the fleet runs instead")
     manager = auth.manager
     destination = storage_from_url(args.destination)
+    if repr(destination) == repr(manager.storage):
+        # Copying a session onto itself and then deleting "the local copy" would delete it.
+        raise _Fail(
+            f"no session to move: session {manager.session!r} is already in {manager.storage!r}"
+        )
     token = await manager.storage.load(manager.session)
     if token is None:
         raise _Fail(
@@ -405,6 +464,10 @@ async def _move_to(args: argparse.Namespace, auth: PlanetAuth) -> dict[str, Any]
     if not args.keep:
         async with manager.storage.lock(manager.session):
             await manager.storage.delete(manager.session)
+    source = auth.source
+    if source is not None and source.kind == "profile" and source.profile:
+        home = PlanetHome(args.home)
+        await anyio.to_thread.run_sync(home.remember_storage, source.profile, args.destination)
     where = getattr(destination, "url", None) or repr(destination)
     text = f"moved session {manager.session!r} to {where}" + (
         " (kept here too)" if args.keep else ""
@@ -649,6 +712,9 @@ async def _logged_in(
 ) -> dict[str, Any]:
     """Make the profile the one in use (unless --no-use), and say in one line what happened."""
     how = {"api_key": "with an API key", "m2m": "as an M2M client", "user": "as a user"}[kind]
+    # Where the session was stored, so that a later command (logout) finds it without being told.
+    url = None if kind == "api_key" else _storage_url(args)
+    await anyio.to_thread.run_sync(home.remember_storage, name, url)
     if args.no_use:
         text = (
             f"logged in {how}: profile {name!r}; not made the one in use (--no-use), so give "
