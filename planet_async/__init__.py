@@ -58,6 +58,7 @@ from .flows import Grant as Grant
 from .flows import LoopbackListener as LoopbackListener
 from .flows import PendingAuthorization as PendingAuthorization
 from .flows import RefreshTokenGrant as RefreshTokenGrant
+from .storage import EncryptedStorage as EncryptedStorage
 from .storage import FileStorage as FileStorage
 from .storage import MemoryStorage as MemoryStorage
 from .storage import RedisStorage as RedisStorage
@@ -85,6 +86,7 @@ __all__ = [
     "DeviceAuthorization",
     "DeviceCodeFlow",
     "DeviceFlowState",
+    "EncryptedStorage",
     "FileStorage",
     "Grant",
     "HttpRequest",
