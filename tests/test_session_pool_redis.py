@@ -23,6 +23,7 @@ from planet_async import (
     RedisStorage,
     SessionExpired,
     StorageError,
+    TokenSet,
 )
 from planet_async._oauth import revoke_token
 from planet_async.web import SessionPool
@@ -248,3 +249,38 @@ async def test_a_refused_session_sends_every_replica_to_the_login(
             with pytest.raises(SessionExpired):
                 await pool.header("rae")
         assert token_requests(peer) == 1
+
+
+async def test_deletions_are_published_and_a_user_without_the_channel_still_deletes(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    """`delete` publishes the session on the deletions channel to watchers; an ACL user that
+    may not publish there (Redis 7 grants no channel by default) still deletes."""
+    server = start_redis("--requirepass", "default-pw")
+    for user, channels in (("watcher", "&*"), ("plain", "resetchannels")):
+        reply = server.call(
+            "ACL",
+            "SETUSER",
+            user,
+            "on",
+            f">{user}-pw",
+            "~*",
+            channels,
+            "+@all",
+            auth=("default", "default-pw"),
+        )
+        assert reply == "OK"
+    url = f"redis://{{}}:{{}}-pw@127.0.0.1:{server.port}/0"
+    watching = RedisStorage(url.format("watcher", "watcher"))
+    plain = RedisStorage(url.format("plain", "plain"))
+    token = TokenSet(access_token="at", issued_at=0)
+    watch = watching.watch_deletions()
+    assert watch is not None
+    async with watch as deletions:
+        await watching.save("one", token)
+        await watching.delete("one")
+        with anyio.fail_after(10):  # a guard against a hang
+            assert await anext(deletions) == "one"
+        await plain.save("two", token)
+        await plain.delete("two")
+        assert await plain.load("two") is None

@@ -13,8 +13,8 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -59,10 +59,11 @@ end
 return 0
 """
 # KEYS[1] = the session; ARGV[1] = the deletions channel, ARGV[2] = the session name. Deleting
-# and telling the watchers in one step: no watcher misses a deletion that happened.
+# and telling the watchers in one step: no watcher misses a deletion that happened. A user whose
+# ACL forbids the channel still deletes (pcall): watchers then learn it at the next renewal.
 _DELETE = """
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.pcall('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
 _EXTEND = """
@@ -268,7 +269,11 @@ class RedisStorage:
 
     @property
     def deletions_channel(self) -> str:
-        """The Redis Pub/Sub channel on which `delete` publishes the deleted session's name."""
+        """The Redis Pub/Sub channel on which `delete` publishes the deleted session's name.
+
+        A Redis ACL user needs it among its channels (``&planet_async:deleted``) for replicas to
+        hear of sign-outs at once; without it deletions still work, and the others find out when
+        they next renew."""
         return f"{self.prefix}deleted"
 
     @asynccontextmanager
@@ -294,8 +299,9 @@ class RedisStorage:
                     retry_policy=None,  # a dropped watch must show: deletions may be missed
                     subscription_timeout=self.timeout,
                 ) as pubsub,
+                aclosing(_session_names(pubsub)) as names,
             ):
-                yield _session_names(pubsub)
+                yield names
         except BaseExceptionGroup as group:
             leaf = _first_leaf(group)
             raise self._error(leaf, "watch deletions of", "*") from None
@@ -511,7 +517,7 @@ class RedisStorage:
         )
 
 
-async def _session_names(pubsub: Any) -> AsyncIterator[str]:
+async def _session_names(pubsub: Any) -> AsyncGenerator[str, None]:
     async for message in pubsub:
         if message.get("type") != "message":
             continue
