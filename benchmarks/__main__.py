@@ -28,6 +28,7 @@ BENCHMARKS = (
     "memory",
     "clients",
     "store_outage",
+    "pool",
 )
 """Modules of this package, in the order they run; each has ``run(ctx)``."""
 

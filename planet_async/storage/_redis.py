@@ -15,8 +15,8 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -89,6 +89,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+# KEYS[1] = the session; ARGV[1] = the deletions channel, ARGV[2] = the session name. Deleting
+# and telling the watchers in one step: no watcher misses a deletion that happened. A user whose
+# ACL forbids the channel still deletes (pcall): watchers then learn it at the next renewal.
+_DELETE = """
+redis.call('DEL', KEYS[1])
+redis.pcall('PUBLISH', ARGV[1], ARGV[2])
+return 1
 """
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -329,7 +337,51 @@ class RedisStorage:
         return max(1000, math.ceil((until - now) * 1000))
 
     async def delete(self, session: str) -> None:
-        await self._call(lambda c: c.delete([self._key(session, "token")]), "delete", session)
+        key = self._key(session, "token")
+        await self._call(
+            lambda c: c.eval(_DELETE, [key], [self.deletions_channel, session]), "delete", session
+        )
+
+    @property
+    def deletions_channel(self) -> str:
+        """The Redis Pub/Sub channel on which `delete` publishes the deleted session's name.
+
+        A Redis ACL user needs it among its channels (``&planet_async:deleted``) for replicas to
+        hear of sign-outs at once; without it deletions still work, and the others find out when
+        they next renew."""
+        return f"{self.prefix}deleted"
+
+    @asynccontextmanager
+    async def watch_deletions(self) -> AsyncIterator[AsyncIterator[str]]:
+        """Subscribe to `deletions_channel` on a connection of its own, until the block ends.
+
+        Raises:
+            StorageError: Redis cannot be reached (the iterator stops when the connection
+                drops; watchers subscribe again and re-read what they hold).
+        """
+        client = self._coredis.Redis.from_url(
+            self._url,
+            decode_components=True,
+            decode_responses=False,
+            connect_timeout=self.timeout,
+        )
+        try:
+            async with (
+                client,
+                client.pubsub(
+                    channels=[self.deletions_channel],
+                    ignore_subscribe_messages=True,
+                    retry_policy=None,  # a dropped watch must show: deletions may be missed
+                    subscription_timeout=self.timeout,
+                ) as pubsub,
+                aclosing(_session_names(pubsub)) as names,
+            ):
+                yield names
+        except BaseExceptionGroup as group:  # novermin
+            leaf = _first_leaf(group)
+            raise self._error(leaf, "watch deletions of", "*") from None
+        except (OSError, self._coredis.exceptions.RedisError) as exc:
+            raise self._error(exc, "watch deletions of", "*") from exc
 
     @asynccontextmanager
     async def lock(self, session: str) -> AsyncIterator[None]:
@@ -391,7 +443,7 @@ class RedisStorage:
                     session,
                 )
             except StorageError as exc:
-                logger.warning("session %r: %s", session, exc)
+                logger.warning("session %r: %s", session, str(exc))
                 continue  # the fenced save still decides; the lease may yet be ours
             if extended != 1:
                 lease.lost = True
@@ -416,7 +468,7 @@ class RedisStorage:
             )
         except StorageError as exc:
             # The lease lapses by itself; nothing is lost by not deleting it now.
-            logger.warning("session %r: %s; the lease will lapse by itself", session, exc)
+            logger.warning("session %r: %s; the lease will lapse by itself", session, str(exc))
 
     # -- talking to Redis ------------------------------------------------------------------------
 
@@ -550,6 +602,14 @@ class RedisStorage:
             aside,
         )
         return 1
+
+
+async def _session_names(pubsub: Any) -> AsyncGenerator[str, None]:
+    async for message in pubsub:
+        if message.get("type") != "message":
+            continue
+        data = message.get("data")
+        yield data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else str(data)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:  # novermin
