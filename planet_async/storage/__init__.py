@@ -5,6 +5,7 @@ from ._config import storage_from_environment as storage_from_environment
 from ._config import storage_from_url as storage_from_url
 from ._file import FileStorage as FileStorage
 from ._memory import MemoryStorage as MemoryStorage
+from ._protocol import RecordStore as RecordStore
 from ._protocol import Storage as Storage
 from ._redis import RedisStorage as RedisStorage
 
@@ -12,6 +13,7 @@ __all__ = [
     "STORAGE_VARIABLE",
     "FileStorage",
     "MemoryStorage",
+    "RecordStore",
     "RedisStorage",
     "Storage",
     "storage_from_environment",
