@@ -26,6 +26,7 @@ from ._errors import LoginTimeout as LoginTimeout
 from ._errors import MissingExtra as MissingExtra
 from ._errors import OAuthError as OAuthError
 from ._errors import PlanetAuthError as PlanetAuthError
+from ._errors import SessionExpired as SessionExpired
 from ._errors import StorageError as StorageError
 from ._errors import UnknownLogin as UnknownLogin
 from ._events import TokenEvent as TokenEvent
@@ -122,6 +123,7 @@ __all__ = [
     "RefreshTokenGrant",
     "RenewingTransport",
     "ServerMetadata",
+    "SessionExpired",
     "Storage",
     "StorageError",
     "TokenEvent",

@@ -122,6 +122,18 @@ class AuthAdapter:
         return adapter
 
     @classmethod
+    def _over(cls: type[_A], manager: TokenManager, policy: OriginPolicy) -> _A:
+        """An adapter of `manager` sharing an origin policy already built (a `SessionPool`
+        makes thousands; the policy is the same for all)."""
+        adapter = cls.__new__(cls)
+        adapter.manager = manager
+        adapter._api_key_header = None
+        adapter._policy = policy
+        adapter.user = None
+        adapter.source = None
+        return adapter
+
+    @classmethod
     def from_client_credentials(
         cls: type[_A],
         client_id: str,

@@ -29,7 +29,7 @@ from ._models import TokenSet
 from ._redact import redact, require_header_safe
 from .flows._base import Grant
 from .storage._memory import MemoryStorage
-from .storage._protocol import Storage
+from .storage._protocol import Storage, require_storage
 
 __all__ = ["TokenManager"]
 
@@ -147,6 +147,8 @@ class TokenManager:
         rng: Source of jitter; injectable for tests.
         on_event: Called with a `TokenEvent` for each renewal started, succeeded or failed,
             token adopted from storage and 401 rejection; more with `add_listener`.
+        task_group: Run background renewals in this task group (one that many managers share,
+            as a `SessionPool` does) instead of one of the manager's own from ``async with``.
     """
 
     def __init__(
@@ -163,13 +165,19 @@ class TokenManager:
         backoff_cap: float = 300.0,
         rng: random.Random | None = None,
         on_event: TokenListener | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
     ) -> None:
         if not 0 < refresh_ahead <= 1 or not 0 <= jitter < refresh_ahead:
             raise ConfigurationError("need 0 < refresh_ahead <= 1 and 0 <= jitter < refresh_ahead")
         if backoff_base <= 0 or backoff_cap < backoff_base:
             raise ConfigurationError("need 0 < backoff_base <= backoff_cap")
+        if not isinstance(getattr(grant, "renews_without_lock", None), bool):
+            raise ConfigurationError(
+                f"{type(grant).__name__} is not a planet_async Grant: it needs "
+                "renews_without_lock (True or False); see planet_async.Grant"
+            )
         self.grant = grant
-        self.storage: Storage = storage if storage is not None else MemoryStorage()
+        self.storage: Storage = require_storage(storage) if storage is not None else MemoryStorage()
         self.session = session
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
@@ -189,7 +197,7 @@ class TokenManager:
         self._not_before = 0.0
         self._rejected_not_before = 0.0
         self._last_error: BaseException | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._task_group: anyio.abc.TaskGroup | None = task_group
         self._obtained: TokenSet | None = None  # what the server gave the renewal in flight
         self._listeners: list[TokenListener] = [] if on_event is None else [on_event]
         self._broken_listeners: set[int] = set()  # ids of listeners that raised (logged once)
@@ -359,6 +367,40 @@ class TokenManager:
         current, self._current = self._current, None
         self._unsaved = self._unsaved_over = None
         return stored or (current.token if current else None)
+
+    @property
+    def pending(self) -> bool:
+        """Whether dropping this manager now could lose something: a renewal is in flight, or
+        a token it obtained is not saved yet (see `settle`)."""
+        return self._flight is not None or self._unsaved is not None
+
+    async def settle(self) -> None:
+        """Wait for a renewal in flight, then save a token that could not be saved before
+        (under the lock, unless storage meanwhile holds a newer session). Afterwards, unless it
+        raised, `pending` is False and the manager can be dropped without losing a token.
+
+        Raises:
+            StorageError: The token still cannot be saved; it is kept, to try again.
+        """
+        flight = self._flight
+        if flight is not None:
+            await flight.wait()
+        unsaved = self._unsaved
+        if unsaved is None:
+            return
+        try:
+            async with self.storage.lock(self.session):
+                await self._reconcile(await self._load())
+        except Exception as exc:
+            raise self._storage_error(exc, "save", unsaved) from None
+        if self._unsaved is not None:
+            raise StorageError(f"session {self.session!r}: the token is still not saved")
+
+    def discard(self) -> None:
+        """Forget the tokens in memory, and only there: the session was deleted elsewhere (a
+        sign-out on another replica). The next call reads storage again."""
+        self._current = None
+        self._unsaved = self._unsaved_over = None
 
     async def is_initialized(self) -> bool:
         """Whether the session can produce a token without the user: a valid access token, or a
@@ -581,7 +623,7 @@ class TokenManager:
                 "the result yet; its refresh token is not spent twice, so this process waits "
                 "for the stored session"
             )
-        if not getattr(self.storage, "lock_can_lapse", False):
+        if not self.storage.lock_can_lapse:
             return stored
         marked = base.model_copy(
             update={"extra": {**base.extra, _RENEWING: {"by": self._id, "at": self._clock()}}}
@@ -614,7 +656,7 @@ class TokenManager:
                 "session %r: %s; using the stored token, which is still valid", self.session, error
             )
             return stored
-        if self._valid(self._clock()) or not getattr(self.grant, "renews_without_lock", False):
+        if self._valid(self._clock()) or not self.grant.renews_without_lock:
             raise error  # the current token still serves; or renewing alone is not safe
         logger.warning(
             "session %r: %s; renewing without coordination: other processes sharing the session "
@@ -759,6 +801,8 @@ class TokenManager:
         if isinstance(retry_after, (int, float)) and retry_after > delay:
             delay = min(float(retry_after), 3600.0)
         self._not_before = self._clock() + delay
+        if isinstance(exc, StorageError) and exc.retry_after is None:
+            exc.retry_after = delay  # a web service's 503 says when to come back
         logger.warning(
             "session %r: renewal failed (%s); next attempt in %.1f s",
             self.session,

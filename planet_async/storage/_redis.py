@@ -58,6 +58,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS[1] = the session; ARGV[1] = the deletions channel, ARGV[2] = the session name. Deleting
+# and telling the watchers in one step: no watcher misses a deletion that happened.
+_DELETE = """
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -254,7 +261,46 @@ class RedisStorage:
             )
 
     async def delete(self, session: str) -> None:
-        await self._call(lambda c: c.delete([self._key(session, "token")]), "delete", session)
+        key = self._key(session, "token")
+        await self._call(
+            lambda c: c.eval(_DELETE, [key], [self.deletions_channel, session]), "delete", session
+        )
+
+    @property
+    def deletions_channel(self) -> str:
+        """The Redis Pub/Sub channel on which `delete` publishes the deleted session's name."""
+        return f"{self.prefix}deleted"
+
+    @asynccontextmanager
+    async def watch_deletions(self) -> AsyncIterator[AsyncIterator[str]]:
+        """Subscribe to `deletions_channel` on a connection of its own, until the block ends.
+
+        Raises:
+            StorageError: Redis cannot be reached (the iterator stops when the connection
+                drops; watchers subscribe again and re-read what they hold).
+        """
+        client = self._coredis.Redis.from_url(
+            self._url,
+            decode_components=True,
+            decode_responses=False,
+            connect_timeout=self.timeout,
+        )
+        try:
+            async with (
+                client,
+                client.pubsub(
+                    channels=[self.deletions_channel],
+                    ignore_subscribe_messages=True,
+                    retry_policy=None,  # a dropped watch must show: deletions may be missed
+                    subscription_timeout=self.timeout,
+                ) as pubsub,
+            ):
+                yield _session_names(pubsub)
+        except BaseExceptionGroup as group:
+            leaf = _first_leaf(group)
+            raise self._error(leaf, "watch deletions of", "*") from None
+        except (OSError, self._coredis.exceptions.RedisError) as exc:
+            raise self._error(exc, "watch deletions of", "*") from exc
 
     # -- the RecordStore protocol (a web service's pending logins) -----------------------------
 
@@ -476,6 +522,14 @@ class RedisStorage:
             self.url,
             aside,
         )
+
+
+async def _session_names(pubsub: Any) -> AsyncIterator[str]:
+    async for message in pubsub:
+        if message.get("type") != "message":
+            continue
+        data = message.get("data")
+        yield data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else str(data)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:
