@@ -53,7 +53,7 @@ const clients = [
   { // a web service: confidential, auth code + PKCE; its callback is never fetched in tests
     client_id: 'web-app', client_secret: 'web-app-secret', token_endpoint_auth_method: 'client_secret_basic',
     grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
-    redirect_uris: ['https://app.example/callback'],
+    redirect_uris: ['https://app.example/callback', 'https://app.example/auth/callback'],
   },
   {
     client_id: 'service-basic', client_secret: 'service-basic-secret',

@@ -1,0 +1,248 @@
+"""planet_async.starlette in one process: a Starlette app served through httpx's ASGI transport
+(so on asyncio and on trio), the real oidc-provider, a real SessionPool, and the local API that
+checks every token. The user's part at the provider is posted over HTTP (no browser here; the
+fleet test, tests/test_web_service.py, logs users in with Chromium)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from urllib.parse import quote
+
+import anyio
+import httpx
+import pytest
+from itsdangerous import TimestampSigner
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from planet_async import (
+    AuthorizationCodeFlow,
+    AuthorizationServer,
+    ClientSecretBasic,
+    ConfigurationError,
+    MemoryStorage,
+    RedisStorage,
+    Storage,
+)
+from planet_async.starlette import USER_KEY, PlanetWeb
+from planet_async.web import SessionPool, WebLogin
+from tests._api import RevocableApi
+from tests._browser import log_in_over_http
+from tests._helpers import VerifyingApi
+from tests._peer import Peer
+from tests._redis import RedisServer
+
+pytestmark = [pytest.mark.anyio, pytest.mark.peer]
+
+APP = "https://app.example"
+SECRET = "the-app-secret-that-signs-its-session-cookie"
+
+
+@pytest.fixture
+def api(peer: Peer) -> Iterator[RevocableApi]:
+    server = RevocableApi(VerifyingApi(peer.issuer).verify)
+    yield server
+    server.close()
+
+
+class Service:
+    """One replica: the app, its PlanetWeb and SessionPool, and an ASGI client that is the
+    user's browser (a cookie jar)."""
+
+    def __init__(self, peer: Peer, api: RevocableApi, storage: Storage, records: object) -> None:
+        server = AuthorizationServer(peer.issuer)
+        client = ClientSecretBasic(client_id="web-app", client_secret="web-app-secret")
+        self.pool = SessionPool(server, client, storage, allowed_origins=[api.origin])
+        flow = AuthorizationCodeFlow(server, client, scopes=("openid", "offline_access"))
+        self.web = PlanetWeb(WebLogin(flow, records), self.pool, base_url=APP)  # type: ignore[arg-type]
+        web = self.web
+
+        async def data(request: Request) -> JSONResponse:
+            user = web.current_user(request)
+            async with web.user_client(request) as api_client:
+                response = await api_client.get(f"{api.origin}/users/{quote(user)}/items")
+            return JSONResponse({"user": user, "status": response.status_code, **response.json()})
+
+        self.app = Starlette(
+            routes=[Route("/data", data)],
+            middleware=[Middleware(SessionMiddleware, secret_key=SECRET)],
+        )
+        self.web.install(self.app)
+
+    def browser(self, **kwargs: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(self.app),
+            base_url=APP,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture
+async def service(peer: Peer, api: RevocableApi) -> AsyncIterator[Callable[..., Service]]:
+    storage = MemoryStorage()
+    made: list[Service] = []
+
+    def make(storage: Storage = storage, records: object = storage) -> Service:
+        made.append(Service(peer, api, storage, records))
+        return made[-1]
+
+    yield make
+    for each in made:
+        await each.web.aclose()
+
+
+async def _log_in(browser: httpx.AsyncClient, login: str) -> httpx.Response:
+    """Start at /auth/login, sign in at the provider, and open the callback in `browser`."""
+    start = await browser.get("/auth/login", params={"next": "/data"})
+    assert start.status_code == 303
+    callback = await anyio.to_thread.run_sync(
+        lambda: log_in_over_http(start.headers["location"], login=login)
+    )
+    assert callback.startswith(f"{APP}/auth/callback?")
+    return await browser.get(callback)
+
+
+def _session_of(browser: httpx.AsyncClient) -> dict[str, object]:
+    """What the signed session cookie holds (it is signed, not encrypted: anyone can read it)."""
+    payload = browser.cookies["session"].split(".")[0]
+    return json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+async def test_a_request_without_a_login_is_sent_to_log_in(service: Callable[..., Service]) -> None:
+    """No user in this browser: the handler's client is refused with a redirect to the login,
+    which then comes back to the page asked for."""
+    app = service()
+    async with app.browser() as browser:
+        response = await browser.get("/data")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/auth/login?next=%2Fdata"
+
+
+async def test_a_user_logs_in_and_gets_their_own_data(
+    service: Callable[..., Service], peer: Peer, api: RevocableApi
+) -> None:
+    """Login, callback, then the handler's client calls the API with a token whose `sub` is the
+    user's; the cookie holds the user id only, and the binding cookie is gone."""
+    app = service()
+    async with app.pool, app.browser() as browser:
+        callback = await _log_in(browser, "kim")
+        assert callback.status_code == 303
+        assert callback.headers["location"] == "/data"
+        assert not [name for name in browser.cookies if name.startswith("planet_async_login_")]
+        assert _session_of(browser) == {USER_KEY: "kim"}
+
+        data = (await browser.get("/data")).json()
+
+    assert data["user"] == "kim"
+    assert data["status"] == 200
+    assert data["sub"] == "kim"
+    assert api.statuses("/users/kim/items") == [200]
+    assert peer.grants("authorization_code") == 1
+
+
+async def test_logout_signs_the_user_out_of_the_pool(
+    service: Callable[..., Service], peer: Peer
+) -> None:
+    """POST /auth/logout forgets the browser's user, deletes the stored session and revokes the
+    refresh token: the next page asks for a login."""
+    storage = MemoryStorage()
+    app = service(storage)
+    async with app.pool, app.browser() as browser:
+        await _log_in(browser, "lee")
+        assert await storage.load(app.pool.key("lee")) is not None
+        response = await browser.post("/auth/logout")
+        assert response.status_code == 303
+        assert await storage.load(app.pool.key("lee")) is None
+        assert (await browser.get("/data")).status_code == 303
+
+
+async def test_a_user_signed_out_on_another_replica_is_sent_to_log_in(
+    service: Callable[..., Service],
+) -> None:
+    """Two replicas share the storage: a sign-out on one turns the other's next request for the
+    user (whose cookie still names them, on another device) into a redirect to the login, not a
+    500, although that replica held a valid token for them."""
+    storage = MemoryStorage()
+    one, two = service(storage), service(storage)
+    async with one.pool, two.pool, one.browser() as device, two.browser() as other_device:
+        await _log_in(device, "max")
+        other_device.cookies.set("session", device.cookies["session"], domain="app.example")
+        assert (await other_device.get("/data")).status_code == 200  # two holds max now
+
+        await one.pool.sign_out("max")
+        await anyio.wait_all_tasks_blocked()  # two's watcher has heard of the deletion
+
+        response = await other_device.get("/data")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/auth/login")
+
+
+async def test_a_storage_outage_is_a_503_with_retry_after(
+    service: Callable[..., Service],
+    start_redis: Callable[..., RedisServer],
+    redis_connections_fail: None,
+) -> None:
+    """A user the replica does not hold, while Redis is down: 503 with Retry-After (the browser
+    is not sent to log in, which would not help)."""
+    redis = start_redis()
+    storage = RedisStorage(redis.url, timeout=1.0)
+    redis.stop()
+    app = service(storage, MemoryStorage())
+    signed = TimestampSigner(SECRET).sign(
+        base64.b64encode(json.dumps({USER_KEY: "ghost"}).encode())
+    )
+    async with app.browser(cookies={"session": signed.decode()}) as browser:
+        response = await browser.get("/data")
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_a_callback_without_a_pending_login_is_a_400_page(
+    service: Callable[..., Service],
+) -> None:
+    """A forged or stale callback gets a page that says so and offers a new login."""
+    app = service()
+    async with app.browser() as browser:
+        response = await browser.get("/auth/callback", params={"code": "c", "state": "forged"})
+    assert response.status_code == 400
+    assert "start the login again" in response.text
+    assert "/auth/login" in response.text
+
+
+async def test_without_the_session_middleware_the_error_says_what_to_add(
+    service: Callable[..., Service],
+) -> None:
+    """PlanetWeb needs SessionMiddleware; without it the error names it."""
+    app = service()
+    bare = Starlette(routes=app.web.routes)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(bare), base_url=APP) as browser:
+        with pytest.raises(ConfigurationError, match="SessionMiddleware"):
+            await browser.get("/auth/login")
+
+
+def test_a_missing_extra_is_named() -> None:
+    """`import planet_async` never loads Starlette; planet_async.starlette without it raises
+    MissingExtra naming the extra."""
+    code = """
+import sys
+sys.modules["starlette"] = None  # as if not installed
+import planet_async, planet_async.web
+assert "starlette" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
+try:
+    import planet_async.starlette
+except planet_async.MissingExtra as exc:
+    assert isinstance(exc, ImportError)
+    print(exc)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'planet-async[starlette]'" in result.stdout
