@@ -71,6 +71,10 @@ async def test_login_started_on_one_replica_finishes_on_another(
     start = await one.start()
     callback = await _provider_login(start, "carol")
     assert two.cookie_name(two.state_of(callback)) == start.cookie_name
+    state = two.state_of(callback)
+    for shown in (repr(start), repr(one), str(start)):
+        assert start.browser_binding not in shown
+        assert state not in shown
 
     completed = await two.finish(callback, start.browser_binding)
 
