@@ -63,6 +63,7 @@ from .flows import Grant as Grant
 from .flows import LoopbackListener as LoopbackListener
 from .flows import PendingAuthorization as PendingAuthorization
 from .flows import RefreshTokenGrant as RefreshTokenGrant
+from .storage import EncryptedStorage as EncryptedStorage
 from .storage import FileStorage as FileStorage
 from .storage import MemoryStorage as MemoryStorage
 from .storage import RecordStore as RecordStore
@@ -93,6 +94,7 @@ __all__ = [
     "DeviceAuthorization",
     "DeviceCodeFlow",
     "DeviceFlowState",
+    "EncryptedStorage",
     "FileStorage",
     "Grant",
     "HttpRequest",

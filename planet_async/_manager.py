@@ -662,7 +662,7 @@ class TokenManager:
             "session %r: %s; renewing without coordination: other processes sharing the session "
             "may renew too until the storage is back",
             self.session,
-            error,
+            str(error),
         )
         token = await self._request(current or stored)
         self._install(token)
@@ -730,7 +730,7 @@ class TokenManager:
                 "session %r: could not save the new token (%s); it keeps serving from memory, "
                 "and saving will be retried before the next renewal",
                 self.session,
-                error,
+                str(error),
             )
         self._remember_unsaved(token, over)
 
@@ -806,7 +806,7 @@ class TokenManager:
         logger.warning(
             "session %r: renewal failed (%s); next attempt in %.1f s",
             self.session,
-            exc,
+            str(exc),  # not the exception: a log record must not keep its frames alive
             delay,
         )
 

@@ -375,7 +375,7 @@ class RedisStorage:
                     session,
                 )
             except StorageError as exc:
-                logger.warning("session %r: %s", session, exc)
+                logger.warning("session %r: %s", session, str(exc))
                 continue  # the fenced save still decides; the lease may yet be ours
             if extended != 1:
                 lease.lost = True
@@ -400,7 +400,7 @@ class RedisStorage:
             )
         except StorageError as exc:
             # The lease lapses by itself; nothing is lost by not deleting it now.
-            logger.warning("session %r: %s; the lease will lapse by itself", session, exc)
+            logger.warning("session %r: %s; the lease will lapse by itself", session, str(exc))
 
     # -- talking to Redis ------------------------------------------------------------------------
 

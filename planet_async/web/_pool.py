@@ -295,7 +295,7 @@ class SessionPool:
                 await _manager(entry).settle()
             except PlanetAuthError as exc:
                 lost += 1
-                logger.warning("user session %r: %s", entry.key, exc)
+                logger.warning("user session %r: %s", entry.key, str(exc))
         self._draining = {k: e for k, e in self._draining.items() if _pending(e)}
         if lost:
             logger.warning(
@@ -479,7 +479,7 @@ class SessionPool:
                     await _manager(entry).settle()
                 except PlanetAuthError as exc:
                     failed += 1
-                    logger.warning("user session %r: %s; trying again later", entry.key, exc)
+                    logger.warning("user session %r: %s; trying again later", entry.key, str(exc))
                     continue
                 if self._draining.get(user_id) is entry and not _pending(entry):
                     del self._draining[user_id]
@@ -517,7 +517,7 @@ class SessionPool:
                 logger.warning(
                     "%r: watching for sign-outs failed (%s); retrying in %.1f s",
                     self,
-                    exc,
+                    str(exc),  # not the exception: a log record must not keep its frames alive
                     delay,
                 )
             if not started:
