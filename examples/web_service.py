@@ -21,11 +21,16 @@ Settings, from the environment (this project's tests point them at a local provi
     PLANET_WEB_BASE_URL        the public URL the users see (the redirect URI is made from it)
     PLANET_WEB_SESSION_SECRET  signs the cookie that says which user a browser is
     PLANET_WEB_KEY_SECRET      makes storage keys an HMAC of the user ids (optional)
+    PLANET_WEB_ENCRYPTION_KEYS the key ring that encrypts the stored sessions, as
+                               "id=KEY,old-id=OLDKEY" (KEY: 32 bytes in URL-safe base64; the
+                               first encrypts, all decrypt); without it, sessions are stored in
+                               clear
     PLANET_WEB_REPLICA         this replica's name, shown on its pages
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -44,8 +49,10 @@ from planet_async import (
     AuthorizationCodeFlow,
     AuthorizationServer,
     ClientSecretBasic,
+    EncryptedStorage,
     MemoryStorage,
     RedisStorage,
+    Storage,
 )
 from planet_async.starlette import PlanetWeb
 from planet_async.web import SessionPool, WebLogin
@@ -60,6 +67,13 @@ BASE_URL = os.environ.get("PLANET_WEB_BASE_URL")
 SESSION_SECRET = os.environ.get("PLANET_WEB_SESSION_SECRET", "")
 KEY_SECRET = os.environ.get("PLANET_WEB_KEY_SECRET")
 REPLICA = os.environ.get("PLANET_WEB_REPLICA", socket.gethostname())
+ENCRYPTION_KEYS = [
+    (kid, base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)))
+    for kid, _, key in (
+        pair.partition("=") for pair in os.environ.get("PLANET_WEB_ENCRYPTION_KEYS", "").split(",")
+    )
+    if kid
+]
 
 # Tokens go only to allowlisted origins: Planet's, or the one API this service is pointed at.
 _api = "{0.scheme}://{0.netloc}".format(urlsplit(DATA_URL))
@@ -67,26 +81,28 @@ ALLOWED_ORIGINS = None if _api in PLANET_API_ORIGINS else [_api]
 
 server = AuthorizationServer(ISSUER)
 client = ClientSecretBasic(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
-# One Redis for everything the replicas share: pending logins and the users' sessions.
-storage = RedisStorage(REDIS_URL) if REDIS_URL else MemoryStorage()
+# One Redis for everything the replicas share: pending logins and the users' sessions, the
+# sessions encrypted (a dump of Redis then holds no token).
+shared = RedisStorage(REDIS_URL) if REDIS_URL else MemoryStorage()
+sessions: Storage = EncryptedStorage(shared, ENCRYPTION_KEYS) if ENCRYPTION_KEYS else shared
 pool = SessionPool(
     server,
     client,
-    storage,
+    sessions,
     max_sessions=10_000,
     idle_after=900,
     key_secret=KEY_SECRET.encode() if KEY_SECRET else None,
     allowed_origins=ALLOWED_ORIGINS,
 )
-login = WebLogin(AuthorizationCodeFlow(server, client, scopes=SCOPES), storage)
+login = WebLogin(AuthorizationCodeFlow(server, client, scopes=SCOPES), shared)
 web = PlanetWeb(login, pool, base_url=BASE_URL)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
-        if isinstance(storage, RedisStorage):
-            await stack.enter_async_context(storage)  # one connection for this replica
+        if isinstance(shared, RedisStorage):
+            await stack.enter_async_context(shared)  # one connection for this replica
         await stack.enter_async_context(pool)  # renews ahead, hears sign-outs, saves on exit
         stack.push_async_callback(web.aclose)
         yield

@@ -13,6 +13,8 @@ that several users log in at the same time in one browser (one context, one cook
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -22,9 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import anyio
 import httpx
 import pytest
 
+from planet_async import (
+    AuthorizationServer,
+    ClientSecretBasic,
+    MemoryStorage,
+    RedisStorage,
+)
+from planet_async.web import SessionPool
 from tests._api import RevocableApi
 from tests._browser import CHROMIUM_ARGS, PASSWORD, STEP_TIMEOUT
 from tests._helpers import VerifyingApi
@@ -39,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REPLICAS = 3
 USERS = 5
 CLIENT_ID, CLIENT_SECRET = "web-fleet", "web-fleet-secret"
+KEY_SECRET = "a-test-key-secret-of-32-bytes...."
 
 
 @dataclass
@@ -47,6 +58,7 @@ class Fleet:
     api: RevocableApi
     urls: list[str]  # each replica's own URL, http://127.0.0.1:PORT
     public: str  # the service's public URL (the load balancer's, which the test plays)
+    redis_url: str
 
     def other(self, url: str, step: int = 1) -> str:
         """The replica `step` places after the one whose URL (any URL on it) is given."""
@@ -91,7 +103,8 @@ def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
                 "PLANET_WEB_REDIS_URL": redis_server.url,
                 "PLANET_WEB_BASE_URL": public,
                 "PLANET_WEB_SESSION_SECRET": "a-test-secret-shared-by-the-replicas",
-                "PLANET_WEB_KEY_SECRET": "a-test-key-secret-of-32-bytes....",
+                "PLANET_WEB_KEY_SECRET": KEY_SECRET,
+                "PLANET_WEB_ENCRYPTION_KEYS": f"k1={base64.urlsafe_b64encode(b'k' * 32).decode()}",
                 "PLANET_WEB_REPLICA": f"replica-{index}",
             }
             log = logs / f"replica-{index}.log"
@@ -108,7 +121,7 @@ def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
                 )
         for proc, url, index in zip(procs, urls, range(REPLICAS), strict=True):
             _wait_until_up(url, proc, logs / f"replica-{index}.log")
-        yield Fleet(peer, api, urls, public)
+        yield Fleet(peer, api, urls, public, redis_server.url)
     finally:
         for proc in procs:
             proc.terminate()
@@ -223,6 +236,24 @@ async def _new_context(browser):
     return context
 
 
+async def _stored_sessions(fleet: Fleet, users: list[str]) -> list[str]:
+    """The stored values of `users`' sessions, as Redis holds them (keys as the replicas make
+    them)."""
+    keys = SessionPool(
+        AuthorizationServer(fleet.peer.issuer),
+        ClientSecretBasic(client_id=CLIENT_ID, client_secret=CLIENT_SECRET),
+        MemoryStorage(),
+        key_secret=KEY_SECRET.encode(),
+    )
+    redis = RedisStorage(fleet.redis_url)
+    found = []
+    for user in users:
+        token = await redis.load(keys.key(user))
+        assert token is not None, user
+        found.append(json.dumps(token.to_json_dict()))
+    return found
+
+
 # -- the tests -----------------------------------------------------------------------------------
 
 
@@ -269,6 +300,13 @@ def test_users_log_in_concurrently_across_replicas(fleet: Fleet, chromium_path: 
     hits = [hit for hit in fleet.api.hits if hit.path.startswith("/users/")]
     assert len(hits) == USERS
     assert [hit.status for hit in hits] == [200] * USERS
+    # What Redis holds for each user is encrypted: not the token the API saw.
+    stored = anyio.run(_stored_sessions, fleet, [f"user-{index}" for index in range(USERS)])
+    for hit in hits:
+        token = (hit.authorization or "").partition(" ")[2]
+        assert token
+        assert all(token not in text for text in stored)
+    assert all("planet_async_encrypted" in text for text in stored)
 
 
 def test_refused_callbacks(fleet: Fleet, chromium_path: str) -> None:
