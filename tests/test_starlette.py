@@ -186,9 +186,9 @@ async def test_a_user_signed_out_on_another_replica_is_sent_to_log_in(
 
 
 async def test_a_storage_outage_is_a_503_with_retry_after(
+    redis_connections_fail: None,  # first: its end (collecting coredis's leftovers) comes last
     service: Callable[..., Service],
     start_redis: Callable[..., RedisServer],
-    redis_connections_fail: None,
 ) -> None:
     """A user the replica does not hold, while Redis is down: 503 with Retry-After (the browser
     is not sent to log in, which would not help)."""
@@ -203,6 +203,13 @@ async def test_a_storage_outage_is_a_503_with_retry_after(
         response = await browser.get("/data")
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) >= 1
+
+    # Logins wait in the same Redis: starting or completing one is a 503 too, not a 500.
+    app = service(storage, storage)
+    async with app.browser() as browser:
+        started = await browser.get("/auth/login")
+        completed = await browser.get("/auth/callback", params={"code": "c", "state": "s"})
+    assert [started.status_code, completed.status_code] == [503, 503]
 
 
 async def test_a_callback_without_a_pending_login_is_a_400_page(

@@ -237,3 +237,36 @@ async def test_records_are_taken_once_by_concurrent_takers(redis: RedisServer) -
         gate.set()
 
     assert sorted(got, key=lambda v: v is not None) == [None] * 15 + [b"payload"]
+
+
+async def test_a_pending_login_lives_in_redis_for_its_lifetime(
+    peer: Peer, redis: RedisServer
+) -> None:
+    """The record of a started login expires in Redis with the login (an abandoned login leaves
+    nothing behind), under a key that does not show its `state`."""
+    import coredis
+
+    login = WebLogin(_flow(peer, lifetime=120.0), RedisStorage(redis.url))
+    start = await login.start()
+    state = dict(parse_qsl(urlsplit(start.authorization_url).query))["state"]
+    client = coredis.Redis.from_url(redis.url)
+    async with client:
+        keys = [key async for key in client.scan_iter(match="planet_async:record:*")]
+        assert len(keys) == 1
+        assert state.encode() not in keys[0]
+        assert 0 < await client.pttl(keys[0]) <= 120_000
+
+
+async def test_memory_records_expire_and_are_taken_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MemoryStorage's records (one process): taken once, and gone after their lifetime."""
+    from planet_async.storage import _memory
+
+    now = [100.0]
+    monkeypatch.setattr(_memory.time, "monotonic", lambda: now[0])
+    storage = MemoryStorage()
+    await storage.put_record("a", b"1", 10)
+    await storage.put_record("b", b"2", 10)
+    assert await storage.take_record("a") == b"1"
+    assert await storage.take_record("a") is None
+    now[0] += 10
+    assert await storage.take_record("b") is None
