@@ -35,12 +35,14 @@ from .flows._auth_code import CompletedLogin
 from .web._login import WebLogin
 
 try:
+    import itsdangerous  # noqa: F401 - SessionMiddleware signs the browser's cookie with it
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse, RedirectResponse, Response
     from starlette.routing import BaseRoute, Mount, Route
 except ImportError:  # pragma: no cover - exercised in a subprocess without the extra
     raise MissingExtra(
-        "planet_async.starlette needs the starlette extra: pip install 'planet-async[starlette]'"
+        "planet_async.starlette needs the starlette extra (Starlette and itsdangerous): "
+        "pip install 'planet-async[starlette]'"
     ) from None
 
 __all__ = ["PlanetWeb", "UserPool"]

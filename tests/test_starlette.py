@@ -235,12 +235,13 @@ async def test_without_the_session_middleware_the_error_says_what_to_add(
             await browser.get("/auth/login")
 
 
-def test_a_missing_extra_is_named() -> None:
-    """`import planet_async` never loads Starlette; planet_async.starlette without it raises
-    MissingExtra naming the extra."""
-    code = """
+@pytest.mark.parametrize("library", ["starlette", "itsdangerous"])
+def test_a_missing_extra_is_named(library: str) -> None:
+    """`import planet_async` never loads Starlette; planet_async.starlette without it (or without
+    itsdangerous, which signs the session cookie) raises MissingExtra naming the extra."""
+    code = f"""
 import sys
-sys.modules["starlette"] = None  # as if not installed
+sys.modules[{library!r}] = None  # as if not installed
 import planet_async, planet_async.web
 assert "starlette" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
 try:
