@@ -239,7 +239,7 @@ class PlanetWeb:
         except (LoginError, AuthServerError) as exc:
             if isinstance(exc, AuthServerUnavailable):
                 raise
-            logger.info("a login was refused: %s", exc)
+            logger.info("a login was refused: %s", str(exc))
             return self._refused(request, exc)
         user = self._user_id(completed)
         await self.pool.sign_in(user, completed.token)
@@ -270,7 +270,9 @@ class PlanetWeb:
             try:
                 await self.pool.sign_out(user)
             except AuthServerError as exc:  # the session is deleted: only the revocation failed
-                logger.warning("signed a user out, but the refresh token was not revoked: %s", exc)
+                logger.warning(
+                    "signed a user out, but the refresh token was not revoked: %s", str(exc)
+                )
         return RedirectResponse(self.after_logout, status_code=303)
 
     # -- the exception handlers -------------------------------------------------------------------
@@ -284,7 +286,8 @@ class PlanetWeb:
     async def _unavailable(self, request: Request, exc: Exception) -> Response:
         retry_after = exc.retry_after if isinstance(exc, (AuthServerError, StorageError)) else None
         seconds = max(1, math.ceil(retry_after)) if retry_after else 1
-        logger.warning("answering 503: %s", exc)
+        # The message, not the exception: a kept log record would keep its traceback alive.
+        logger.warning("answering 503: %s", str(exc))
         return PlainTextResponse(
             "Planet's sign-in is unavailable for a moment; try again shortly.",
             status_code=503,
