@@ -191,7 +191,7 @@ class TokenManager:
         self._unsaved_over: TokenSet | None = None  # what storage held when it was obtained
         self._save_failures = 0
         self._save_not_before = 0.0
-        self._id = secrets.token_hex(8)  # names this manager in a stored session's marks
+        self._id: str | None = None  # names this manager in a stored session's marks (lazily)
         self._failures = 0
         self._rejections = 0
         self._not_before = 0.0
@@ -199,8 +199,10 @@ class TokenManager:
         self._last_error: BaseException | None = None
         self._task_group: anyio.abc.TaskGroup | None = task_group
         self._obtained: TokenSet | None = None  # what the server gave the renewal in flight
-        self._listeners: list[TokenListener] = [] if on_event is None else [on_event]
-        self._broken_listeners: set[int] = set()  # ids of listeners that raised (logged once)
+        # Copied on change, never changed in place; empty (and shared) for most managers: a
+        # SessionPool holds thousands, so what each one allocates up front counts.
+        self._listeners: tuple[TokenListener, ...] = () if on_event is None else (on_event,)
+        self._broken_listeners: set[int] | None = None  # ids of listeners that raised (logged once)
         self.renewals = 0
         """How many token requests this manager has made (successful or not)."""
 
@@ -434,11 +436,13 @@ class TokenManager:
         Returns:
             A function that removes the listener again (calling it twice is harmless).
         """
-        self._listeners.append(listener)
+        self._listeners = (*self._listeners, listener)
 
         def remove() -> None:
             if listener in self._listeners:
-                self._listeners.remove(listener)
+                listeners = list(self._listeners)
+                listeners.remove(listener)
+                self._listeners = tuple(listeners)
 
         return remove
 
@@ -450,13 +454,15 @@ class TokenManager:
         event = TokenEvent(
             kind, self.session, duration=duration, error=error, expires_in=self.expires_in()
         )
-        for listener in tuple(self._listeners):
+        for listener in self._listeners:
             try:
                 listener(event)
             except Exception as exc:
                 self._listener_failed(listener, exc)
 
     def _listener_failed(self, listener: TokenListener, exc: Exception) -> None:
+        if self._broken_listeners is None:
+            self._broken_listeners = set()
         if id(listener) in self._broken_listeners:
             return  # one warning per listener, not one per event
         self._broken_listeners.add(id(listener))
@@ -614,7 +620,7 @@ class TokenManager:
         mark = base.extra.get(_RENEWING)
         if (
             isinstance(mark, dict)
-            and mark.get("by") != self._id
+            and mark.get("by") != self._renewer_id()
             and isinstance(mark.get("at"), (int, float))
             and self._clock() - mark["at"] < _RENEWING_FOR
         ):
@@ -626,10 +632,17 @@ class TokenManager:
         if not self.storage.lock_can_lapse:
             return stored
         marked = base.model_copy(
-            update={"extra": {**base.extra, _RENEWING: {"by": self._id, "at": self._clock()}}}
+            update={
+                "extra": {**base.extra, _RENEWING: {"by": self._renewer_id(), "at": self._clock()}}
+            }
         )
         await self.storage.save(self.session, marked)
         return marked
+
+    def _renewer_id(self) -> str:
+        if self._id is None:
+            self._id = secrets.token_hex(8)
+        return self._id
 
     async def _renew_without_lock(
         self, error: PlanetAuthError, rejected: TokenSet | None

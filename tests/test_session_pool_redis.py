@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import sys
 import time
 from collections.abc import Callable
+from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from anyio.streams.text import TextReceiveStream
 
 from planet_async import (
     AuthorizationServer,
@@ -28,6 +33,7 @@ from tests._web_login import web_client, web_login
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("redis_connections_fail")]
 
 KEY = secrets.token_bytes(32)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def replica(peer: Any, redis_url: str, **kwargs: Any) -> SessionPool:
@@ -168,3 +174,38 @@ async def test_a_redis_outage_serves_held_tokens_and_renews_nobody(
         assert jwt_claims(header.removeprefix("Bearer "))["sub"] == "ned"
         assert peer.grants("refresh_token") == 1
         assert peer.errors() == {}
+
+
+async def test_sign_out_reaches_a_replica_in_another_process(
+    peer: Any, redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replica in another process holds two users; one signs out here: that process drops
+    them (told by Redis, no polling), then its request for them raises SessionExpired while the
+    other user is still served. The delay is printed (the issue asks for under one second)."""
+    users = ["pia", "quinn"]
+    async with replica(peer, redis.url) as here:
+        for user in users:
+            await here.sign_in(user, await web_login(peer.issuer, user))
+        command = [sys.executable, "-m", "tests._pool_replica", peer.issuer, redis.url]
+        async with await anyio.open_process([*command, KEY.hex(), *users], cwd=ROOT) as process:
+            assert process.stdout is not None
+            async with aclosing(_lines(process.stdout)) as lines:
+                with anyio.fail_after(30):  # a guard against a hang, not a measurement
+                    assert await anext(lines) == "ready"
+                    signed_out = time.time()
+                    assert await here.sign_out("pia") is True
+                    report = json.loads(await anext(lines))
+            assert await process.wait() == 0
+    assert report["dropped"] == here.key("pia")
+    assert report["outcome"] == {"pia": "SessionExpired", "quinn": "served"}
+    with capsys.disabled():
+        print(f"\nsign-out seen by the other process {report['at'] - signed_out:.3f} s later")
+
+
+async def _lines(stream: Any) -> Any:
+    buffered = ""
+    async for chunk in TextReceiveStream(stream):
+        buffered += chunk
+        while "\n" in buffered:
+            line, buffered = buffered.split("\n", 1)
+            yield line

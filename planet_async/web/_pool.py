@@ -229,6 +229,7 @@ class SessionPool:
         self._settling = False
         self._settle_failures = 0
         self._settle_not_before = 0.0
+        self._next_sweep = 0.0  # when `auth` next looks for idle users or users to settle
 
     def __repr__(self) -> str:
         return (
@@ -347,11 +348,8 @@ class SessionPool:
         else:
             entries.move_to_end(user_id)
             entry.used = now
-        oldest = next(iter(entries.values()))
-        if now - oldest.used >= self.idle_after:
-            self._drop_idle(now)
-        if self._draining and now >= self._settle_not_before:
-            self._settle_later(now)
+        if now >= self._next_sweep:
+            self._sweep(now)
         return entry.auth
 
     async def header(self, user_id: str) -> dict[str, str]:
@@ -438,18 +436,34 @@ class SessionPool:
         entry.expired = False
         self._entries[user_id] = entry
         self._by_key[entry.key] = user_id
+        self._next_sweep = min(self._next_sweep, now + self.idle_after)
         while len(self._entries) > self.max_sessions:
             _, oldest = self._entries.popitem(last=False)
             self._let_go(oldest)
         return entry
 
-    def _drop_idle(self, now: float) -> None:
+    def _sweep(self, now: float) -> None:
+        """Drop idle users and settle dropped ones, lazily: from a call, when one is due.
+
+        The least recently used user comes first, so none can become idle before the first
+        one's time: until then, calls skip this (it costs one comparison per call).
+        """
+        oldest: _Entry | None = None
         for _ in range(_IDLE_SWEEP):
             oldest = next(iter(self._entries.values()), None)
             if oldest is None or now - oldest.used < self.idle_after:
-                return
+                break
             del self._entries[oldest.user_id]
             self._let_go(oldest)
+            oldest = None
+        if self._draining and now >= self._settle_not_before:
+            self._settle_later(now)
+        due = now if oldest is None and self._entries else math.inf
+        if oldest is not None:
+            due = oldest.used + self.idle_after
+        if self._draining:
+            due = min(due, self._settle_not_before)
+        self._next_sweep = due
 
     def _let_go(self, entry: _Entry) -> None:
         if self._by_key.get(entry.key) == entry.user_id:
@@ -488,6 +502,7 @@ class SessionPool:
             self._settle_failures = self._settle_failures + 1 if failed else 0
             delay = min(0.5 * 2 ** min(self._settle_failures, 10), 30.0) if failed else 0.0
             self._settle_not_before = self._clock() + delay
+            self._next_sweep = min(self._next_sweep, self._settle_not_before)
 
     # -- sign-outs elsewhere ---------------------------------------------------------------------
 
