@@ -9,6 +9,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import quote
 
@@ -32,11 +33,12 @@ from planet_async import (
     RedisStorage,
     Storage,
 )
+from planet_async._oauth import revoke_token
 from planet_async.starlette import USER_KEY, PlanetWeb
 from planet_async.web import SessionPool, WebLogin
 from tests._api import RevocableApi
 from tests._browser import log_in_over_http
-from tests._helpers import VerifyingApi
+from tests._helpers import FakeClock, VerifyingApi
 from tests._peer import Peer
 from tests._redis import RedisServer
 
@@ -57,10 +59,18 @@ class Service:
     """One replica: the app, its PlanetWeb and SessionPool, and an ASGI client that is the
     user's browser (a cookie jar)."""
 
-    def __init__(self, peer: Peer, api: RevocableApi, storage: Storage, records: object) -> None:
+    def __init__(
+        self,
+        peer: Peer,
+        api: RevocableApi,
+        storage: Storage,
+        records: object,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         server = AuthorizationServer(peer.issuer)
         client = ClientSecretBasic(client_id="web-app", client_secret="web-app-secret")
-        self.pool = SessionPool(server, client, storage, allowed_origins=[api.origin])
+        self.server, self.client = server, client
+        self.pool = SessionPool(server, client, storage, allowed_origins=[api.origin], clock=clock)
         flow = AuthorizationCodeFlow(server, client, scopes=("openid", "offline_access"))
         self.web = PlanetWeb(WebLogin(flow, records), self.pool, base_url=APP)  # type: ignore[arg-type]
         web = self.web
@@ -90,8 +100,12 @@ async def service(peer: Peer, api: RevocableApi) -> AsyncIterator[Callable[..., 
     storage = MemoryStorage()
     made: list[Service] = []
 
-    def make(storage: Storage = storage, records: object = storage) -> Service:
-        made.append(Service(peer, api, storage, records))
+    def make(
+        storage: Storage = storage,
+        records: object = storage,
+        clock: Callable[[], float] = time.time,
+    ) -> Service:
+        made.append(Service(peer, api, storage, records, clock))
         return made[-1]
 
     yield make
@@ -183,6 +197,37 @@ async def test_a_user_signed_out_on_another_replica_is_sent_to_log_in(
         response = await other_device.get("/data")
     assert response.status_code == 303
     assert response.headers["location"].startswith("/auth/login")
+
+
+async def test_a_refused_refresh_token_sends_the_user_to_log_in(
+    service: Callable[..., Service], peer: Peer
+) -> None:
+    """The user's refresh token was revoked at the provider; when their access token has run
+    out (the pool's clock, injected), the renewal is refused and the page redirects to the login
+    instead of failing with a 500."""
+    clock = FakeClock(time.time())
+    storage = MemoryStorage()
+    app = service(storage, storage, clock)
+    async with app.pool, app.browser() as browser:
+        await _log_in(browser, "nina")
+        assert (await browser.get("/data")).status_code == 200
+        stored = await storage.load(app.pool.key("nina"))
+        assert stored is not None
+        assert stored.refresh_token is not None
+        revoked = await revoke_token(
+            app.server,
+            app.client,
+            stored.refresh_token.get_secret_value(),
+            hint="refresh_token",
+            clock=time.time,
+        )
+        assert revoked
+        clock.advance(3600)
+
+        response = await browser.get("/data")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/auth/login?next=%2Fdata"
+    assert peer.errors() == {"refresh_token:invalid_grant": 1}
 
 
 async def test_a_storage_outage_is_a_503_with_retry_after(
