@@ -66,8 +66,9 @@ class Service:
         storage: Storage,
         records: object,
         clock: Callable[[], float] = time.time,
+        timeout: float = 10.0,
     ) -> None:
-        server = AuthorizationServer(peer.issuer)
+        server = AuthorizationServer(peer.issuer, timeout=timeout)
         client = ClientSecretBasic(client_id="web-app", client_secret="web-app-secret")
         self.server, self.client = server, client
         self.pool = SessionPool(server, client, storage, allowed_origins=[api.origin], clock=clock)
@@ -104,8 +105,9 @@ async def service(peer: Peer, api: RevocableApi) -> AsyncIterator[Callable[..., 
         storage: Storage = storage,
         records: object = storage,
         clock: Callable[[], float] = time.time,
+        timeout: float = 10.0,
     ) -> Service:
-        made.append(Service(peer, api, storage, records, clock))
+        made.append(Service(peer, api, storage, records, clock, timeout))
         return made[-1]
 
     yield make
@@ -255,6 +257,25 @@ async def test_a_storage_outage_is_a_503_with_retry_after(
         started = await browser.get("/auth/login")
         completed = await browser.get("/auth/callback", params={"code": "c", "state": "s"})
     assert [started.status_code, completed.status_code] == [503, 503]
+
+
+async def test_a_provider_that_does_not_answer_the_callback_is_a_503(
+    service: Callable[..., Service], peer: Peer
+) -> None:
+    """The token endpoint does not answer the code exchange in time (held 2 s, the client waits
+    0.5 s): the callback answers 503 with Retry-After, and nobody is logged in."""
+    app = service(timeout=0.5)
+    async with app.pool, app.browser() as browser:
+        start = await browser.get("/auth/login")
+        callback = await anyio.to_thread.run_sync(
+            lambda: log_in_over_http(start.headers["location"], login="omar")
+        )
+        peer.set_token_delay(2000)
+        response = await browser.get(callback)
+        peer.set_token_delay(0)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert (await browser.get("/data")).status_code == 303
 
 
 async def test_a_callback_without_a_pending_login_is_a_400_page(
