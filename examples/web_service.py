@@ -54,7 +54,7 @@ from planet_async import (
     RedisStorage,
     Storage,
 )
-from planet_async.starlette import PlanetWeb
+from planet_async.starlette import USER_KEY, PlanetWeb
 from planet_async.web import SessionPool, WebLogin
 
 ISSUER = os.environ.get("PLANET_WEB_ISSUER", "https://login.planet.com/")
@@ -122,7 +122,7 @@ UserClient = Annotated[httpx.AsyncClient, Depends(web.client)]
 
 @app.get("/", response_class=HTMLResponse)
 async def home(request: Request) -> str:
-    user = request.session.get("planet_async.user")
+    user = request.session.get(USER_KEY)  # who this browser is, if anyone
     if user is None:
         return f"<h1>{escape(REPLICA)}</h1><p><a href='/auth/login'>Log in with Planet</a></p>"
     return (

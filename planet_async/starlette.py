@@ -224,7 +224,8 @@ class PlanetWeb:
             start.browser_binding,
             max_age=start.max_age,
             path=f"{self.path}/callback",
-            secure=request.url.scheme == "https",
+            # The public URL decides: behind a TLS-terminating proxy the request itself is http.
+            secure=(self.base_url or str(request.url)).startswith("https://"),
             httponly=True,
             samesite="lax",  # sent on the provider's top-level redirect back, not cross-site POSTs
         )
