@@ -119,6 +119,7 @@ async def test_a_refused_refresh_token_is_session_expired_and_never_resent(peer:
             await pool.header("dave")
         assert isinstance(caught.value, InvalidGrantError)
         assert token_requests(peer) == 1
+        assert await storage.load(pool.key("dave")) is None  # dead for every replica
         for _ in range(3):
             with pytest.raises(SessionExpired):
                 await pool.header("dave")
@@ -486,3 +487,37 @@ async def test_a_store_that_is_down_serves_held_tokens_and_never_renews(
         clock.advance(caught.value.retry_after)
         assert (await pool.header("kim"))["Authorization"].startswith("Bearer ")
         assert token_requests(peer) == 1
+
+
+async def test_idle_users_cost_nothing_and_active_ones_renew_ahead(peer: Any) -> None:
+    """Past the refresh-ahead point nothing happens for users nobody asks for (no token request,
+    no task); a request for one user serves the current token at once and renews that user
+    alone, in the background."""
+    clock = FakeClock(time.time())
+    async with make_pool(peer, MemoryStorage(), clock=clock) as pool:
+        for user in ("sam", "tia", "uma"):
+            login = await web_login(peer.issuer, user)
+            await pool.sign_in(
+                user, login.model_copy(update={"issued_at": clock(), "expires_at": clock() + 60})
+            )
+        peer.reset()
+        clock.advance(50)  # past the soft threshold (about 70% of 60 s), before the hard one
+        await anyio.wait_all_tasks_blocked()
+        assert token_requests(peer) == 0
+        renewed = anyio.Event()
+        _manager_of(pool, "sam").add_listener(
+            lambda event: renewed.set() if event.kind == "renewal_succeeded" else None
+        )
+        before = (await pool.header("sam"))["Authorization"]
+        with anyio.fail_after(10):  # a guard: the background renewal's exchange with the peer
+            await renewed.wait()
+        after = (await pool.header("sam"))["Authorization"]
+        assert after != before
+        assert peer.grants("refresh_token") == 1
+        assert not any(_manager_of(pool, u).pending for u in ("tia", "uma"))
+
+
+def _manager_of(pool: SessionPool, user: str) -> TokenManager:
+    manager = pool.auth(user).manager
+    assert manager is not None
+    return manager

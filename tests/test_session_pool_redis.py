@@ -24,11 +24,18 @@ from planet_async import (
     SessionExpired,
     StorageError,
 )
+from planet_async._oauth import revoke_token
 from planet_async.web import SessionPool
 from tests._fleet import jwt_claims
 from tests._helpers import API, FakeClock, VerifyingApi
 from tests._redis import RedisServer
 from tests._web_login import web_client, web_login
+
+
+def token_requests(peer: Any) -> int:
+    refused = sum(n for k, n in peer.errors().items() if k.startswith("refresh_token"))
+    return int(peer.grants("refresh_token")) + refused
+
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("redis_connections_fail")]
 
@@ -209,3 +216,35 @@ async def _lines(stream: Any) -> Any:
         while "\n" in buffered:
             line, buffered = buffered.split("\n", 1)
             yield line
+
+
+async def test_a_refused_session_sends_every_replica_to_the_login(
+    peer: Any, redis: RedisServer
+) -> None:
+    """The server refuses a user's refresh token on one replica: the dead session is deleted,
+    so the other replica tells the user to log in too (SessionExpired, not a 503 from a renewal
+    mark left behind), and neither sends the refused refresh token again."""
+    clock = FakeClock(time.time())
+    token = await web_login(peer.issuer, "rae")
+    assert token.refresh_token is not None
+    async with (
+        replica(peer, redis.url, clock=clock) as one,
+        replica(peer, redis.url, clock=clock) as two,
+    ):
+        await one.sign_in("rae", token)
+        await revoke_token(
+            AuthorizationServer(peer.issuer),
+            web_client(),
+            token.refresh_token.get_secret_value(),
+            hint="refresh_token",
+            clock=time.time,
+        )
+        clock.advance(3600)
+        peer.reset()
+        with pytest.raises(SessionExpired):
+            await one.header("rae")
+        assert redis.call("EXISTS", f"planet_async:{{{one.key('rae')}}}:token") == 0
+        for pool in (two, one, two):
+            with pytest.raises(SessionExpired):
+                await pool.header("rae")
+        assert token_requests(peer) == 1

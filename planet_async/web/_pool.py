@@ -66,13 +66,14 @@ class _UserGrant:
     """One user's refresh token grant: the pool's, plus the user's key and the refresh token the
     server last refused, so the same one is never sent again (no storm from an expired user)."""
 
-    __slots__ = ("_entry", "_grant", "_refused")
+    __slots__ = ("_entry", "_grant", "_refused", "_storage")
 
     renews_without_lock = False
 
-    def __init__(self, grant: RefreshTokenGrant, entry: _Entry) -> None:
+    def __init__(self, grant: RefreshTokenGrant, entry: _Entry, storage: Storage) -> None:
         self._grant = grant
         self._entry = entry
+        self._storage = storage
         self._refused: bytes | None = None
 
     @property
@@ -100,6 +101,7 @@ class _UserGrant:
         except InvalidGrantError as exc:
             self._refused = fingerprint
             self._entry.expired = True
+            await self._forget_refused(current)
             raise _Refused(
                 f"the server refused user session {key!r}'s refresh token (invalid_grant: "
                 "revoked, expired or spent): log the user in again",
@@ -109,6 +111,23 @@ class _UserGrant:
         except LoginRequired as exc:
             self._entry.expired = True
             raise SessionExpired(str(exc), session=key) from None
+
+    async def _forget_refused(self, refused: TokenSet) -> None:
+        """Delete the stored session if it still holds the refresh token the server refused
+        (called under the session's lock): it is dead for every replica, which then tells the
+        user to log in (`SessionExpired`) instead of each trying it again. A newer session
+        stored meanwhile (a login) is kept. Replicas watching the storage drop the user."""
+        key = self._entry.key
+        try:
+            stored = await self._storage.load(key)
+            if stored is not None and stored.same_refresh_token(refused):
+                await self._storage.delete(key)
+        except Exception as exc:
+            logger.warning(
+                "user session %r: could not delete the session whose refresh token was refused: %s",
+                key,
+                str(exc),
+            )
 
 
 class _Entry:
@@ -405,7 +424,7 @@ class SessionPool:
 
     def _new_entry(self, user_id: str, key: str, now: float) -> _Entry:
         entry = _Entry(user_id, key, now)
-        entry.grant = _UserGrant(self._grant, entry)
+        entry.grant = _UserGrant(self._grant, entry, self.storage)
         manager = TokenManager(
             entry.grant,
             storage=self.storage,
