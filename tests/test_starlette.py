@@ -290,6 +290,28 @@ async def test_a_callback_without_a_pending_login_is_a_400_page(
     assert "/auth/login" in response.text
 
 
+async def test_without_a_base_url_the_redirect_uri_is_the_requests(
+    service: Callable[..., Service],
+) -> None:
+    """Without `base_url`, the redirect URI sent to the provider is the callback route on the
+    host the login was started on; the binding cookie is Secure on https."""
+    app = service()
+    web = PlanetWeb(app.web.login, app.pool, path="/planet")
+    bare = Starlette(middleware=[Middleware(SessionMiddleware, secret_key=SECRET)])
+    web.install(bare)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(bare), base_url="https://other.example"
+    ) as browser:
+        response = await browser.get("/planet/login")
+    params = dict(httpx.URL(response.headers["location"]).params)
+    assert params["redirect_uri"] == "https://other.example/planet/callback"
+    cookie = response.headers["set-cookie"]
+    assert "Path=/planet/callback" in cookie
+    assert "HttpOnly" in cookie
+    assert "Secure" in cookie
+    await web.aclose()
+
+
 async def test_without_the_session_middleware_the_error_says_what_to_add(
     service: Callable[..., Service],
 ) -> None:
