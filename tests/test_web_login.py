@@ -18,6 +18,7 @@ from planet_async import (
     AuthorizationServer,
     BrowserMismatch,
     ClientSecretBasic,
+    ConfigurationError,
     InvalidIdToken,
     IssuerMismatch,
     LoginTimeout,
@@ -255,6 +256,19 @@ async def test_a_pending_login_lives_in_redis_for_its_lifetime(
         assert len(keys) == 1
         assert state.encode() not in keys[0]
         assert 0 < await client.pttl(keys[0]) <= 120_000
+
+
+async def test_a_web_login_without_openid_is_refused_when_built(peer: Peer) -> None:
+    """Without `openid` no ID token would come, so nobody could be said to have logged in: the
+    mistake shows when the WebLogin is built, not after each user's code exchange."""
+    flow = AuthorizationCodeFlow(
+        AuthorizationServer(peer.issuer),
+        ClientSecretBasic(client_id="web-app", client_secret="web-app-secret"),
+        redirect_uri=REDIRECT,
+    )
+    with pytest.raises(ConfigurationError, match="openid"):
+        WebLogin(flow, MemoryStorage())
+    assert WebLogin(flow, MemoryStorage(), require_id_token=False).require_id_token is False
 
 
 async def test_memory_records_expire_and_are_taken_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,13 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
-from .._errors import BrowserMismatch, CallbackError, InvalidIdToken, UnknownLogin
+from .._errors import (
+    BrowserMismatch,
+    CallbackError,
+    ConfigurationError,
+    InvalidIdToken,
+    UnknownLogin,
+)
 from ..flows._auth_code import AuthorizationCodeFlow, CompletedLogin, PendingAuthorization
 from ..storage._protocol import RecordStore
 
@@ -55,6 +61,9 @@ class WebLogin:
         require_id_token: Refuse a login whose token response has no ID token (the default: a
             web service needs to know who logged in). With False, `CompletedLogin.claims` may
             be None.
+
+    Raises:
+        ConfigurationError: An ID token is required and the flow does not ask for ``openid``.
     """
 
     def __init__(
@@ -65,6 +74,11 @@ class WebLogin:
         cookie_prefix: str = "planet_async_login_",
         require_id_token: bool = True,
     ) -> None:
+        if require_id_token and "openid" not in flow.scopes:
+            raise ConfigurationError(
+                "a web login needs the `openid` scope to say who logged in: add it to the flow's "
+                "scopes (or pass require_id_token=False)"
+            )
         self.flow = flow
         self.records = records
         self.cookie_prefix = cookie_prefix
