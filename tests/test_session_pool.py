@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 import unicodedata
 from typing import Any
@@ -206,12 +207,15 @@ async def test_idle_users_are_dropped_lazily(peer: Any) -> None:
         assert "busy" in pool
 
 
-async def test_dropping_a_user_saves_their_unsaved_token_first(peer: Any) -> None:
-    """A user renewed while the store was down is evicted: the pool keeps them until the store
-    is back and their token saved, then lets them go; nothing is left running or held."""
+@pytest.mark.parametrize("why", ["least recently used", "idle"])
+async def test_dropping_a_user_saves_their_unsaved_token_first(peer: Any, why: str) -> None:
+    """A user renewed while the store was down is dropped (least recently used, or idle): the
+    pool keeps them until the store is back and their token saved, then lets them go; nothing
+    is left running or held."""
     clock = FakeClock(time.time())
     storage = FlakyStorage()
-    async with make_pool(peer, storage, max_sessions=1, clock=clock) as pool:
+    limits = {"max_sessions": 1} if why != "idle" else {"idle_after": 60}
+    async with make_pool(peer, storage, clock=clock, **limits) as pool:
         await pool.sign_in("erin", await web_login(peer.issuer, "erin"))
         clock.advance(3600)
         storage.failing = True
@@ -219,7 +223,9 @@ async def test_dropping_a_user_saves_their_unsaved_token_first(peer: Any) -> Non
         before = await storage.load(pool.key("erin"))
         assert before is not None
         assert f"Bearer {before.access_token.get_secret_value()}" != header
-        pool.auth("frank")  # erin is least recently used: dropped, but kept until saved
+        if why == "idle":
+            clock.advance(61)
+        pool.auth("frank")  # erin is dropped, but kept until saved
         assert "erin" not in pool
         await anyio.wait_all_tasks_blocked()
         assert pool._draining  # still down: still held
@@ -228,6 +234,7 @@ async def test_dropping_a_user_saves_their_unsaved_token_first(peer: Any) -> Non
         pool.auth("frank")
         await anyio.wait_all_tasks_blocked()
         assert not pool._draining
+        assert not pool._settling
         stored = await storage.load(pool.key("erin"))
         assert stored is not None
         assert f"Bearer {stored.access_token.get_secret_value()}" == header
@@ -310,6 +317,32 @@ def test_keys_never_collide_and_every_storage_takes_them(
             key_secret=b"o" * 32,
         )
         assert all(pool.key(i) != other.key(i) for i in ids)
+
+
+_ALPHABET = (
+    "aAbBzZ09 _-.@/\\{}:%+\x00\n\t\u00e9\u0065\u0301\u00df\u1e9e\ufb00\u212b\u00c5\U0001f600\ud800"
+)
+
+
+def test_keys_of_random_ids_never_collide() -> None:
+    """Seeded property test: 3,000 random ids from an alphabet of case pairs, combining marks,
+    compatibility characters, separators, NUL and a lone surrogate, each with its upper- and
+    lower-case, NFC, NFD, NFKC and NFKD variants: distinct ids always get distinct keys."""
+    pool = SessionPool(AuthorizationServer("https://login.example"), web_client(), MemoryStorage())
+    rng = random.Random(19)
+    ids: set[str] = set()
+    for _ in range(3_000):
+        base = "".join(rng.choice(_ALPHABET) for _ in range(rng.randint(1, 40)))
+        if rng.random() < 0.01:
+            base *= 400  # very long ids too
+        ids.add(base)
+        for variant in (base.upper(), base.lower(), base.swapcase()):
+            ids.add(variant)
+        for form in ("NFC", "NFD", "NFKC", "NFKD"):
+            ids.add(unicodedata.normalize(form, base))
+    keys = {pool.key(i) for i in ids}
+    assert len(keys) == len(ids)
+    assert len(ids) > 9_000
 
 
 def test_bad_user_ids_and_settings_are_refused() -> None:

@@ -489,6 +489,9 @@ class SessionPool:
             del self._by_key[entry.key]
         if _pending(entry):
             self._keep_until_settled(entry)
+        else:
+            # Someone may still hold its auth: it then renews in line, not in the pool's tasks.
+            _manager(entry)._task_group = None
 
     def _keep_until_settled(self, entry: _Entry) -> None:
         """Keep `entry` until its renewal is done and its token saved; then let it go."""
@@ -516,6 +519,7 @@ class SessionPool:
                     continue
                 if self._draining.get(user_id) is entry and not _pending(entry):
                     del self._draining[user_id]
+                    _manager(entry)._task_group = None
         finally:
             self._settling = False
             self._settle_failures = self._settle_failures + 1 if failed else 0
