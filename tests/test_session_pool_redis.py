@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import re
 import secrets
 import sys
 import time
 from collections.abc import Callable
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from planet_async import (
     RedisStorage,
     SessionExpired,
     StorageError,
+    TokenSet,
 )
 from planet_async._oauth import revoke_token
 from planet_async.web import SessionPool
@@ -248,3 +251,110 @@ async def test_a_refused_session_sends_every_replica_to_the_login(
             with pytest.raises(SessionExpired):
                 await pool.header("rae")
         assert token_requests(peer) == 1
+
+
+async def test_deletions_are_published_and_a_user_without_the_channel_still_deletes(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    """`delete` publishes the session on the deletions channel to watchers; an ACL user that
+    may not publish there (Redis 7 grants no channel by default) still deletes."""
+    server = start_redis("--requirepass", "default-pw")
+    for user, channels in (("watcher", "&*"), ("plain", "resetchannels")):
+        reply = server.call(
+            "ACL",
+            "SETUSER",
+            user,
+            "on",
+            f">{user}-pw",
+            "~*",
+            channels,
+            "+@all",
+            auth=("default", "default-pw"),
+        )
+        assert reply == "OK"
+    url = f"redis://{{}}:{{}}-pw@127.0.0.1:{server.port}/0"
+    watching = RedisStorage(url.format("watcher", "watcher"))
+    plain = RedisStorage(url.format("plain", "plain"))
+    token = TokenSet(access_token="at", issued_at=0)
+    watch = watching.watch_deletions()
+    assert watch is not None
+    async with watch as deletions:
+        await watching.save("one", token)
+        await watching.delete("one")
+        with anyio.fail_after(10):  # a guard against a hang
+            assert await anext(deletions) == "one"
+        await plain.save("two", token)
+        await plain.delete("two")
+        assert await plain.load("two") is None
+
+
+async def test_three_replica_processes_renew_each_active_user_once_per_period(
+    peer: Any, redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3 replica processes on one Redis, 24 users logged in through the provider, tokens living
+    8 s, 12 s of requests for random users among 16 of them: every request carries its own
+    user's valid token; no invalid_grant; each token request at the provider gave a token that
+    was used (none wasted on a renewal another replica had made), and each active user's tokens
+    are a refresh period apart; the 8 idle users cost no token request (their stored session
+    is untouched)."""
+    peer.set_access_token_ttl(8)
+    users = [f"fleet-{i}" for i in range(24)]
+    active, idle = users[:16], users[16:]
+    storage = EncryptedStorage(RedisStorage(redis.url), {"k": KEY})
+    initial: dict[str, str] = {}
+    async with SessionPool(AuthorizationServer(peer.issuer), web_client(), storage) as here:
+        for user in users:
+            token = await web_login(peer.issuer, user)
+            initial[user] = _digest(token.access_token.get_secret_value())
+            await here.sign_in(user, token)
+        stored_key = {user: f"planet_async:{{{here.key(user)}}}:token" for user in users}
+    idle_before = {user: redis.call("GET", stored_key[user]) for user in idle}
+    peer.reset()
+
+    command = [sys.executable, "-m", "tests._pool_fleet_worker", peer.issuer, redis.url]
+    command += [KEY.hex(), "12", *active]
+    reports = []
+    async with AsyncExitStack() as stack:
+        processes = [
+            await stack.enter_async_context(await anyio.open_process(command, cwd=ROOT))
+            for _ in range(3)
+        ]
+        readers = [await stack.enter_async_context(aclosing(_lines(p.stdout))) for p in processes]
+        with anyio.fail_after(90):  # a guard against a hang, not a measurement
+            for lines in readers:
+                assert await anext(lines) == "ready"
+            for process in processes:
+                assert process.stdin is not None
+                await process.stdin.send(b"go\n")
+            for lines in readers:
+                reports.append(json.loads(await anext(lines)))
+            for process in processes:
+                assert await process.wait() == 0
+
+    assert peer.errors() == {}
+    for report in reports:
+        assert report["requests"] > 100
+        assert (report["errors"], report["rejected"], report["wrong_user"]) == (0, 0, 0)
+    seen: dict[str, dict[str, int]] = {user: {} for user in active}
+    for report in reports:
+        for user, tokens in report["tokens"].items():
+            seen[user].update(tokens)
+    for user in active:
+        stored = await storage.load(here.key(user))
+        assert stored is not None
+        token = stored.access_token.get_secret_value()
+        seen[user][_digest(token)] = int(jwt_claims(token)["iat"])
+    renewed = sum(len(set(seen[user]) - {initial[user]}) for user in active)
+    assert peer.grants("refresh_token") == renewed
+    assert renewed >= len(active)  # every active user was renewed at least once
+    for user in active:
+        issued = sorted(seen[user].values())
+        assert all(b - a >= 4 for a, b in itertools.pairwise(issued)), (user, issued)
+    assert {user: redis.call("GET", stored_key[user]) for user in idle} == idle_before
+    with capsys.disabled():
+        requests = sum(report["requests"] for report in reports)
+        print(f"\n3 replicas: {requests} requests, {renewed} refresh grants for 16 active users")
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

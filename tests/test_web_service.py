@@ -45,7 +45,7 @@ playwright_api = pytest.importorskip("playwright.async_api")
 
 # Three app processes, a provider and a browser start with the first test: more than the
 # default 60 s per test on a loaded 2-core machine.
-pytestmark = [pytest.mark.peer, pytest.mark.fleet, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.peer, pytest.mark.fleet, pytest.mark.slow, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLICAS = 3

@@ -13,8 +13,8 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -26,8 +26,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._errors import ConfigurationError, LockLost, MissingExtra, StorageError
 from .._models import TokenSet
 
+# `novermin` below marks BaseExceptionGroup: on 3.10 it is this backport (vermin cannot tell).
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # novermin
 
 if TYPE_CHECKING:
     import coredis
@@ -59,10 +60,11 @@ end
 return 0
 """
 # KEYS[1] = the session; ARGV[1] = the deletions channel, ARGV[2] = the session name. Deleting
-# and telling the watchers in one step: no watcher misses a deletion that happened.
+# and telling the watchers in one step: no watcher misses a deletion that happened. A user whose
+# ACL forbids the channel still deletes (pcall): watchers then learn it at the next renewal.
 _DELETE = """
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.pcall('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
 _EXTEND = """
@@ -268,7 +270,11 @@ class RedisStorage:
 
     @property
     def deletions_channel(self) -> str:
-        """The Redis Pub/Sub channel on which `delete` publishes the deleted session's name."""
+        """The Redis Pub/Sub channel on which `delete` publishes the deleted session's name.
+
+        A Redis ACL user needs it among its channels (``&planet_async:deleted``) for replicas to
+        hear of sign-outs at once; without it deletions still work, and the others find out when
+        they next renew."""
         return f"{self.prefix}deleted"
 
     @asynccontextmanager
@@ -294,9 +300,10 @@ class RedisStorage:
                     retry_policy=None,  # a dropped watch must show: deletions may be missed
                     subscription_timeout=self.timeout,
                 ) as pubsub,
+                aclosing(_session_names(pubsub)) as names,
             ):
-                yield _session_names(pubsub)
-        except BaseExceptionGroup as group:
+                yield names
+        except BaseExceptionGroup as group:  # novermin
             leaf = _first_leaf(group)
             raise self._error(leaf, "watch deletions of", "*") from None
         except (OSError, self._coredis.exceptions.RedisError) as exc:
@@ -486,7 +493,7 @@ class RedisStorage:
                 return await use(client)
         except StorageError:
             raise
-        except BaseExceptionGroup as group:
+        except BaseExceptionGroup as group:  # novermin
             leaf = _first_leaf(group)
             if isinstance(leaf, StorageError):  # already ours (`_bounded` runs inside the client)
                 raise leaf from leaf.__cause__
@@ -524,7 +531,7 @@ class RedisStorage:
         )
 
 
-async def _session_names(pubsub: Any) -> AsyncIterator[str]:
+async def _session_names(pubsub: Any) -> AsyncGenerator[str, None]:
     async for message in pubsub:
         if message.get("type") != "message":
             continue
@@ -532,10 +539,10 @@ async def _session_names(pubsub: Any) -> AsyncIterator[str]:
         yield data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else str(data)
 
 
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:  # novermin
     """The first plain exception in a (nested) group; a cancellation is re-raised as itself."""
     for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
+        if isinstance(exc, BaseExceptionGroup):  # novermin
             return _first_leaf(exc)
         if not isinstance(exc, Exception):
             raise exc
