@@ -7,6 +7,7 @@ import ssl
 import anyio
 import httpx
 
+from ._background import renewal_loop
 from ._errors import AuthServerUnavailable
 from ._transport import HttpRequest, HttpResponse
 
@@ -34,12 +35,22 @@ class HttpxTransport:
         client: An `httpx.AsyncClient` to send with (its owner closes it). By default each call
             uses a short-lived client: token requests are rare, and a fresh connection is never a
             stale one.
+        off_loop: Send from the process's renewal loop (a daemon thread) instead of the
+            caller's event loop, which then waits for one answer instead of for each step of
+            the exchange: on a loop kept busy by hundreds of downloads, each step waits behind
+            every ready task. Only without `client` (a client belongs to its owner's loop).
     """
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, client: httpx.AsyncClient | None = None, *, off_loop: bool = True) -> None:
         self._client = client
+        self._off_loop = off_loop and client is None
 
     async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        if self._off_loop:
+            return await renewal_loop().run_here(self._send_here, request, timeout)
+        return await self._send_here(request, timeout)
+
+    async def _send_here(self, request: HttpRequest, timeout: float) -> HttpResponse:
         try:
             with anyio.fail_after(timeout):
                 if self._client is not None:

@@ -244,6 +244,25 @@ class TokenManager:
             self._task_group.start_soon(self._fly, self._start_flight(None))
         return current.header
 
+    def fresh_header(self) -> str | None:
+        """The `Authorization` header value if the token in memory is valid and no renewal is
+        due yet, else None. Reads memory and starts nothing, so any thread may call it: it is
+        the per-request path of synchronous callers, whose renewals run on the renewal loop."""
+        current = self._current
+        if current is None:
+            return None
+        now = self._clock()
+        if now < current.soft and (self._unsaved is None or now < self._save_not_before):
+            return current.header
+        return None
+
+    def leave_loop(self) -> None:
+        """Forget what belongs to the event loop this manager ran on: its task group and a
+        renewal in flight. After a ``fork`` the child has neither; the token in memory stays."""
+        self._task_group = None
+        self._flight = None
+        self._obtained = None
+
     async def header(self) -> str:
         """The `Authorization` header value for a valid token, renewing first if needed.
 

@@ -1,8 +1,10 @@
-"""One conformance suite for every HTTP client's adapter: httpx, httpx2 and aiohttp.
+"""One conformance suite for every HTTP client's adapter: httpx, httpx2 and aiohttp, and the sync
+clients: requests, httpx.Client and httpx2.Client.
 
 Each test runs once per adapter, against the real authorization server (the peer) and a real
 local API (`tests._api`) that checks tokens and can revoke one. aiohttp runs on asyncio only; the
-httpx and httpx2 cases run on asyncio and trio.
+httpx and httpx2 cases run on asyncio and trio. A sync client's requests run in worker threads
+(threads where the async clients have tasks); its renewals run on the renewal loop.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import anyio
 import httpx
 import httpx2
 import pytest
+import requests
 
-from planet_async import AsyncOnlyError, AuthAdapter, InvalidClientError, PlanetAuth
+from planet_async import AuthAdapter, InvalidClientError, PlanetAuth
 from planet_async.aiohttp import PlanetAuthMiddleware
 from planet_async.httpx2 import PlanetAuth as PlanetAuth2
+from planet_async.requests import PlanetAuth as RequestsAuth
 from tests._api import API_KEY, RevocableApi
 from tests._helpers import VerifyingApi
 from tests._peer import Peer
@@ -76,6 +80,53 @@ async def _aiohttp(auth: AuthAdapter) -> AsyncIterator[Send]:
         yield send
 
 
+def _sync_body(body: Any) -> Any:
+    """A sync client's form of a body: an async generator becomes a generator of its chunks."""
+    if hasattr(body, "__aiter__"):
+        chunks: list[bytes] = []
+
+        async def collect() -> None:
+            chunks.extend([chunk async for chunk in body])
+
+        anyio.from_thread.run(collect)
+        return iter(chunks)
+    return body
+
+
+@asynccontextmanager
+async def _requests(auth: AuthAdapter) -> AsyncIterator[Send]:
+    assert isinstance(auth, RequestsAuth)
+    with requests.Session() as session:
+        session.auth = auth
+
+        def request(method: str, url: str, body: Any) -> Reply:
+            response = session.request(method, url, data=_sync_body(body), timeout=30)
+            return Reply(response.status_code, response.json())
+
+        async def send(method: str, url: str, body: Any = None) -> Reply:
+            return await anyio.to_thread.run_sync(request, method, url, body)
+
+        yield send
+
+
+def _sync_httpx_like(library: Any, auth_type: type[AuthAdapter]) -> Callable[[AuthAdapter], Any]:
+    @asynccontextmanager
+    async def open_client(auth: AuthAdapter) -> AsyncIterator[Send]:
+        assert isinstance(auth, auth_type)
+        with library.Client(auth=auth, follow_redirects=True, timeout=30) as client:
+
+            def request(method: str, url: str, body: Any) -> Reply:
+                response = client.request(method, url, content=_sync_body(body))
+                return Reply(response.status_code, response.json())
+
+            async def send(method: str, url: str, body: Any = None) -> Reply:
+                return await anyio.to_thread.run_sync(request, method, url, body)
+
+            yield send
+
+    return open_client
+
+
 @dataclass(frozen=True)
 class Adapter:
     name: str
@@ -87,11 +138,17 @@ ADAPTERS = {
     "httpx": Adapter("httpx", PlanetAuth, _httpx),
     "httpx2": Adapter("httpx2", PlanetAuth2, _httpx2),
     "aiohttp": Adapter("aiohttp", PlanetAuthMiddleware, _aiohttp),
+    "requests": Adapter("requests", RequestsAuth, _requests),
+    "httpx.Client": Adapter("httpx.Client", PlanetAuth, _sync_httpx_like(httpx, PlanetAuth)),
+    "httpx2.Client": Adapter("httpx2.Client", PlanetAuth2, _sync_httpx_like(httpx2, PlanetAuth2)),
 }
+SYNC = ("requests", "httpx.Client", "httpx2.Client")
 
 
 CASES = [("httpx", "asyncio"), ("httpx", "trio"), ("httpx2", "asyncio"), ("httpx2", "trio")]
 CASES.append(("aiohttp", "asyncio"))  # aiohttp runs on asyncio only
+# A sync client's calls run in worker threads: the test's own loop does not matter to them.
+CASES += [("requests", "asyncio"), ("httpx.Client", "trio"), ("httpx2.Client", "asyncio")]
 
 
 @pytest.fixture(params=CASES, ids="-".join)
@@ -286,10 +343,13 @@ async def test_adapters_share_one_session(
     assert peer.grants("client_credentials") == 1
 
 
-ADAPTERS_BY_TYPE = {adapter.auth: adapter for adapter in ADAPTERS.values()}
+ADAPTERS_BY_TYPE = {ADAPTERS[name].auth: ADAPTERS[name] for name in ("httpx", "httpx2", "aiohttp")}
 
 
-@pytest.mark.parametrize(("module", "library"), [("aiohttp", "aiohttp"), ("httpx2", "httpx2")])
+@pytest.mark.parametrize(
+    ("module", "library"),
+    [("aiohttp", "aiohttp"), ("httpx2", "httpx2"), ("requests", "requests")],
+)
 def test_a_missing_extra_is_named(module: str, library: str) -> None:
     """`import planet_async` never loads an adapter's library; importing the adapter without it
     raises MissingExtra (an ImportError) naming the extra to install."""
@@ -308,22 +368,3 @@ except planet_async.MissingExtra as exc:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert f"pip install 'planet-async[{module}]'" in result.stdout
-
-
-@pytest.mark.parametrize("library", [httpx, httpx2], ids=lambda lib: lib.__name__)
-def test_sync_clients_take_api_keys_and_refuse_oauth(
-    library: Any, peer: Peer, api: RevocableApi
-) -> None:
-    """A sync httpx or httpx2 client works with an API key and refuses an OAuth2 session at
-    once, naming the async client to use instead."""
-    adapter = ADAPTERS[library.__name__]
-    key = adapter.auth.from_api_key(API_KEY, allowed_origins=[api.origin])
-    with library.Client(auth=key) as client:
-        assert client.get(f"{api.origin}/data").json()["authorization"] == f"api-key {API_KEY}"
-    refused = rf"{library.__name__}\.AsyncClient\(auth="
-    with (
-        library.Client(auth=_m2m(adapter, peer, api)) as client,
-        pytest.raises(AsyncOnlyError, match=refused),
-    ):
-        client.get(f"{api.origin}/data")
-    assert api.hits[1:] == []

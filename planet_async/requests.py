@@ -1,0 +1,107 @@
+"""The requests adapter: ``requests.Session().auth = PlanetAuth...``.
+
+Installed with the ``requests`` extra: ``pip install 'planet-async[requests]'``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from ._adapter import AuthAdapter
+from ._errors import MissingExtra
+
+try:
+    import requests
+    import requests.auth
+except ImportError:  # pragma: no cover - exercised in a subprocess without the extra
+    raise MissingExtra(
+        "planet_async.requests needs the requests extra: pip install 'planet-async[requests]'"
+    ) from None
+
+__all__ = ["PlanetAuth"]
+
+
+class PlanetAuth(AuthAdapter, requests.auth.AuthBase):
+    """Authenticates `requests` calls to Planet's APIs, with an OAuth2 session or an API key.
+
+    Pass it as ``requests.Session().auth`` or per call (``requests.get(url, auth=auth)``). It has
+    the constructors of every adapter (`from_user_default_session`, `from_profile`,
+    `from_client_credentials`, `from_api_key`, `for_user`, ...); logins are blocking calls under
+    `sync` (``auth.sync.login_with_device()``). One instance serves any number of threads.
+
+    A fresh token's header is read from memory. A renewal runs on the process's renewal loop (a
+    daemon thread with an event loop, started on first use and again after a ``fork``), once for
+    every thread that waits for it; past the refresh-ahead threshold it runs there in the
+    background while the current token keeps serving.
+
+    The header goes only to allowlisted origins (Planet's API origins by default). requests
+    removes ``Authorization`` when a redirect leaves the host; this adapter also removes its own
+    header before a redirect to an origin that is not allowlisted, and never adds it to a redirect
+    (a redirect to another allowlisted host arrives without credentials). When an allowlisted
+    origin answers 401 to the current token, the token is renewed once and the request resent,
+    if its body can be sent again (bytes, text, a form; not a file or a generator, which were
+    consumed: then the 401 is the answer, and the renewed token serves the next call).
+    """
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if not self._allows(request.url):
+            return request
+        header = self.header_sync()
+        request.headers["Authorization"] = header
+        request.register_hook("response", self._on_response)
+        return request
+
+    def _allows(self, url: str | bytes | None) -> bool:
+        if url is None:
+            return False
+        if isinstance(url, bytes):
+            url = url.decode()
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            return False
+        return self._policy.allows(parts.scheme, parts.hostname or "", port)
+
+    def _ours(self, header: object) -> bool:
+        """Whether `header` is one this adapter set (a bearer token or its API key)."""
+        if not isinstance(header, str):
+            return False
+        if self.manager is None:
+            return header == self._api_key_header
+        return header.startswith("Bearer ")
+
+    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        request = response.request
+        sent = request.headers.get("Authorization")
+        if response.is_redirect:
+            # requests builds the next hop from this request: our header goes no further than
+            # the allowlist (requests strips it on a change of host, not on every change of
+            # origin, e.g. an upgrade from http to https on the default ports).
+            location = urljoin(response.url, response.headers.get("location", ""))
+            if self._ours(sent) and not self._allows(location):
+                del request.headers["Authorization"]
+            return response
+        if response.status_code != 401 or not isinstance(sent, str):
+            return response
+        if not self._allows(request.url) or not self._ours(sent):
+            return response
+        retry = self.retry_header_sync(sent)
+        if retry is None or not _replayable(request.body):
+            return response
+        response.content  # noqa: B018 - read it, so the connection can be reused
+        response.close()
+        again = request.copy()
+        again.headers["Authorization"] = retry
+        kwargs.pop("allow_redirects", None)
+        resent: requests.Response = response.connection.send(again, **kwargs)
+        resent.history.append(response)
+        resent.request = again
+        return resent
+
+
+def _replayable(body: object) -> bool:
+    """Whether requests can send this prepared body again: an in-memory one can; a file or a
+    generator was read by the first attempt."""
+    return body is None or isinstance(body, (bytes, str))
