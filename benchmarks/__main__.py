@@ -27,6 +27,7 @@ BENCHMARKS = (
     "processes",
     "memory",
     "clients",
+    "clients_renewal",
 )
 """Modules of this package, in the order they run; each has ``run(ctx)``."""
 

@@ -10,10 +10,13 @@ httpx and httpx2 cases run on asyncio and trio. A sync client's requests run in 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +27,21 @@ import httpx2
 import pytest
 import requests
 
-from planet_async import AuthAdapter, InvalidClientError, PlanetAuth
+from planet_async import (
+    AuthAdapter,
+    AuthorizationServer,
+    ClientCredentialsGrant,
+    ClientSecretBasic,
+    HttpxTransport,
+    InvalidClientError,
+    PlanetAuth,
+    TokenManager,
+)
 from planet_async.aiohttp import PlanetAuthMiddleware
 from planet_async.httpx2 import PlanetAuth as PlanetAuth2
 from planet_async.requests import PlanetAuth as RequestsAuth
 from tests._api import API_KEY, RevocableApi
-from tests._helpers import VerifyingApi
+from tests._helpers import FakeClock, VerifyingApi
 from tests._peer import Peer
 
 pytestmark = pytest.mark.anyio
@@ -368,3 +380,156 @@ except planet_async.MissingExtra as exc:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert f"pip install 'planet-async[{module}]'" in result.stdout
+
+
+# -- sync clients: threads -----------------------------------------------------------------------
+
+THREADS = 64
+
+
+@contextmanager
+def _sync_get(name: str, auth: AuthAdapter) -> Iterator[Callable[[str], tuple[int, str | None]]]:
+    """A GET through the sync client `name`, usable from many threads at once."""
+    if name == "requests":
+
+        def get(url: str) -> tuple[int, str | None]:
+            with requests.Session() as session:  # a Session per thread; the auth is shared
+                response = session.get(url, auth=auth, timeout=30)
+                return response.status_code, response.json()["authorization"]
+
+        yield get
+        return
+    library = httpx if name == "httpx.Client" else httpx2
+    with library.Client(auth=auth, timeout=30) as client:  # httpx clients are thread-safe
+
+        def get_httpx(url: str) -> tuple[int, str | None]:
+            response = client.get(url)
+            return response.status_code, response.json()["authorization"]
+
+        yield get_httpx
+
+
+@pytest.mark.parametrize("name", SYNC)
+def test_threads_at_expiry_make_one_token_request(name: str, peer: Peer, api: RevocableApi) -> None:
+    """64 threads that find the token expired at once make exactly one token request between
+    them (on the renewal loop), and every one of them is answered with the new token."""
+    clock = FakeClock(time.time())
+    server = AuthorizationServer(peer.issuer)
+    client = ClientSecretBasic(client_id="service-basic", client_secret="service-basic-secret")
+    manager = TokenManager(ClientCredentialsGrant(server, client), clock=clock)
+    auth = ADAPTERS[name].auth(manager, allowed_origins=[api.origin])
+    results: list[tuple[int, str | None]] = []
+    errors: list[BaseException] = []
+    with _sync_get(name, auth) as get:
+        status, first = get(f"{api.origin}/data")
+        assert status == 200
+        assert peer.grants("client_credentials") == 1
+        clock.advance(7200)  # past expiry: nobody may use the old token
+        peer.set_token_delay(300)  # the renewal stays in flight while the threads arrive
+        barrier = threading.Barrier(THREADS)
+
+        def one() -> None:
+            try:
+                barrier.wait(timeout=30)
+                results.append(get(f"{api.origin}/data"))
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert errors == []
+    assert peer.grants("client_credentials") == 2
+    assert len(results) == THREADS
+    assert {status for status, _ in results} == {200}
+    headers = {header for _, header in results}
+    assert len(headers) == 1
+    assert headers != {first}
+
+
+def _child_after_fork(auth: AuthAdapter, url: str, revoked: str, out: Any) -> None:
+    """In a forked child: the inherited token serves, and a renewal (after the API refuses that
+    token) runs on a renewal loop of the child's own."""
+    try:
+        with _sync_get("requests", auth) as get:
+            status, header = get(url)
+        out.put(("ok", status, header != revoked))
+    except BaseException as exc:
+        out.put(("error", type(exc).__name__, str(exc)))
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_keeps_working(peer: Peer, api: RevocableApi) -> None:
+    """After ``fork`` (multiprocessing's default start method on Linux), the child renews on a
+    renewal loop of its own: the loop thread did not survive the fork, the session did."""
+    auth = RequestsAuth.from_client_credentials(
+        "service-basic", "service-basic-secret", issuer=peer.issuer, allowed_origins=[api.origin]
+    )
+    with _sync_get("requests", auth) as get:
+        status, header = get(f"{api.origin}/data")
+    assert status == 200
+    assert header is not None
+    api.revoke(header)  # the child's first request is refused: it must renew
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(
+        target=_child_after_fork, args=(auth, f"{api.origin}/data", header, out)
+    )
+    child.start()
+    result = out.get(timeout=60)
+    child.join(timeout=60)
+    assert result == ("ok", 200, True)
+    assert child.exitcode == 0
+    assert api.statuses("/data") == [200, 401, 200]
+    assert peer.grants("client_credentials") == 2
+    # The parent's session and loop are untouched: its own renewal after the revocation works.
+    with _sync_get("requests", auth) as get:
+        assert get(f"{api.origin}/data")[0] == 200
+    assert peer.grants("client_credentials") == 3
+
+
+# -- async callers: the token request runs on the renewal loop -----------------------------------
+
+
+class _NotingTransport(HttpxTransport):
+    """The default transport (token requests on the renewal loop), noting when one is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = anyio.Event()
+
+    async def send(self, request: Any, *, timeout: float) -> Any:
+        self.sending.set()
+        return await super().send(request, timeout=timeout)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_cancelled_caller_loses_nothing(peer: Peer, api: RevocableApi) -> None:
+    """A caller cancelled while its token request is in flight on the renewal loop loses
+    nothing: the renewal completes, its token is adopted, and the next caller uses it without a
+    second token request."""
+    transport = _NotingTransport()
+    server = AuthorizationServer(peer.issuer, transport=transport)
+    client = ClientSecretBasic(client_id="service-basic", client_secret="service-basic-secret")
+    await server.metadata()  # discovery first: the next request sent is the token request
+    transport.sending = anyio.Event()
+    manager = TokenManager(ClientCredentialsGrant(server, client))
+    auth = PlanetAuth(manager, allowed_origins=[api.origin])
+    peer.set_token_delay(300)
+    async with manager, httpx.AsyncClient(auth=auth) as http:
+        async with anyio.create_task_group() as tg:
+
+            async def caller() -> None:
+                await http.get(f"{api.origin}/data")
+                raise AssertionError("not cancelled")  # pragma: no cover
+
+            tg.start_soon(caller)
+            await transport.sending.wait()
+            tg.cancel_scope.cancel()
+        assert api.hits == []
+        # The renewal went on without its caller: the next request joins it, or finds its token.
+        response = await http.get(f"{api.origin}/data")
+    assert response.status_code == 200
+    assert peer.grants("client_credentials") == 1
