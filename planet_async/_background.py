@@ -22,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 from anyio.from_thread import BlockingPortal
 
 from ._errors import AsyncOnlyError
@@ -118,7 +120,15 @@ class RenewalLoop:
         if self.in_loop_thread():
             return await func(*args)
         portal = self._portal_for_caller()
-        return await anyio.to_thread.run_sync(portal.call, func, *args)
+        # Not `to_thread.run_sync(portal.call, ...)`: on a busy loop each of its steps (a
+        # checkpoint, the thread limiter, the result) waits behind every ready task. Here the
+        # call is handed over at once, and the answer wakes the caller once.
+        caller = anyio.lowlevel.current_token()
+        done = anyio.Event()
+        future = portal.start_task_soon(func, *args)
+        future.add_done_callback(lambda _: _wake(done, caller))
+        await done.wait()
+        return future.result()
 
     def _portal_for_caller(self) -> BlockingPortal:
         if self.in_loop_thread():
@@ -160,6 +170,18 @@ async def _host(manager: Session, *, task_status: anyio.abc.TaskStatus[None]) ->
 _loop = RenewalLoop()
 if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
     os.register_at_fork(after_in_child=_loop._after_fork_in_child)
+
+
+def _wake(done: anyio.Event, caller: anyio.lowlevel.EventLoopToken) -> None:
+    """Set `done` on the caller's loop, from a thread of its own: the renewal loop must not wait
+    for a busy loop to run the call."""
+
+    def wake() -> None:
+        # The caller's loop may have ended meanwhile (its task was cancelled): nothing to wake.
+        with contextlib.suppress(Exception):
+            anyio.from_thread.run_sync(done.set, token=caller)
+
+    threading.Thread(target=wake, name="planet_async-wake", daemon=True).start()
 
 
 def renewal_loop() -> RenewalLoop:

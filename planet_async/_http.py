@@ -36,12 +36,15 @@ class HttpxTransport:
             uses a short-lived client: token requests are rare, and a fresh connection is never a
             stale one.
         off_loop: Send from the process's renewal loop (a daemon thread) instead of the
-            caller's event loop, which then waits for one answer instead of for each step of
-            the exchange: on a loop kept busy by hundreds of downloads, each step waits behind
-            every ready task. Only without `client` (a client belongs to its owner's loop).
+            caller's event loop, which then waits for one answer instead of each step of the
+            exchange. Off by default: measured on a loop busy with 256 downloads, it did not
+            make renewals or downloads faster (the renewal loop's thread competes with the busy
+            one for the interpreter), see the ``clients_renewal`` benchmark. Only without
+            `client` (a client belongs to its owner's loop). Synchronous callers' sessions
+            renew on the renewal loop anyway.
     """
 
-    def __init__(self, client: httpx.AsyncClient | None = None, *, off_loop: bool = True) -> None:
+    def __init__(self, client: httpx.AsyncClient | None = None, *, off_loop: bool = False) -> None:
         self._client = client
         self._off_loop = off_loop and client is None
 

@@ -490,14 +490,14 @@ def test_a_forked_child_keeps_working(peer: Peer, api: RevocableApi) -> None:
     assert peer.grants("client_credentials") == 3
 
 
-# -- async callers: the token request runs on the renewal loop -----------------------------------
+# -- async callers: a renewal outlives a cancelled caller ------------------------------------------
 
 
 class _NotingTransport(HttpxTransport):
-    """The default transport (token requests on the renewal loop), noting when one is sent."""
+    """The httpx transport, noting when a request is sent."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, off_loop: bool) -> None:
+        super().__init__(off_loop=off_loop)
         self.sending = anyio.Event()
 
     async def send(self, request: Any, *, timeout: float) -> Any:
@@ -506,11 +506,15 @@ class _NotingTransport(HttpxTransport):
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_a_cancelled_caller_loses_nothing(peer: Peer, api: RevocableApi) -> None:
-    """A caller cancelled while its token request is in flight on the renewal loop loses
-    nothing: the renewal completes, its token is adopted, and the next caller uses it without a
-    second token request."""
-    transport = _NotingTransport()
+@pytest.mark.parametrize("off_loop", [False, True], ids=["in-loop", "renewal-loop"])
+async def test_a_cancelled_caller_loses_nothing(
+    peer: Peer, api: RevocableApi, off_loop: bool
+) -> None:
+    """A caller cancelled while the renewal it waits for is in flight (in the manager's task
+    group; its token request on the caller's loop or on the renewal loop) loses nothing: the
+    renewal completes, its token is adopted, and the next caller uses it without a second token
+    request."""
+    transport = _NotingTransport(off_loop=off_loop)
     server = AuthorizationServer(peer.issuer, transport=transport)
     client = ClientSecretBasic(client_id="service-basic", client_secret="service-basic-secret")
     await server.metadata()  # discovery first: the next request sent is the token request
