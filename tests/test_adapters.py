@@ -32,6 +32,7 @@ from planet_async import (
     AuthorizationServer,
     ClientCredentialsGrant,
     ClientSecretBasic,
+    FileStorage,
     HttpxTransport,
     InvalidClientError,
     PlanetAuth,
@@ -40,7 +41,9 @@ from planet_async import (
 from planet_async.aiohttp import PlanetAuthMiddleware
 from planet_async.httpx2 import PlanetAuth as PlanetAuth2
 from planet_async.requests import PlanetAuth as RequestsAuth
+from planet_async.storage import RedisStorage
 from tests._api import API_KEY, RevocableApi
+from tests._browser import device_login_saved
 from tests._helpers import FakeClock, VerifyingApi
 from tests._peer import Peer
 
@@ -537,3 +540,51 @@ async def test_a_cancelled_caller_loses_nothing(
         response = await http.get(f"{api.origin}/data")
     assert response.status_code == 200
     assert peer.grants("client_credentials") == 1
+
+
+# -- sync clients: user sessions in shared storage -----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_a_user_session_in_shared_storage_renews_once_for_threads(
+    kind: str, peer: Peer, api: RevocableApi, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    """A user session logged in with a device code and kept in files laid out as the `planet`
+    CLI keeps them, or in Redis, serves a requests session from 16 threads: when the API
+    refuses its token, they renew it with the refresh token exactly once, and the rotated
+    session is in the storage for every other process."""
+    if kind == "file":
+        storage: Any = FileStorage(tmp_path / ".planet")
+    else:
+        storage = RedisStorage(request.getfixturevalue("redis").url)
+    anyio.run(device_login_saved, peer.issuer, storage, "my-app")
+    auth = RequestsAuth.for_user(
+        "native-app",
+        issuer=peer.issuer,
+        scopes=("openid", "offline_access"),
+        storage=storage,
+        session="my-app",
+        allowed_origins=[api.origin],
+    )
+    results: list[tuple[int, str | None]] = []
+    with _sync_get("requests", auth) as get:
+        status, first = get(f"{api.origin}/data")
+        assert status == 200
+        assert first is not None
+        api.revoke(first)
+        barrier = threading.Barrier(16)
+
+        def one() -> None:
+            barrier.wait(timeout=30)
+            results.append(get(f"{api.origin}/data"))
+
+        threads = [threading.Thread(target=one) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert [status for status, _ in results] == [200] * 16
+    assert peer.grants("refresh_token") == 1
+    stored = anyio.run(storage.load, "my-app")
+    assert stored is not None
+    assert {header for _, header in results} == {f"Bearer {stored.access_token.get_secret_value()}"}
