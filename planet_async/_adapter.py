@@ -477,7 +477,9 @@ async def renewed_header(manager: TokenManager) -> str:
 class SyncSession:
     """The blocking face of an adapter's session (`AuthAdapter.sync`): each call runs on the
     process's renewal loop and waits for it, so it works in any thread, and in a notebook cell
-    whose event loop is running. Callbacks (`show`, `open_browser`) run in the caller's thread.
+    whose event loop is running. A device login's `show` runs in the caller's thread (in a
+    notebook, its output belongs to the cell); a browser login's `open_browser` runs on the
+    renewal loop's thread.
     """
 
     def __init__(self, adapter: AuthAdapter) -> None:

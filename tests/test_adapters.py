@@ -588,3 +588,25 @@ def test_a_user_session_in_shared_storage_renews_once_for_threads(
     stored = anyio.run(storage.load, "my-app")
     assert stored is not None
     assert {header for _, header in results} == {f"Bearer {stored.access_token.get_secret_value()}"}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_an_async_client_shares_a_sync_clients_session(peer: Peer, api: RevocableApi) -> None:
+    """A session a sync client uses lives on the renewal loop; an async client sharing it
+    (`from_adapter`) renews it there too: one renewal after a 401, whose token then serves the
+    sync client without another token request."""
+    auth = RequestsAuth.from_client_credentials(
+        "service-basic", "service-basic-secret", issuer=peer.issuer, allowed_origins=[api.origin]
+    )
+    with _sync_get("requests", auth) as get:
+        status, first = await anyio.to_thread.run_sync(get, f"{api.origin}/data")
+        assert status == 200
+        assert first is not None
+        api.revoke(first)
+        async with httpx.AsyncClient(auth=PlanetAuth.from_adapter(auth)) as client:
+            renewed = (await client.get(f"{api.origin}/data")).json()["authorization"]
+        status, again = await anyio.to_thread.run_sync(get, f"{api.origin}/data")
+    assert status == 200
+    assert again == renewed != first
+    assert api.statuses("/data") == [200, 401, 200, 200]
+    assert peer.grants("client_credentials") == 2
