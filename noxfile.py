@@ -216,7 +216,7 @@ def bench(session: nox.Session) -> None:
     """
     session.install(
         "-e",
-        ".[redis,aiohttp,httpx2]",  # the clients benchmarks measure all three adapters
+        ".[redis,aiohttp,httpx2,requests]",  # the clients benchmarks measure every adapter
         "planet>=3.7,<4",
         "planet-auth>=2.3,<3",
         "authlib>=1.6,<2",

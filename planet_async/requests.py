@@ -6,7 +6,7 @@ Installed with the ``requests`` extra: ``pip install 'planet-async[requests]'``.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from ._adapter import AuthAdapter
 from ._errors import MissingExtra
@@ -14,6 +14,7 @@ from ._errors import MissingExtra
 try:
     import requests
     import requests.auth
+    from requests.models import REDIRECT_STATI
 except ImportError:  # pragma: no cover - exercised in a subprocess without the extra
     raise MissingExtra(
         "planet_async.requests needs the requests extra: pip install 'planet-async[requests]'"
@@ -55,14 +56,7 @@ class PlanetAuth(AuthAdapter, requests.auth.AuthBase):
     def _allows(self, url: str | bytes | None) -> bool:
         if url is None:
             return False
-        if isinstance(url, bytes):
-            url = url.decode()
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError:
-            return False
-        return self._policy.allows(parts.scheme, parts.hostname or "", port)
+        return self._policy.allows_url(url.decode() if isinstance(url, bytes) else url)
 
     def _ours(self, header: object) -> bool:
         """Whether `header` is one this adapter set (a bearer token or its API key)."""
@@ -73,6 +67,9 @@ class PlanetAuth(AuthAdapter, requests.auth.AuthBase):
         return header.startswith("Bearer ")
 
     def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        status = response.status_code
+        if status != 401 and status not in REDIRECT_STATI:
+            return response
         request = response.request
         sent = request.headers.get("Authorization")
         if response.is_redirect:
@@ -83,7 +80,7 @@ class PlanetAuth(AuthAdapter, requests.auth.AuthBase):
             if self._ours(sent) and not self._allows(location):
                 del request.headers["Authorization"]
             return response
-        if response.status_code != 401 or not isinstance(sent, str):
+        if status != 401 or not isinstance(sent, str):
             return response
         if not self._allows(request.url) or not self._ours(sent):
             return response
