@@ -380,11 +380,18 @@ def run(ctx: Context) -> None:
 
 RENEWAL_CONCURRENCY = 256
 RENEWAL_CLIENT = "httpx2"
-TRANSPORTS = {"renewal loop": True, "caller's loop": False}
-"""Where the token request runs: `HttpxTransport(off_loop=...)`."""
+TRANSPORTS = {
+    "caller's loop": (False, False),
+    "request on the renewal loop": (True, False),
+    "request and adoption on the renewal loop": (False, True),
+}
+"""Where a renewal's token request runs: on the caller's loop (the default); sent from the
+renewal loop (`HttpxTransport(off_loop=True)`), its answer handed back to the caller's loop; or
+made, and its token put in use, on the renewal loop (`TokenManager(off_loop=True)`), storage
+still on the caller's loop."""
 
 
-def _auth_with(setup: Setup, off_loop: bool) -> Any:
+def _auth_with(setup: Setup, off_loop: tuple[bool, bool]) -> Any:
     from planet_async import (
         AuthorizationServer,
         ClientCredentialsGrant,
@@ -392,13 +399,18 @@ def _auth_with(setup: Setup, off_loop: bool) -> Any:
         HttpxTransport,
     )
 
-    server = AuthorizationServer(setup.ctx.peer.issuer, transport=HttpxTransport(off_loop=off_loop))
+    transport_off_loop, manager_off_loop = off_loop
+    server = AuthorizationServer(
+        setup.ctx.peer.issuer, transport=HttpxTransport(off_loop=transport_off_loop)
+    )
     client = ClientSecretBasic(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
-    manager = TokenManager(ClientCredentialsGrant(server, client), session=CLIENT_ID)
+    manager = TokenManager(
+        ClientCredentialsGrant(server, client), session=CLIENT_ID, off_loop=manager_off_loop
+    )
     return adapter(RENEWAL_CLIENT)(manager, allowed_origins=[setup.api.url])
 
 
-async def _idle_renewals(setup: Setup, off_loop: bool, count: int) -> list[float]:
+async def _idle_renewals(setup: Setup, off_loop: tuple[bool, bool], count: int) -> list[float]:
     """Wall time of `count` renewals on a loop with nothing else to do."""
     manager = _auth_with(setup, off_loop).manager
     await manager.renew()  # discovery, and the first connection's costs, out of the way
@@ -436,7 +448,7 @@ def _time_renewals(manager: TokenManager) -> tuple[list[float], list[float]]:
 
 
 async def _busy_renewals(
-    setup: Setup, off_loop: bool, duration: float
+    setup: Setup, off_loop: tuple[bool, bool], duration: float
 ) -> tuple[Run, list[float], list[float]]:
     """The download job at RENEWAL_CONCURRENCY with the adapter, and `_time_renewals` of every
     renewal made during it."""
@@ -461,7 +473,8 @@ async def _renewal_figure(
     }
     static: list[float] = []
     for rep in range(reps):
-        order = list(TRANSPORTS) if rep % 2 == 0 else list(TRANSPORTS)[::-1]
+        shift = rep % len(TRANSPORTS)
+        order = list(TRANSPORTS)[shift:] + list(TRANSPORTS)[:shift]
         for name in order:
             found[name]["idle"] += await _idle_renewals(setup, TRANSPORTS[name], idle_count)
             run, adopted, done = await _busy_renewals(setup, TRANSPORTS[name], duration)
@@ -469,7 +482,7 @@ async def _renewal_figure(
             found[name]["busy_done"] += done
             found[name]["files_per_s"].append(run.files_per_s)
             print(
-                f"  {name:13}: {run.files_per_s:6.0f} files/s, renewals serving after "
+                f"  {name:41}: {run.files_per_s:6.0f} files/s, renewals serving after "
                 f"{', '.join(f'{d * 1000:.0f}' for d in adopted)} ms, done after "
                 f"{', '.join(f'{d * 1000:.0f}' for d in done)} ms",
                 flush=True,

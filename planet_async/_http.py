@@ -37,16 +37,20 @@ class HttpxTransport:
             stale one.
         off_loop: Send from the process's renewal loop (a daemon thread) instead of the
             caller's event loop, which then waits for one answer instead of each step of the
-            exchange. Off by default: measured on a loop busy with 256 downloads, it did not
-            make renewals or downloads faster (the renewal loop's thread competes with the busy
-            one for the interpreter), see the ``clients_renewal`` benchmark. Only without
-            `client` (a client belongs to its owner's loop). Synchronous callers' sessions
-            renew on the renewal loop anyway.
+            exchange. Off by default: the `TokenManager` does better by default, making the
+            whole request on the renewal loop and putting its token in use from there (see its
+            `off_loop`); this is the variant the ``clients_renewal`` benchmark compares it with.
+            Only without `client` (a client belongs to its owner's loop).
     """
 
     def __init__(self, client: httpx.AsyncClient | None = None, *, off_loop: bool = False) -> None:
         self._client = client
         self._off_loop = off_loop and client is None
+
+    @property
+    def loop_free(self) -> bool:
+        """Whether this transport may send from any event loop (it has no client of its own)."""
+        return self._client is None
 
     async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
         if self._off_loop:

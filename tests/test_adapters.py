@@ -46,6 +46,7 @@ from tests._api import API_KEY, RevocableApi
 from tests._browser import device_login_saved
 from tests._helpers import FakeClock, VerifyingApi
 from tests._peer import Peer
+from tests.conftest import DEFAULT_TTL
 
 pytestmark = pytest.mark.anyio
 
@@ -497,11 +498,11 @@ def test_a_forked_child_keeps_working(peer: Peer, api: RevocableApi) -> None:
 
 
 class _NotingTransport(HttpxTransport):
-    """The httpx transport, noting when a request is sent."""
+    """The httpx transport, noting (for any thread) when a request is sent."""
 
-    def __init__(self, *, off_loop: bool) -> None:
-        super().__init__(off_loop=off_loop)
-        self.sending = anyio.Event()
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = threading.Event()
 
     async def send(self, request: Any, *, timeout: float) -> Any:
         self.sending.set()
@@ -517,12 +518,12 @@ async def test_a_cancelled_caller_loses_nothing(
     group; its token request on the caller's loop or on the renewal loop) loses nothing: the
     renewal completes, its token is adopted, and the next caller uses it without a second token
     request."""
-    transport = _NotingTransport(off_loop=off_loop)
+    transport = _NotingTransport()
     server = AuthorizationServer(peer.issuer, transport=transport)
     client = ClientSecretBasic(client_id="service-basic", client_secret="service-basic-secret")
     await server.metadata()  # discovery first: the next request sent is the token request
-    transport.sending = anyio.Event()
-    manager = TokenManager(ClientCredentialsGrant(server, client))
+    transport.sending.clear()
+    manager = TokenManager(ClientCredentialsGrant(server, client), off_loop=off_loop)
     auth = PlanetAuth(manager, allowed_origins=[api.origin])
     peer.set_token_delay(300)
     async with manager, httpx.AsyncClient(auth=auth) as http:
@@ -533,7 +534,7 @@ async def test_a_cancelled_caller_loses_nothing(
                 raise AssertionError("not cancelled")  # pragma: no cover
 
             tg.start_soon(caller)
-            await transport.sending.wait()
+            assert await anyio.to_thread.run_sync(transport.sending.wait, 30)
             tg.cancel_scope.cancel()
         assert api.hits == []
         # The renewal went on without its caller: the next request joins it, or finds its token.
@@ -609,4 +610,34 @@ async def test_an_async_client_shares_a_sync_clients_session(peer: Peer, api: Re
     assert status == 200
     assert again == renewed != first
     assert api.statuses("/data") == [200, 401, 200, 200]
+    assert peer.grants("client_credentials") == 2
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Block this thread (and the event loop it runs) until `condition` holds, or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        threading.Event().wait(0.005)
+    return condition()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_renewal_ahead_serves_while_the_callers_loop_is_stuck(
+    peer: Peer, api: RevocableApi
+) -> None:
+    """With the library's own grant and transport, a renewal's token request is made, and its
+    token put in use, on the renewal loop: the new token serves while the caller's loop is
+    stuck (here blocked outright), before that loop has run again."""
+    clock = FakeClock(time.time())
+    server = AuthorizationServer(peer.issuer)
+    client = ClientSecretBasic(client_id="service-basic", client_secret="service-basic-secret")
+    manager = TokenManager(ClientCredentialsGrant(server, client), clock=clock)
+    async with manager:
+        first = await manager.header()
+        clock.advance(DEFAULT_TTL * 0.8)  # past the refresh-ahead threshold, before expiry
+        peer.set_token_delay(200)  # the answer comes after this loop is blocked
+        assert manager.header_nowait() == first  # renews in the background
+        await anyio.wait_all_tasks_blocked()  # the renewal waits for its answer
+        assert _until(lambda: manager.fresh_header() not in (None, first))
+        assert await manager.header() != first
     assert peer.grants("client_credentials") == 2
