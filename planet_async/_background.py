@@ -34,7 +34,11 @@ _T = TypeVar("_T")
 
 
 class Session(Protocol):
-    """What the loop drives: a `TokenManager` (entered there, forgotten after a fork)."""
+    """What the loop drives: a `TokenManager` (entered there, forgotten after a fork).
+
+    A manager its owner has entered on another loop cannot be driven here as well: its renewals
+    ahead would start in that loop's task group, from this thread.
+    """
 
     async def __aenter__(self) -> Any: ...
 
@@ -71,8 +75,14 @@ class RenewalLoop:
                 ready.set()
                 await portal.sleep_until_stopped()
 
+        # asyncio, whatever the program's own loops run on: callers hand it work from their
+        # threads, and trio refuses such hand-overs from a thread that runs trio itself.
         thread = threading.Thread(
-            target=anyio.run, args=(serve,), name="planet_async-renewals", daemon=True
+            target=anyio.run,
+            args=(serve,),
+            kwargs={"backend": "asyncio"},
+            name="planet_async-renewals",
+            daemon=True,
         )
         thread.start()
         ready.wait()
@@ -115,8 +125,10 @@ class RenewalLoop:
         return await anyio.to_thread.run_sync(self.call, manager, func, *args)
 
     async def run_here(self, func: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-        """Await ``func(*args)`` run on the loop (a call that belongs to no session's state, such
-        as a token request): the caller's loop waits for one answer, not for every step."""
+        """Await ``func(*args)`` run on the loop: a token request, whose steps then do not wait
+        for turns of the caller's loop; the caller's loop takes one turn for the answer. Unlike
+        `call`, the session stays where it lives (its storage is used from the caller's loop).
+        """
         if self.in_loop_thread():
             return await func(*args)
         portal = self._portal_for_caller()
