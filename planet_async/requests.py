@@ -6,7 +6,6 @@ Installed with the ``requests`` extra: ``pip install 'planet-async[requests]'``.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urljoin
 
 from ._adapter import AuthAdapter
 from ._errors import MissingExtra
@@ -14,7 +13,6 @@ from ._errors import MissingExtra
 try:
     import requests
     import requests.auth
-    from requests.models import REDIRECT_STATI
 except ImportError:  # pragma: no cover - exercised in a subprocess without the extra
     raise MissingExtra(
         "planet_async.requests needs the requests extra: pip install 'planet-async[requests]'"
@@ -37,9 +35,10 @@ class PlanetAuth(AuthAdapter, requests.auth.AuthBase):
     background while the current token keeps serving.
 
     The header goes only to allowlisted origins (Planet's API origins by default). requests
-    removes ``Authorization`` when a redirect leaves the host; this adapter also removes its own
-    header before a redirect to an origin that is not allowlisted, and never adds it to a redirect
-    (a redirect to another allowlisted host arrives without credentials). When an allowlisted
+    removes ``Authorization`` when a redirect changes origin, except from ``http`` to ``https``
+    on the same host and default ports, and the allowlist takes such an ``http`` origin only
+    with its ``https`` twin; this adapter never adds its header to a redirect (a redirect to
+    another allowlisted host arrives without credentials). When an allowlisted
     origin answers 401 to the current token, the token is renewed once and the request resent,
     if its body can be sent again (bytes, text, a form; not a file or a generator, which were
     consumed: then the 401 is the answer, and the renewed token serves the next call).
@@ -58,32 +57,19 @@ class PlanetAuth(AuthAdapter, requests.auth.AuthBase):
             return False
         return self._policy.allows_url(url.decode() if isinstance(url, bytes) else url)
 
-    def _ours(self, header: object) -> bool:
+    def _ours(self, header: str) -> bool:
         """Whether `header` is one this adapter set (a bearer token or its API key)."""
-        if not isinstance(header, str):
-            return False
         if self.manager is None:
             return header == self._api_key_header
         return header.startswith("Bearer ")
 
     def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        status = response.status_code
-        if status != 401 and status not in REDIRECT_STATI:
+        if response.status_code != 401:
             return response
         request = response.request
         sent = request.headers.get("Authorization")
-        if response.is_redirect:
-            # requests builds the next hop from this request: our header goes no further than
-            # the allowlist (requests strips it on a change of host, not on every change of
-            # origin, e.g. an upgrade from http to https on the default ports).
-            location = urljoin(response.url, response.headers.get("location", ""))
-            if self._ours(sent) and not self._allows(location):
-                del request.headers["Authorization"]
-            return response
-        if status != 401 or not isinstance(sent, str):
-            return response
-        if not self._allows(request.url) or not self._ours(sent):
-            return response
+        if not isinstance(sent, str) or not self._ours(sent) or not self._allows(request.url):
+            return response  # a redirect's target, which got no credentials from us
         retry = self.retry_header_sync(sent)
         if retry is None or not _replayable(request.body):
             return response
@@ -91,7 +77,6 @@ class PlanetAuth(AuthAdapter, requests.auth.AuthBase):
         response.close()
         again = request.copy()
         again.headers["Authorization"] = retry
-        kwargs.pop("allow_redirects", None)
         resent: requests.Response = response.connection.send(again, **kwargs)
         resent.history.append(response)
         resent.request = again

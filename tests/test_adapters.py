@@ -9,6 +9,7 @@ httpx and httpx2 cases run on asyncio and trio. A sync client's requests run in 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import multiprocessing
 import subprocess
@@ -26,6 +27,7 @@ import httpx
 import httpx2
 import pytest
 import requests
+import requests.adapters
 
 from planet_async import (
     AuthAdapter,
@@ -43,7 +45,7 @@ from planet_async.httpx2 import PlanetAuth as PlanetAuth2
 from planet_async.requests import PlanetAuth as RequestsAuth
 from planet_async.storage import RedisStorage
 from tests._api import API_KEY, RevocableApi
-from tests._browser import device_login_saved
+from tests._browser import approve_device_over_http, device_login_saved
 from tests._helpers import FakeClock, VerifyingApi
 from tests._peer import Peer
 from tests.conftest import DEFAULT_TTL
@@ -389,6 +391,7 @@ except planet_async.MissingExtra as exc:
 # -- sync clients: threads -----------------------------------------------------------------------
 
 THREADS = 64
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 @contextmanager
@@ -641,3 +644,89 @@ async def test_a_renewal_ahead_serves_while_the_callers_loop_is_stuck(
         assert _until(lambda: manager.fresh_header() not in (None, first))
         assert await manager.header() != first
     assert peer.grants("client_credentials") == 2
+
+
+def test_a_user_session_from_sync_code(peer: Peer, api: RevocableApi) -> None:
+    """`auth.sync` gives a synchronous program the session's logins and logout: a device login
+    whose `show` runs in the caller's thread, the token set, and a logout that revokes the
+    refresh token and leaves the session uninitialized."""
+    auth = RequestsAuth.for_user(
+        "native-app",
+        issuer=peer.issuer,
+        scopes=("openid", "offline_access"),
+        device_interval=0.1,
+        allowed_origins=[api.origin],
+    )
+    shown_in: list[threading.Thread] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as user:
+        approvals: list[concurrent.futures.Future[str]] = []
+
+        def show(pending: Any) -> None:
+            shown_in.append(threading.current_thread())
+            approvals.append(
+                user.submit(approve_device_over_http, pending.verification_uri_complete)
+            )
+
+        assert auth.sync.is_initialized() is False
+        token = auth.sync.login_with_device(show)
+        assert "Sign-in Success" in approvals[0].result(timeout=30)
+    assert shown_in == [threading.current_thread()]
+    assert auth.sync.is_initialized() is True
+    assert auth.sync.token().same_access_token(token)
+    with _sync_get("requests", auth) as get:
+        assert get(f"{api.origin}/data") == (200, f"Bearer {token.access_token.get_secret_value()}")
+    assert auth.sync.logout() is True
+    assert auth.sync.is_initialized() is False
+    assert peer.grants(DEVICE_GRANT) == 1
+
+
+class _UpgradingServer(requests.adapters.BaseAdapter):
+    """Plays http://127.0.0.1 (port 80) redirecting to https://127.0.0.1 (443): the one change of
+    origin on which requests keeps ``Authorization``. Records each hop's header."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str | None]] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        assert request.url is not None
+        self.seen.append((request.url, request.headers.get("Authorization")))
+        response = requests.Response()
+        response.request, response.url, response.connection = request, request.url, self
+        response._content, response._content_consumed = b"", True
+        if request.url.startswith("http://"):
+            response.status_code = 302
+            response.headers["Location"] = "https://127.0.0.1/landed"
+        else:
+            response.status_code = 200
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("ours", [True, False], ids=["planet_async", "plain header"])
+def test_requests_upgrade_redirect_cannot_carry_the_header_off_the_allowlist(ours: bool) -> None:
+    """requests keeps ``Authorization`` on an http-to-https redirect to the same host on default
+    ports (the plain header shows it). The adapter never sends its header into that: an ``http``
+    origin on port 80 counts only with its ``https`` twin, so with plain http allowed on
+    loopback but https there not, neither hop gets it."""
+    server = _UpgradingServer()
+    auth: Any = RequestsAuth(api_key=API_KEY, allow_loopback_http=True)
+    if not ours:
+
+        def auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+            request.headers["Authorization"] = f"api-key {API_KEY}"
+            return request
+
+    with requests.Session() as session:
+        session.mount("http://127.0.0.1", server)
+        session.mount("https://127.0.0.1", server)
+        assert session.get("http://127.0.0.1/start", auth=auth).status_code == 200
+    header = None if ours else f"api-key {API_KEY}"
+    assert server.seen == [
+        ("http://127.0.0.1/start", header),
+        ("https://127.0.0.1/landed", header),
+    ]
+    if ours:  # the same adapter does authenticate plain http on another loopback port
+        assert auth.authenticates("http", "127.0.0.1", 8080)
