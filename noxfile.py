@@ -1,9 +1,15 @@
-"""Development tasks: `python3 -m nox` runs tests, lint, typecheck, docs and package."""
+"""Development tasks: `python3 tools/nox.py` runs tests, lint, typecheck, docs and package.
+
+Every session CI runs installs exact versions from `uv.lock` (`uv sync --locked`), so a release
+upstream changes nothing here until the lock is refreshed (`-s lock`, then `-s latest`). `latest`
+runs the suite on the newest releases and `lowest` on the lowest versions pyproject.toml allows.
+"""
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -13,10 +19,28 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs", "package"]
-nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "package", "lowest_core"]
+nox.options.default_venv_backend = "uv"
+# The interpreter a session runs on is the one nox runs on; uv never downloads one.
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+# Every extra of the library: `lowest` installs the lowest version each of them allows.
+EXTRAS = ("aiohttp", "httpx2", "otel", "qr", "redis")
 
 PEER_DIR = "tests/peer"
+
+
+def _sync(session: nox.Session, *selection: str) -> None:
+    """Install exactly what uv.lock pins for `selection` (`--extra X`, `--group Y`, ...) into the
+    session's virtualenv; fails when uv.lock no longer matches pyproject.toml."""
+    session.run_install(
+        "uv",
+        "sync",
+        "--locked",
+        "--inexact",  # keeps what a session adds on top, such as `lowest`'s downgrades
+        *selection,
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+    )
 
 
 def _install_peer(session: nox.Session) -> None:
@@ -62,25 +86,49 @@ def _install_redis(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite, on asyncio and trio, against the local test peer and a real browser."""
-    session.install("-e", ".[test]")
+    _sync(session, "--extra", "test")
+    _run_suite(session)
+
+
+def _run_suite(session: nox.Session, *default: str) -> None:
     _install_peer(session)
     _install_chromium(session)
     _install_redis(session)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *(session.posargs or default))
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting."""
-    session.install("ruff>=0.8")
+    """ruff: lint and formatting; vermin: the package needs no Python newer than it declares."""
+    _sync(session, "--only-group", "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run(
+        "vermin",
+        "--target=" + _requires_python_minimum(),
+        "--violations",
+        "--eval-annotations",
+        "--backport=typing_extensions",
+        "planet_async",
+    )
+    _check_classifiers(session)
+
+
+def _check_classifiers(session: nox.Session) -> None:
+    """The `Python :: 3.X` classifiers start at requires-python's minimum, with no gap."""
+    text = Path("pyproject.toml").read_text()
+    listed = sorted(
+        int(minor) for minor in re.findall(r'"Programming Language :: Python :: 3\.(\d+)"', text)
+    )
+    minimum = int(_requires_python_minimum().split(".")[1])
+    if not listed or listed[0] != minimum or listed != list(range(minimum, listed[-1] + 1)):
+        session.error(f"the Python 3.x classifiers {listed} do not start at 3.{minimum} unbroken")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy, strict on the package."""
-    session.install("-e", ".[test]", "mypy>=1.13")
+    _sync(session, "--extra", "test", "--group", "typecheck")
     session.run("mypy")
 
 
@@ -153,19 +201,31 @@ def _check_archive(
         session.error(f"{path.name} is {path.stat().st_size} bytes; what made it large?")
 
 
-def _check_clean_install(session: nox.Session, artifact: Path, version: str, work: Path) -> None:
-    """Install `artifact` into a new virtualenv and use it from a directory with no source."""
+def _check_clean_install(
+    session: nox.Session, artifact: Path, version: str, work: Path, constraints: Path
+) -> None:
+    """Install `artifact` into a new virtualenv (its dependencies at the lock's versions) and use
+    it from a directory with no source."""
     env_dir, cwd = work / "venv", work / "cwd"
     cwd.mkdir(parents=True)
-    # No pip of its own: the session's pip installs into it (`--python`), which halves the time.
-    session.run("python", "-m", "venv", "--without-pip", str(env_dir))
+    session.run("uv", "venv", "--quiet", "--python", sys.executable, str(env_dir))
     bin_dir = env_dir / ("Scripts" if sys.platform == "win32" else "bin")
     python, command = bin_dir / "python", bin_dir / "planet-async"
-    # The outer environment keeps pip's index settings; nothing may put the checkout on the path.
+    # Nothing may put the checkout on the path.
     env: dict[str, str | None] = {"PYTHONPATH": None, "PYTHONHOME": None, "VIRTUAL_ENV": None}
     with session.chdir(cwd):
-        pip = ("python", "-m", "pip", "--python", str(python))
-        session.run(*pip, "install", "--quiet", "--no-compile", str(artifact), env=env)
+        session.run(
+            "uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(python),
+            "--constraints",
+            str(constraints),
+            str(artifact),
+            env=env,
+        )
         imported = session.run(
             str(python),
             "-c",
@@ -191,10 +251,15 @@ def package(session: nox.Session) -> None:
     """A release: build the wheel and sdist, check them, install each into a clean virtualenv."""
     # hatchling here, not in an isolated env per build (build checks pyproject's pin): installing
     # the sdist below builds it in isolation from its own build requirements all the same.
-    session.install("--no-compile", "pip>=22.3", "build>=1.2", "twine>=6.1", "hatchling")
+    _sync(session, "--only-group", "package")
     version = _source_version()
     with tempfile.TemporaryDirectory(prefix="planet-async-package-") as tmp:
         dist = Path(tmp, "dist")
+        constraints = Path(tmp, "constraints.txt")
+        session.run(
+            "uv", "export", "--locked", "--quiet", "--no-hashes", "--no-emit-project",
+            "--output-file", str(constraints),
+        )  # fmt: skip
         session.run("python", "-m", "build", "--no-isolation", "--outdir", str(dist))
         wheel = dist / f"planet_async-{version}-py3-none-any.whl"
         sdist = dist / f"planet_async-{version}.tar.gz"
@@ -205,23 +270,29 @@ def package(session: nox.Session) -> None:
         _check_wheel(session, wheel, version)
         _check_sdist(session, sdist, version)
         for artifact, name in ((wheel, "wheel"), (sdist, "sdist")):
-            _check_clean_install(session, artifact, version, Path(tmp, name))
+            _check_clean_install(session, artifact, version, Path(tmp, name), constraints)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks beside the `planet` SDK's auth and authlib: `python3 -m nox -s bench`.
+    """Benchmarks beside the `planet` SDK's auth and authlib: `python3 tools/nox.py -s bench`.
 
-    Names or `--quick` go to `python -m benchmarks`: `python3 -m nox -s bench -- storm --quick`.
+    Names or `--quick` go to `python -m benchmarks`:
+    `python3 tools/nox.py -s bench -- storm --quick`.
     """
-    session.install(
-        "-e",
-        ".[redis,aiohttp,httpx2,requests]",  # the clients benchmarks measure every adapter
-        "planet>=3.7,<4",
-        "planet-auth>=2.3,<3",
-        "authlib>=1.6,<2",
-        "matplotlib>=3.8",
-        "trio>=0.27",
+    # The clients benchmarks measure every adapter, beside the SDK's auth and authlib.
+    _sync(
+        session,
+        "--extra",
+        "redis",
+        "--extra",
+        "aiohttp",
+        "--extra",
+        "httpx2",
+        "--extra",
+        "requests",
+        "--group",
+        "bench",
     )
     _install_peer(session)
     _install_redis(session)  # the processes benchmark's RedisStorage fleet
@@ -232,9 +303,9 @@ def bench(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job on loopback, no credentials: thousands of files, tokens living 3 s.
 
-    Options go to examples/download_demo.py: `python3 -m nox -s demo -- --backend trio`.
+    Options go to examples/download_demo.py: `python3 tools/nox.py -s demo -- --backend trio`.
     """
-    session.install("-e", ".[aiohttp,httpx2]", "trio>=0.27")  # for --client
+    _sync(session, "--extra", "aiohttp", "--extra", "httpx2", "--group", "demo")  # for --client
     _install_peer(session)
     session.run("python", "examples/download_demo.py", *session.posargs)
 
@@ -245,5 +316,89 @@ def docs(session: nox.Session) -> None:
 
     View it with `python3 -m http.server -d site 8000`.
     """
-    session.install("-e", ".[docs]")
+    _sync(session, "--extra", "docs")
     session.run("zensical", "build", "--strict", "--clean")
+
+
+def _requires_python_minimum() -> str:
+    """`requires-python`'s lower bound (`>=3.10` gives "3.10"), for vermin's target."""
+    found = re.search(r'^requires-python = "([^"]*)"', Path("pyproject.toml").read_text(), re.M)
+    spec = found.group(1) if found else ""
+    if not spec.startswith(">=") or "," in spec:
+        raise RuntimeError(f"requires-python is {spec!r}; expected a single >= bound")
+    return spec.removeprefix(">=").strip()
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Refresh uv.lock to the newest releases pyproject.toml allows; then run `-s latest`."""
+    session.run("uv", "lock", "--upgrade", *session.posargs)
+
+
+@nox.session
+def latest(session: nox.Session) -> None:
+    """The suite on the newest release of every dependency, ignoring uv.lock (not run by CI:
+    upstream churn must not block a landing). Run it with every lock refresh."""
+    session.run_install(
+        "uv", "pip", "install", "--upgrade", "--resolution", "highest", "-e", ".[test]"
+    )
+    _run_suite(session)
+
+
+def _install_lowest(session: nox.Session) -> None:
+    """The lowest versions pyproject.toml allows for every direct dependency: the library's,
+    every extra's, and the test tools' (their own dependencies at the newest that fit)."""
+    lowest = Path(session.create_tmp(), "lowest.txt")
+    session.run_install(
+        "uv",
+        "pip",
+        "compile",
+        "--quiet",
+        "--resolution",
+        "lowest-direct",
+        "--python",
+        sys.executable,
+        *(f"--extra={extra}" for extra in (*EXTRAS, "test")),
+        "pyproject.toml",
+        "--output-file",
+        str(lowest),
+    )
+    session.run_install("uv", "pip", "install", "--quiet", "-r", str(lowest))
+    session.run_install("uv", "pip", "install", "--quiet", "--no-deps", "-e", ".")
+    session.run("uv", "pip", "check")
+    session.run("python", "-c", _PRINT_LOWEST)
+
+
+_PRINT_LOWEST = """
+import importlib.metadata as m
+names = ["anyio", "argcomplete", "httpx", "joserfc", "pydantic", "cryptography", "aiohttp",
+         "httpx2", "opentelemetry-api", "qrcode", "coredis"]
+print("lowest:", ", ".join(f"{n} {m.version(n)}" for n in names))
+"""
+
+
+@nox.session
+def lowest(session: nox.Session) -> None:
+    """The whole suite on the lowest versions pyproject.toml allows (not run by CI, which runs
+    `lowest_core`: see the README's Development section)."""
+    _install_lowest(session)
+    _run_suite(session)
+
+
+# The part of the suite CI runs on the lowest versions: the library's own logic, every client
+# adapter and storage, without the slow end-to-end runs (browser logins, fleets, the docs site,
+# examples) that exercise the same library code the full `tests` session covers.
+LOWEST_CORE = [
+    "-m",
+    "not slow",
+    "--deselect=tests/test_docs_site.py",
+    "-p",
+    "no:cacheprovider",
+]
+
+
+@nox.session
+def lowest_core(session: nox.Session) -> None:
+    """CI's part of `lowest`: the suite less its slowest end-to-end runs, on the lowest versions."""
+    _install_lowest(session)
+    _run_suite(session, *LOWEST_CORE)

@@ -22,7 +22,7 @@ With ``--metrics`` the summary adds what the token manager told a listener (`add
 renewals started, succeeded and failed, their latency, tokens adopted from storage, 401
 rejections, and the seconds left on the token at the end.
 
-Needs Node.js >= 20 and ``npm ci`` in tests/peer once (``python3 -m nox -s demo`` does both).
+Needs Node.js >= 20 and ``npm ci`` in tests/peer once (``python3 tools/nox.py -s demo`` does both).
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ class RedisServer:
     def __init__(self, *extra: str, port: int | None = None, tls: TLSFiles | None = None) -> None:
         binary = os.environ.get("PLANET_ASYNC_REDIS_SERVER") or shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server not found: `python3 -m nox -s tests` installs it")
+            raise RuntimeError(
+                "redis-server not found: `python3 tools/nox.py -s tests` installs it"
+            )
         self.binary = binary
         self.port = port or free_port()
         self.extra = extra

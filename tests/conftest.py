@@ -47,7 +47,7 @@ def chromium_path() -> str:
     path = os.environ.get("PLANET_ASYNC_CHROMIUM") or shutil.which("chromium")
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail("chromium is required in CI: `python3 -m nox -s tests` installs it")
+            pytest.fail("chromium is required in CI: `python3 tools/nox.py -s tests` installs it")
         pytest.skip("chromium not installed; browser login tests skipped")
     return path
 

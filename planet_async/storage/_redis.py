@@ -26,8 +26,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._errors import ConfigurationError, LockLost, MissingExtra, StorageError
 from .._models import TokenSet
 
+# `novermin` below marks BaseExceptionGroup: on 3.10 it is this backport (vermin cannot tell).
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # novermin
 
 if TYPE_CHECKING:
     import coredis
@@ -427,7 +428,7 @@ class RedisStorage:
                 return await use(client)
         except StorageError:
             raise
-        except BaseExceptionGroup as group:
+        except BaseExceptionGroup as group:  # novermin
             leaf = _first_leaf(group)
             if isinstance(leaf, StorageError):  # already ours (`_bounded` runs inside the client)
                 raise leaf from leaf.__cause__
@@ -465,10 +466,10 @@ class RedisStorage:
         )
 
 
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:  # novermin
     """The first plain exception in a (nested) group; a cancellation is re-raised as itself."""
     for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
+        if isinstance(exc, BaseExceptionGroup):  # novermin
             return _first_leaf(exc)
         if not isinstance(exc, Exception):
             raise exc
