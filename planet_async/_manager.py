@@ -155,7 +155,8 @@ class TokenManager:
             ``clients_renewal`` benchmark). Storage is still used from the caller's loop. By
             default, on when the grant says it belongs to no event loop (``grant.loop_free``:
             the library's grants with their default transport, not one given an
-            ``httpx.AsyncClient``); a grant of your own runs on the caller's loop.
+            ``httpx.AsyncClient``); a grant of your own, or a subclass of ours, runs on the
+            caller's loop.
     """
 
     def __init__(

@@ -47,8 +47,9 @@ class ClientCredentialsGrant:
     @property
     def loop_free(self) -> bool:
         """Whether `renew` may run on any event loop (the server's transport belongs to none):
-        the TokenManager then makes its requests on the renewal loop."""
-        return self.server.loop_free
+        the TokenManager then makes its requests on the renewal loop. Not for a subclass, whose
+        `renew` may hold state of its owner's loop."""
+        return type(self) is ClientCredentialsGrant and self.server.loop_free
 
     @property
     def description(self) -> str:
