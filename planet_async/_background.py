@@ -26,7 +26,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.from_thread import BlockingPortal
 
-from ._errors import AsyncOnlyError
+from ._errors import AsyncOnlyError, ConfigurationError
 
 __all__ = ["RenewalLoop", "renewal_loop"]
 
@@ -36,8 +36,8 @@ _T = TypeVar("_T")
 class Session(Protocol):
     """What the loop drives: a `TokenManager` (entered there, forgotten after a fork).
 
-    A manager its owner has entered on another loop cannot be driven here as well: its renewals
-    ahead would start in that loop's task group, from this thread.
+    A manager its owner has entered on another loop cannot be driven here as well (its renewals
+    ahead would start in that loop's task group, from this thread): that is refused.
     """
 
     async def __aenter__(self) -> Any: ...
@@ -114,6 +114,7 @@ class RenewalLoop:
         Raises:
             AsyncOnlyError: Called from the loop's own thread (a listener, say), which would
                 wait for itself.
+            ConfigurationError: `manager` is entered (``async with``) on another loop.
         """
         portal = self._portal_for_caller()
         if manager not in self._driven:
@@ -155,9 +156,16 @@ class RenewalLoop:
             if manager in self._driven:
                 return
             self._driven.add(manager)
-        # Entered by its owner already (RuntimeError): renewals ahead then run inline.
-        with contextlib.suppress(RuntimeError):
+        try:
             portal.start_task(_host, manager)
+        except RuntimeError:
+            with self._lock:
+                self._driven.discard(manager)
+            raise ConfigurationError(
+                f"{manager!r} is entered (`async with`) on another event loop, where it renews; "
+                "a synchronous client cannot use it from here: give the sync client a session "
+                "of its own, or leave the `async with` and share the session with `from_adapter`"
+            ) from None
 
     def _after_fork_in_child(self) -> None:
         """The thread is gone in a child process: forget it, and what each session held of it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 
@@ -189,3 +190,14 @@ def test_constructor_needs_exactly_one_credential() -> None:
 def test_repr_hides_the_api_key() -> None:
     """The API key never shows in a repr."""
     assert "PLAK-secret" not in repr(PlanetAuth.from_api_key("PLAK-secret"))
+
+
+async def test_a_session_entered_on_a_loop_is_refused_to_sync_callers() -> None:
+    """A manager entered (`async with`) on the caller's loop renews there; a sync client asking
+    for it gets a ConfigurationError saying so, instead of racing that loop from another thread."""
+    auth = oauth()
+    assert auth.manager is not None
+    async with auth.manager:
+        with pytest.raises(ConfigurationError, match="entered"):
+            await anyio.to_thread.run_sync(auth.header_sync)
+    assert not renewal_loop().drives(auth.manager)
