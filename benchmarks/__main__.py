@@ -28,6 +28,8 @@ BENCHMARKS = (
     "memory",
     "clients",
     "clients_renewal",
+    "store_outage",
+    "pool",
 )
 """Modules of this package, in the order they run; each has ``run(ctx)``."""
 

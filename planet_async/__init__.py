@@ -24,6 +24,7 @@ from ._errors import LoginTimeout as LoginTimeout
 from ._errors import MissingExtra as MissingExtra
 from ._errors import OAuthError as OAuthError
 from ._errors import PlanetAuthError as PlanetAuthError
+from ._errors import SessionExpired as SessionExpired
 from ._errors import StorageError as StorageError
 from ._events import TokenEvent as TokenEvent
 from ._events import TokenEventKind as TokenEventKind
@@ -58,6 +59,7 @@ from .flows import Grant as Grant
 from .flows import LoopbackListener as LoopbackListener
 from .flows import PendingAuthorization as PendingAuthorization
 from .flows import RefreshTokenGrant as RefreshTokenGrant
+from .storage import EncryptedStorage as EncryptedStorage
 from .storage import FileStorage as FileStorage
 from .storage import MemoryStorage as MemoryStorage
 from .storage import RedisStorage as RedisStorage
@@ -85,6 +87,7 @@ __all__ = [
     "DeviceAuthorization",
     "DeviceCodeFlow",
     "DeviceFlowState",
+    "EncryptedStorage",
     "FileStorage",
     "Grant",
     "HttpRequest",
@@ -112,6 +115,7 @@ __all__ = [
     "RefreshTokenGrant",
     "RenewingTransport",
     "ServerMetadata",
+    "SessionExpired",
     "Storage",
     "StorageError",
     "SyncSession",

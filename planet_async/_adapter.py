@@ -31,7 +31,7 @@ from ._oauth import (
     PublicClient,
     revoke_token,
 )
-from ._redact import require_header_safe
+from ._redact import clean_api_key
 from ._session import Credential, SessionSource, user_credential
 from ._urls import OriginPolicy, origin_of
 from ._user import BrowserOpener, UserLogin
@@ -89,9 +89,7 @@ class AuthAdapter:
                 f"give {type(self).__name__} either a TokenManager or an api_key"
             )
         self.manager = manager
-        self._api_key_header = (
-            f"api-key {require_header_safe(api_key, 'API key')}" if api_key is not None else None
-        )
+        self._api_key_header = f"api-key {clean_api_key(api_key)}" if api_key is not None else None
         policy = OriginPolicy(
             PLANET_API_ORIGINS if allowed_origins is None else allowed_origins,
             loopback_http=allow_loopback_http,
@@ -123,6 +121,18 @@ class AuthAdapter:
         adapter._policy = other._policy
         adapter.user = other.user
         adapter.source = other.source
+        return adapter
+
+    @classmethod
+    def _over(cls: type[_A], manager: TokenManager, policy: OriginPolicy) -> _A:
+        """An adapter of `manager` sharing an origin policy already built (a `SessionPool`
+        makes thousands; the policy is the same for all)."""
+        adapter = cls.__new__(cls)
+        adapter.manager = manager
+        adapter._api_key_header = None
+        adapter._policy = policy
+        adapter.user = None
+        adapter.source = None
         return adapter
 
     @classmethod
@@ -387,26 +397,57 @@ class AuthAdapter:
     def from_api_key_file(
         cls: type[_A], path: str | os.PathLike[str], *, allowed_origins: Iterable[str] | None = None
     ) -> _A:
-        """An API key from the legacy key file older SDKs wrote: ``{"key": "PLAK..."}``.
+        """An API key from a file: the key alone (as saved from Planet's account page, a trailing
+        newline and all), or the legacy JSON older SDKs wrote, ``{"key": "PLAK..."}``.
 
         Raises:
-            ConfigurationError: The file cannot be read or holds no key.
+            ConfigurationError: The file cannot be read, is JSON without a ``"key"``, or its key
+                cannot be sent in a header (the message names the file, never the key).
         """
         file = Path(path).expanduser()
         try:
-            data = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"cannot read an API key from {file}: {exc}") from None
-        key = data.get("key") if isinstance(data, dict) else None
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f'{file} has no "key"; expected {{"key": "PLAK..."}}')
-        return cls(api_key=key, allowed_origins=allowed_origins)
+            text = file.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (UnicodeDecodeError)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+            raise ConfigurationError(f"cannot read an API key from {file}: {reason}") from None
+        if not text.lstrip().startswith(("{", "[")):  # no key starts so: the key alone
+            plain = clean_api_key(text, f"API key in {file}")
+            return cls(api_key=plain, allowed_origins=allowed_origins)
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            where = (
+                f" ({exc.msg}, line {exc.lineno} column {exc.colno})"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
+            raise ConfigurationError(
+                f"cannot read an API key from {file}: it is not valid JSON{where}; it should hold "
+                'the key alone, or {"key": "PLAK..."}'
+            ) from None
+        found = data.get("key") if isinstance(data, dict) else None
+        if not isinstance(found, str) or not found.strip():
+            raise ConfigurationError(
+                f'{file} has no "key"; expected {{"key": "PLAK..."}}, or the key alone'
+            )
+        return cls(
+            api_key=clean_api_key(found, f'API key in {file} ("key")'),
+            allowed_origins=allowed_origins,
+        )
 
     @classmethod
     def from_api_key(
         cls: type[_A], api_key: str, *, allowed_origins: Iterable[str] | None = None
     ) -> _A:
-        """Authenticate with a Planet API key (sent as ``Authorization: api-key <key>``)."""
+        """Authenticate with a Planet API key (sent as ``Authorization: api-key <key>``).
+
+        Whitespace around the key is dropped, so ``from_api_key(Path("key.txt").read_text())``
+        works with the newline an editor leaves at a file's end.
+
+        Raises:
+            ConfigurationError: The key is empty, or holds whitespace or a control character
+                (the message names the problem, never the key).
+        """
         return cls(api_key=api_key, allowed_origins=allowed_origins)
 
     def authenticates(self, scheme: str, host: str, port: int | None) -> bool:

@@ -30,7 +30,7 @@ from ._models import TokenSet
 from ._redact import redact, require_header_safe
 from .flows._base import Grant
 from .storage._memory import MemoryStorage
-from .storage._protocol import Storage
+from .storage._protocol import Storage, require_storage
 
 __all__ = ["TokenManager"]
 
@@ -43,6 +43,12 @@ _RENEWING = "_planet_async_renewing"
 
 _RENEWING_FOR = 120.0
 """Seconds such a mark holds other processes back from the refresh token it names."""
+
+_STORE_RETRY_BASE = 0.25
+_STORE_RETRY_CAP = 2.0
+"""Seconds before another attempt after the storage failed (doubling from the base, capped).
+A store outage is not an authorization-server failure: it has this short schedule of its own and
+never spends the server's backoff budget."""
 
 
 @dataclass(frozen=True)
@@ -125,10 +131,14 @@ class TokenManager:
     down) it keeps serving, one WARNING says so, and saving is retried under the lock on a later
     call (after a backoff), before the next renewal at the latest, unless the storage has
     meanwhile received a newer session, which then wins.
-    If the lock cannot be taken at all, a still-valid stored token is used; past that, an M2M
-    session (whose grant needs no shared state) renews without coordination, with a WARNING, and
-    a user session does not renew (a rotating refresh token must never be spent twice). Callers
-    get `StorageError` only when no valid token is left.
+    If the lock cannot be taken at all, or the storage cannot even be read (a store that is down
+    when the process starts), a still-valid stored token is used; past that, an M2M session
+    (whose grant needs no shared state) renews without coordination, with a WARNING, and a user
+    session does not renew (a rotating refresh token must never be spent twice). Callers get
+    `StorageError` only when no valid token is left. A storage failure is not the authorization
+    server's: the next attempt on the storage comes after a short wait of its own (0.25 s,
+    doubling up to 2 s, never past the moment the current token stops being handed out), and
+    the server's backoff is left as it was.
 
     Use it as an async context manager to give background renewals a task group of their own;
     without one, the first caller past the soft threshold performs the renewal (shielded from
@@ -157,6 +167,8 @@ class TokenManager:
             the library's grants with their default transport, not one given an
             ``httpx.AsyncClient``); a grant of your own, or a subclass of ours, runs on the
             caller's loop.
+        task_group: Run background renewals in this task group (one that many managers share,
+            as a `SessionPool` does) instead of one of the manager's own from ``async with``.
     """
 
     def __init__(
@@ -174,13 +186,19 @@ class TokenManager:
         rng: random.Random | None = None,
         on_event: TokenListener | None = None,
         off_loop: bool | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
     ) -> None:
         if not 0 < refresh_ahead <= 1 or not 0 <= jitter < refresh_ahead:
             raise ConfigurationError("need 0 < refresh_ahead <= 1 and 0 <= jitter < refresh_ahead")
         if backoff_base <= 0 or backoff_cap < backoff_base:
             raise ConfigurationError("need 0 < backoff_base <= backoff_cap")
+        if not isinstance(getattr(grant, "renews_without_lock", None), bool):
+            raise ConfigurationError(
+                f"{type(grant).__name__} is not a planet_async Grant: it needs "
+                "renews_without_lock (True or False); see planet_async.Grant"
+            )
         self.grant = grant
-        self.storage: Storage = storage if storage is not None else MemoryStorage()
+        self.storage: Storage = require_storage(storage) if storage is not None else MemoryStorage()
         self.session = session
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
@@ -194,19 +212,22 @@ class TokenManager:
         self._unsaved_over: TokenSet | None = None  # what storage held when it was obtained
         self._save_failures = 0
         self._save_not_before = 0.0
-        self._id = secrets.token_hex(8)  # names this manager in a stored session's marks
+        self._id: str | None = None  # names this manager in a stored session's marks (lazily)
         self._failures = 0
+        self._store_failures = 0  # in a row; a schedule apart from the server's `_failures`
         self._rejections = 0
         self._not_before = 0.0
         self._rejected_not_before = 0.0
         self._last_error: BaseException | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._task_group: anyio.abc.TaskGroup | None = task_group
         self._obtained: TokenSet | None = None  # what the server gave the renewal in flight
         # A capability of the library's grants; one of yours without it stays on the caller's
         # loop (the safe side: nothing but speed is lost).
         self._off_loop = getattr(grant, "loop_free", False) if off_loop is None else off_loop
-        self._listeners: list[TokenListener] = [] if on_event is None else [on_event]
-        self._broken_listeners: set[int] = set()  # ids of listeners that raised (logged once)
+        # Copied on change, never changed in place; empty (and shared) for most managers: a
+        # SessionPool holds thousands, so what each one allocates up front counts.
+        self._listeners: tuple[TokenListener, ...] = () if on_event is None else (on_event,)
+        self._broken_listeners: set[int] | None = None  # ids of listeners that raised (logged once)
         self.renewals = 0
         """How many token requests this manager has made (successful or not)."""
 
@@ -393,6 +414,40 @@ class TokenManager:
         self._unsaved = self._unsaved_over = None
         return stored or (current.token if current else None)
 
+    @property
+    def pending(self) -> bool:
+        """Whether dropping this manager now could lose something: a renewal is in flight, or
+        a token it obtained is not saved yet (see `settle`)."""
+        return self._flight is not None or self._unsaved is not None
+
+    async def settle(self) -> None:
+        """Wait for a renewal in flight, then save a token that could not be saved before
+        (under the lock, unless storage meanwhile holds a newer session). Afterwards, unless it
+        raised, `pending` is False and the manager can be dropped without losing a token.
+
+        Raises:
+            StorageError: The token still cannot be saved; it is kept, to try again.
+        """
+        flight = self._flight
+        if flight is not None:
+            await flight.wait()
+        unsaved = self._unsaved
+        if unsaved is None:
+            return
+        try:
+            async with self.storage.lock(self.session):
+                await self._reconcile(await self._load())
+        except Exception as exc:
+            raise self._storage_error(exc, "save", unsaved) from None
+        if self._unsaved is not None:
+            raise StorageError(f"session {self.session!r}: the token is still not saved")
+
+    def discard(self) -> None:
+        """Forget the tokens in memory, and only there: the session was deleted elsewhere (a
+        sign-out on another replica). The next call reads storage again."""
+        self._current = None
+        self._unsaved = self._unsaved_over = None
+
     async def is_initialized(self) -> bool:
         """Whether the session can produce a token without the user: a valid access token, or a
         refresh token, in memory or in storage."""
@@ -425,11 +480,13 @@ class TokenManager:
         Returns:
             A function that removes the listener again (calling it twice is harmless).
         """
-        self._listeners.append(listener)
+        self._listeners = (*self._listeners, listener)
 
         def remove() -> None:
             if listener in self._listeners:
-                self._listeners.remove(listener)
+                listeners = list(self._listeners)
+                listeners.remove(listener)
+                self._listeners = tuple(listeners)
 
         return remove
 
@@ -441,13 +498,15 @@ class TokenManager:
         event = TokenEvent(
             kind, self.session, duration=duration, error=error, expires_in=self.expires_in()
         )
-        for listener in tuple(self._listeners):
+        for listener in self._listeners:
             try:
                 listener(event)
             except Exception as exc:
                 self._listener_failed(listener, exc)
 
     def _listener_failed(self, listener: TokenListener, exc: Exception) -> None:
+        if self._broken_listeners is None:
+            self._broken_listeners = set()
         if id(listener) in self._broken_listeners:
             return  # one warning per listener, not one per event
         self._broken_listeners.add(id(listener))
@@ -500,7 +559,10 @@ class TokenManager:
             token = await self._renew(flight.rejected, force=flight.force)
         except Exception as exc:
             flight.error = exc
-            self._record_failure(exc)
+            if isinstance(exc, StorageError):
+                self._record_store_failure(exc)
+            else:
+                self._record_failure(exc)
             self._emit_failure(exc, started)
         except BaseException as exc:
             flight.error = PlanetAuthError(f"renewal of session {self.session!r} was cancelled")
@@ -527,7 +589,12 @@ class TokenManager:
             # The first call reads without the lock: a valid stored token needs no renewal, and
             # reading creates no lock file (a read-only command leaves the disk as it was).
             # Saves are atomic renames, so an unlocked read sees a whole file.
-            stored = await self._load()
+            try:
+                stored = await self._load()
+            except StorageError as exc:
+                # The store is unreachable from the start (a pod scheduled before Redis is
+                # ready): do as when the lock cannot be taken, without waiting on it again.
+                return await self._renew_without_lock(exc, rejected, readable=False)
             if self._usable(stored, rejected):
                 assert stored is not None
                 logger.debug("session %r: using the stored token", self.session)
@@ -605,7 +672,7 @@ class TokenManager:
         mark = base.extra.get(_RENEWING)
         if (
             isinstance(mark, dict)
-            and mark.get("by") != self._id
+            and mark.get("by") != self._renewer_id()
             and isinstance(mark.get("at"), (int, float))
             and self._clock() - mark["at"] < _RENEWING_FOR
         ):
@@ -614,16 +681,23 @@ class TokenManager:
                 "the result yet; its refresh token is not spent twice, so this process waits "
                 "for the stored session"
             )
-        if not getattr(self.storage, "lock_can_lapse", False):
+        if not self.storage.lock_can_lapse:
             return stored
         marked = base.model_copy(
-            update={"extra": {**base.extra, _RENEWING: {"by": self._id, "at": self._clock()}}}
+            update={
+                "extra": {**base.extra, _RENEWING: {"by": self._renewer_id(), "at": self._clock()}}
+            }
         )
         await self.storage.save(self.session, marked)
         return marked
 
+    def _renewer_id(self) -> str:
+        if self._id is None:
+            self._id = secrets.token_hex(8)
+        return self._id
+
     async def _renew_without_lock(
-        self, error: PlanetAuthError, rejected: TokenSet | None
+        self, error: PlanetAuthError, rejected: TokenSet | None, *, readable: bool = True
     ) -> TokenSet:
         """The lock cannot be taken (a read-only directory, a storage service that is down).
 
@@ -647,13 +721,13 @@ class TokenManager:
                 "session %r: %s; using the stored token, which is still valid", self.session, error
             )
             return stored
-        if self._valid(self._clock()) or not getattr(self.grant, "renews_without_lock", False):
+        if self._valid(self._clock()) or not self.grant.renews_without_lock:
             raise error  # the current token still serves; or renewing alone is not safe
         logger.warning(
             "session %r: %s; renewing without coordination: other processes sharing the session "
             "may renew too until the storage is back",
             self.session,
-            error,
+            str(error),  # not the exception: a kept log record would keep its traceback alive
         )
         token = await self._request(current or stored)
         self._install(token)
@@ -721,7 +795,7 @@ class TokenManager:
                 "session %r: could not save the new token (%s); it keeps serving from memory, "
                 "and saving will be retried before the next renewal",
                 self.session,
-                error,
+                str(error),
             )
         self._remember_unsaved(token, over)
 
@@ -729,7 +803,7 @@ class TokenManager:
         """Keep `token` to save later (after a backoff), as replacing `over` in storage."""
         self._unsaved, self._unsaved_over = token, over
         self._save_failures += 1
-        self._save_not_before = self._clock() + self._backoff(self._save_failures)
+        self._save_not_before = self._clock() + self._store_backoff(self._save_failures)
 
     def _storage_error(
         self, exc: Exception, action: str, token: TokenSet | None = None
@@ -786,6 +860,7 @@ class TokenManager:
     def _adopt(self, token: TokenSet, *, after_401: bool = False) -> str:
         header = self._install(token)
         self._failures = 0
+        self._store_failures = 0
         self._last_error = None
         self._not_before = 0.0
         if after_401:
@@ -803,12 +878,43 @@ class TokenManager:
         if isinstance(retry_after, (int, float)) and retry_after > delay:
             delay = min(float(retry_after), 3600.0)
         self._not_before = self._clock() + delay
+        if isinstance(exc, StorageError) and exc.retry_after is None:
+            exc.retry_after = delay  # a web service's 503 says when to come back
         logger.warning(
             "session %r: renewal failed (%s); next attempt in %.1f s",
             self.session,
-            exc,
+            str(exc),  # not the exception: a log record must not keep its frames alive
             delay,
         )
+
+    def _record_store_failure(self, exc: StorageError) -> None:
+        """The storage failed a renewal (no lock, no read, another process's renewal pending):
+        wait a short while, never past the moment the current token stops serving, so that an M2M
+        session renews without coordination as soon as it needs a token, and leave the
+        authorization server's backoff as it was."""
+        self._store_failures += 1
+        self._last_error = exc
+        now = self._clock()
+        delay = self._store_backoff(self._store_failures)
+        current = self._current
+        until = now + delay
+        if current is not None and now < current.hard:
+            until = min(until, current.hard)
+        self._not_before = max(self._not_before, until)  # a server's Retry-After still holds
+        if exc.retry_after is None:
+            exc.retry_after = max(self._not_before - now, 0.0)  # a web service's 503 says when
+        level = logging.WARNING if self._store_failures == 1 else logging.DEBUG
+        logger.log(
+            level,
+            "session %r: the storage failed (%s); next attempt in %.1f s",
+            self.session,
+            str(exc),  # not the exception: a kept log record would keep its traceback alive
+            self._not_before - now,
+        )
+
+    def _store_backoff(self, attempt: int) -> float:
+        ceiling = min(_STORE_RETRY_CAP, _STORE_RETRY_BASE * 2 ** min(attempt - 1, 30))
+        return float(ceiling * (0.5 + 0.5 * self._rng.random()))
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._backoff_cap, self._backoff_base * 2 ** min(attempt - 1, 30))

@@ -20,6 +20,7 @@ __all__ = [
     "Origin",
     "OriginPolicy",
     "canonical_host",
+    "is_ipv6_address",
     "is_loopback",
     "origin_of",
     "require_issuer",
@@ -54,6 +55,15 @@ def canonical_host(host: str) -> str:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host[:-1] if host.endswith(".") else host
+
+
+def is_ipv6_address(host: str) -> bool:
+    """Whether `host` (brackets optional) is an IPv6 address."""
+    try:
+        ipaddress.IPv6Address(canonical_host(host))
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:

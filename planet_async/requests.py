@@ -1,6 +1,7 @@
 """The requests adapter: ``requests.Session().auth = PlanetAuth...``.
 
-Installed with the ``requests`` extra: ``pip install 'planet-async[requests]'``.
+Installed with the ``requests`` extra, from a clone of the repository:
+``python3 -m pip install '.[requests]'``.
 """
 
 from __future__ import annotations
@@ -8,15 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from ._adapter import AuthAdapter
-from ._errors import MissingExtra
+from ._extras import missing_extra
 
 try:
     import requests
     import requests.auth
 except ImportError:  # pragma: no cover - exercised in a subprocess without the extra
-    raise MissingExtra(
-        "planet_async.requests needs the requests extra: pip install 'planet-async[requests]'"
-    ) from None
+    raise missing_extra("planet_async.requests", "requests") from None
 
 __all__ = ["PlanetAuth"]
 

@@ -138,6 +138,10 @@ class Peer:
         """Access tokens issued from now on live `seconds` seconds."""
         self._get(f"/__config?at_ttl={int(seconds)}")
 
+    def set_refresh_expires_in(self, seconds: int) -> None:
+        """Token responses with a refresh token say it lasts `seconds` (0: they do not say)."""
+        self._get(f"/__config?refresh_expires_in={int(seconds)}")
+
     def config(self) -> dict:
         return self._get("/__config")
 

@@ -75,9 +75,11 @@ def peer(peer_server: Peer) -> Iterator[Peer]:
     peer_server.reset()
     peer_server.set_token_delay(0)
     peer_server.set_access_token_ttl(DEFAULT_TTL)
+    peer_server.set_refresh_expires_in(0)
     yield peer_server
     peer_server.set_token_delay(0)
     peer_server.set_access_token_ttl(DEFAULT_TTL)
+    peer_server.set_refresh_expires_in(0)
 
 
 @pytest.fixture(scope="session")

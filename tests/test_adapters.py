@@ -385,7 +385,7 @@ except planet_async.MissingExtra as exc:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert f"pip install 'planet-async[{module}]'" in result.stdout
+    assert f"planet_async.{module} needs the {module} extra" in result.stdout
 
 
 # -- sync clients: threads -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ class StaticGrant:
     """A grant that hands out one long-lived token, so these tests are about headers only."""
 
     description = "static test grant"
+    renews_without_lock = False
 
     def __init__(self) -> None:
         self.calls = 0

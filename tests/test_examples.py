@@ -580,6 +580,37 @@ def test_download_demo_prints_the_managers_metrics(home: Path, backend: str) -> 
     assert "result                  OK" in result.output
 
 
+def test_the_docs_state_the_demos_job_as_the_demo_runs_it() -> None:
+    """The README's and the quick start's figures for the demo follow its defaults (files,
+    workers, the API's time per file, so the least time the job can take), and its `--metrics`
+    is described as what it prints, a listener's counts, not OpenTelemetry."""
+    usage = subprocess.run(
+        [sys.executable, "examples/download_demo.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    usage = " ".join(usage.split())
+
+    def default(option: str) -> float:
+        found = re.search(rf"{option} [A-Z_]+ [^-(\[]*\(default (\d+)\)", usage)
+        assert found is not None, (option, usage)
+        return float(found.group(1))
+
+    files, workers, latency = default("--files"), default("--concurrency"), default("--latency-ms")
+    least = files / workers * latency / 1000
+    job = f"at least {least:g} s ({files:,.0f} files, {workers:.0f} at a time, {latency:g} ms each)"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    quickstart = " ".join((ROOT / "docs" / "quickstart.md").read_text().split())
+    for text in (readme, quickstart):
+        assert f"a download job of {files:,.0f} files" in text
+        assert job in text
+    (metrics,) = re.findall(r"[^.]*`python3 tools/nox.py -s demo -- --metrics`[^.]*\.", readme)
+    assert "listener rather than OpenTelemetry" in metrics
+
+
 # -- the download job on a Dask cluster, sharing one session through Redis ----------------------
 
 FLEET_TTL = 5  # seconds the fleet's tokens live

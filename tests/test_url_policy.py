@@ -133,6 +133,7 @@ def test_the_command_refuses_a_lookalike_loopback_issuer(tmp_path: Path) -> None
 
 class CountingGrant:
     description = "counting test grant"
+    renews_without_lock = False
 
     def __init__(self) -> None:
         self.calls = 0

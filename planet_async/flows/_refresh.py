@@ -25,6 +25,9 @@ class RefreshTokenGrant:
             default the server keeps the granted ones.
     """
 
+    renews_without_lock = False
+    """A refresh token may be rotated: spending it without the lock could spend it twice."""
+
     def __init__(
         self,
         server: AuthorizationServer,

@@ -7,6 +7,7 @@ Read leniently (unknown keys are kept), written exactly as `planet` writes them:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from .._errors import ConfigurationError
 from ..storage._atomic import make_private_dirs, refuse_symlink, write_json_atomic
 from ..storage._file import FileStorage, name_problem
+from ..storage._url import without_password
 from ._clients import BUILTIN_PROFILES, AuthClientConfig
 
 __all__ = ["PlanetHome", "normalize_profile_name"]
@@ -22,6 +24,9 @@ __all__ = ["PlanetHome", "normalize_profile_name"]
 CONFIG_FILE = ".planet.json"
 PROFILES_DIR = ".planet"
 AUTH_CLIENT_FILE = "auth_client.json"
+STORAGE_FILE = "planet_async_storage.json"
+"""Beside a profile's ``auth_client.json``: where its session is stored when not in the CLI's
+files (a Redis URL without its password), so that later commands find it."""
 SOPS_AUTH_CLIENT_FILE = "auth_client.sops.json"
 
 
@@ -103,6 +108,16 @@ class PlanetHome:
             ]
         return found + [name for name in BUILTIN_PROFILES if name not in found]
 
+    def closest_profile(self, name: str) -> str | None:
+        """The profile (on disk or built in) whose name is closest to `name`, for a "did you
+        mean" after a typo (``planet-usr``); None when none is close, or none can be listed."""
+        try:
+            names = self.list_profiles()
+        except OSError:
+            return None
+        close = difflib.get_close_matches(name.strip().lower(), names, n=1, cutoff=0.75)
+        return close[0] if close else None
+
     def read_auth_client(self, profile: str) -> AuthClientConfig | None:
         """A profile's client configuration: from its ``auth_client.json``, or built in.
 
@@ -145,10 +160,32 @@ class PlanetHome:
         """
         directory = self.profile_dir(profile)
         refuse_symlink(directory)
-        for name in (AUTH_CLIENT_FILE, "token.json", "token.json.lock"):
+        for name in (AUTH_CLIENT_FILE, "token.json", "token.json.lock", STORAGE_FILE):
             (directory / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: something else lives there; leave it
             directory.rmdir()
+
+    def remembered_storage(self, profile: str) -> tuple[str, bool] | None:
+        """Where the profile's session was stored, if not in these files: its storage URL
+        (without a password) and whether that URL needs a password given again."""
+        data = _read_json(self.profile_dir(profile) / STORAGE_FILE)
+        if data is None or not isinstance(data.get("url"), str):
+            return None
+        return data["url"], bool(data.get("password"))
+
+    def remember_storage(self, profile: str, url: str | None) -> None:
+        """Remember the storage URL the profile's session is kept in (None: these files). The
+        password is never written: it is given again (``--storage``, ``PLANET_ASYNC_STORAGE``)
+        when the session is used."""
+        directory = self.profile_dir(profile)
+        refuse_symlink(directory)
+        path = directory / STORAGE_FILE
+        if url is None:
+            path.unlink(missing_ok=True)
+            return
+        plain, password = without_password(url)
+        make_private_dirs(self.home, self.profiles_dir, directory)
+        write_json_atomic(path, {"url": plain, "password": password})
 
     def read_token_file(self, profile: str) -> dict[str, Any] | None:
         """A profile's raw ``token.json`` (for API keys; OAuth tokens go through FileStorage)."""

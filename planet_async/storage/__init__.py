@@ -3,6 +3,7 @@
 from ._config import STORAGE_VARIABLE as STORAGE_VARIABLE
 from ._config import storage_from_environment as storage_from_environment
 from ._config import storage_from_url as storage_from_url
+from ._encrypted import EncryptedStorage as EncryptedStorage
 from ._file import FileStorage as FileStorage
 from ._memory import MemoryStorage as MemoryStorage
 from ._protocol import Storage as Storage
@@ -10,6 +11,7 @@ from ._redis import RedisStorage as RedisStorage
 
 __all__ = [
     "STORAGE_VARIABLE",
+    "EncryptedStorage",
     "FileStorage",
     "MemoryStorage",
     "RedisStorage",

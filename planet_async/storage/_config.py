@@ -9,7 +9,8 @@ from urllib.parse import unquote, urlsplit
 from .._errors import ConfigurationError
 from ._file import FileStorage
 from ._protocol import Storage
-from ._redis import RedisStorage, mask_url
+from ._redis import RedisStorage
+from ._url import describe_url
 
 __all__ = ["STORAGE_VARIABLE", "storage_from_environment", "storage_from_url"]
 
@@ -20,23 +21,32 @@ STORAGE_VARIABLE = "PLANET_ASYNC_STORAGE"
 def storage_from_url(url: str) -> Storage:
     """The storage a URL names.
 
-    - ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or ``unix://...``:
-      a `RedisStorage` (needs the ``redis`` extra).
+    - ``redis://[[user]:password@]host[:port][/db][?retention=30d]``, ``rediss://...`` (TLS)
+      or ``unix://...``: a `RedisStorage` (needs the ``redis`` extra).
     - ``file:///path/to/dir``: a `FileStorage` rooted there (the `planet` CLI's layout).
 
     Raises:
-        ConfigurationError: Any other URL.
+        ConfigurationError: Any other URL, or one that cannot be used (the message never quotes
+            its password, however malformed the URL).
     """
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        scheme = ""
     if scheme in ("redis", "rediss", "unix"):
         return RedisStorage(url)
     if scheme == "file":
         parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigurationError(f"{url!r}: a file URL names a local directory, file:///path")
+        if "@" in url or parts.netloc not in ("", "localhost"):
+            # An @ is where a URL carries a user name and password: none belongs here. A
+            # directory whose name holds one is written %40.
+            raise ConfigurationError(
+                "a file storage URL names a local directory, file:///path/to/dir, with no host, "
+                "user or password (write an @ in the path as %40)"
+            )
         return FileStorage(unquote(parts.path))
     raise ConfigurationError(
-        f"{mask_url(url)!r} is not a storage URL: use redis://host:port/db, rediss://... (TLS) "
+        f"{describe_url(url)} is not a storage URL: use redis://host:port/db, rediss://... (TLS) "
         "or file:///path/to/dir"
     )
 

@@ -45,6 +45,11 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    """Which file this is: every save writes a new one, so a replaced file has another."""
+    return status.st_dev, status.st_ino
+
+
 class FileStorage:
     """Keeps each session's tokens in ``<root>/<session>/token.json``, the `planet` CLI's layout.
 
@@ -62,12 +67,19 @@ class FileStorage:
         lock_timeout: Seconds to wait for another process's lock before raising `StorageError`.
     """
 
+    lock_can_lapse = False
+    """An advisory file lock is held until released (or its holder's process ends)."""
+
     def __init__(self, root: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> None:
         self.root = Path(root).expanduser()
         self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self.root)!r})"
+
+    def watch_deletions(self) -> None:
+        """None: files cannot tell another process that a session was deleted."""
+        return None
 
     def session_dir(self, session: str) -> Path:
         """The directory of a session; profile names are lower-cased as the `planet` CLI does.
@@ -136,18 +148,25 @@ class FileStorage:
 
     def _load(self, path: Path) -> TokenSet | None:
         refuse_symlink(path.parent)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        for _ in range(3):  # a file replaced by another corrupt one twice over: absent
+            try:
+                with open(path, "rb") as file:
+                    raw = file.read()
+                    identity = _identity(os.fstat(file.fileno()))
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+            try:
+                data = json.loads(raw)
+            except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
+                data = None
+            if isinstance(data, dict):
+                break
+            if not self._move_aside(path, identity):
+                continue  # moved by another reader, or replaced meanwhile: read again
             return None
-        except OSError as exc:
-            raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
-            data = None
-        if not isinstance(data, dict):
-            self._move_aside(path)
+        else:
             return None
         try:
             return TokenSet.from_json_dict(data)
@@ -159,21 +178,40 @@ class FileStorage:
             ) from None
 
     @staticmethod
-    def _move_aside(path: Path) -> None:
+    def _move_aside(path: Path, identity: tuple[int, int]) -> bool:
+        """Move the corrupt file read (`identity`) aside; False if it was no longer there.
+
+        There is no compare-and-rename of files, so the file is renamed and then checked: if
+        the one renamed is not the one read (a writer replaced it meanwhile; every save is a new
+        file), it is linked back unless an even newer file took its place, which then wins.
+        """
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}-{os.urandom(3).hex()}")
         try:
             os.replace(path, aside)
         except FileNotFoundError:
-            return
+            return False  # another reader moved it aside
         except OSError as exc:
             raise StorageError(f"{path} is corrupt and could not be moved aside: {exc}") from exc
+        if _identity(os.stat(aside)) != identity:
+            try:
+                os.link(aside, path)  # back, but never over a file written since
+            except FileExistsError:
+                pass  # an even newer file took its place: that one is the session's
+            except OSError:
+                # No hard links on this file system: put it back unless a newer file is there.
+                if not path.exists():
+                    os.replace(aside, path)
+                    return False
+            os.unlink(aside)
+            return False
         logger.warning(
             "session file %s was corrupt (not a JSON object); moved it to %s and treating the "
             "session as absent",
             path,
             aside,
         )
+        return True
 
     def _save(self, directory: Path, data: dict[str, object]) -> None:
         refuse_symlink(directory)

@@ -1,20 +1,22 @@
 """Storage in Redis, for fleets: workers on many machines share a session and renew it once.
 
 Built on coredis, whose client runs on anyio (asyncio and trio alike); redis-py's asyncio client
-does not run on trio. Installed with the ``redis`` extra: ``pip install 'planet-async[redis]'``.
+does not run on trio. Installed with the ``redis`` extra, from a clone of the repository:
+``python3 -m pip install '.[redis]'``.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
 import math
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -23,8 +25,11 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import ConfigurationError, LockLost, MissingExtra, StorageError
+from .._errors import ConfigurationError, LockLost, StorageError
+from .._extras import missing_extra
 from .._models import TokenSet
+from .._redact import redact
+from ._url import check_redis_url, mask_url, url_secrets
 
 # `novermin` below marks BaseExceptionGroup: on 3.10 it is this backport (vermin cannot tell).
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
@@ -33,20 +38,46 @@ if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backpo
 if TYPE_CHECKING:
     import coredis
 
-__all__ = ["RedisStorage", "mask_url"]
+__all__ = ["DEFAULT_RETENTION", "RedisStorage", "mask_url"]
+
+DEFAULT_RETENTION = 30 * 86400.0
+"""Seconds a stored session is kept after its last save when the server did not say how long its
+refresh token lasts: 30 days."""
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-# KEYS[1] = the lease, KEYS[2] = the session; ARGV[1] = our owner token, ARGV[2] = the JSON.
-# The write happens only while the lease is ours, in the same atomic step as the check.
+# KEYS[1] = the lease, KEYS[2] = the session; ARGV[1] = our owner token, ARGV[2] = the JSON,
+# ARGV[3] = the session's retention in milliseconds ('0': none). The write happens only while the
+# lease is ours, in the same atomic step as the check.
 _FENCED_SET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2])
+  if ARGV[3] == '0' then
+    redis.call('SET', KEYS[2], ARGV[2])
+  else
+    redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  end
   return 1
 end
 return 0
+"""
+# KEYS[1] = the session, KEYS[2] = where to move it; ARGV[1] = the SHA-1 of the corrupt value read,
+# ARGV[2] = milliseconds to keep it there ('0': no limit). Moves the value only if it is still the
+# corrupt one: 1 moved, 0 gone already (another reader moved it), -1 replaced meanwhile.
+_MOVE_ASIDE_IF_SAME = """
+local value = redis.call('GET', KEYS[1])
+if not value then
+  return 0
+end
+if redis.sha1hex(value) ~= ARGV[1] then
+  return -1
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+if ARGV[2] ~= '0' then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
 """
 # KEYS[1] = the lease; ARGV[1] = our owner token, ARGV[2] = milliseconds. Taking a lease we
 # already hold succeeds too, so an attempt whose answer was lost can simply be made again.
@@ -58,6 +89,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+# KEYS[1] = the session; ARGV[1] = the deletions channel, ARGV[2] = the session name. Deleting
+# and telling the watchers in one step: no watcher misses a deletion that happened. A user whose
+# ACL forbids the channel still deletes (pcall): watchers then learn it at the next renewal.
+_DELETE = """
+redis.call('DEL', KEYS[1])
+redis.pcall('PUBLISH', ARGV[1], ARGV[2])
+return 1
 """
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -77,21 +116,8 @@ def _coredis() -> Any:
     try:
         import coredis
     except ImportError:
-        raise MissingExtra(
-            "RedisStorage needs the redis extra: pip install 'planet-async[redis]'"
-        ) from None
+        raise missing_extra("RedisStorage", "redis") from None
     return coredis
-
-
-def mask_url(url: str) -> str:
-    """`url` with its password (and a user name alone, which may be a password) masked."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    masked = f"{user}:***" if colon else "***"
-    return parts._replace(netloc=f"{masked}@{hostport}").geturl()
 
 
 class _ConnectionGone(Exception):
@@ -143,16 +169,30 @@ class RedisStorage:
     Every Redis call is bounded by `timeout`; the wait for the lease by `lock_timeout`. The
     session key and its lease share a hash tag, so the fenced write also works on Redis Cluster.
 
+    A value that is not a JSON object is moved aside (``...:token.corrupt-<time>-<random>``) with
+    a WARNING, by one reader only and only if it is still that value, in one Lua script: other
+    readers of it load None, and a valid session stored meanwhile is left alone and loaded.
+
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]``, or ``rediss://`` for TLS (coredis
-            URL options such as ``?ssl_ca_certs=...`` pass through).
+            URL options such as ``?ssl_ca_certs=...`` pass through); ``?retention=30d`` sets
+            `retention`. A password with reserved characters (``/ ? # @ :``) is
+            percent-encoded.
         prefix: Prefix of every key this storage uses.
+        retention: Seconds a stored session is kept after its last save when the server did not
+            say how long its refresh token lasts (``refresh_expires_in``); where it did, the
+            session is kept as long as its refresh token (and never less than its access token).
+            None keeps sessions until they are deleted. Default 30 days. Leases keep their own
+            expiry.
         lease: Seconds a lease lasts unless extended (extended every third of it while held).
         lock_timeout: Seconds to wait for another holder's lease before `StorageError`.
         timeout: Seconds any one Redis call may take.
 
     Raises:
-        ConfigurationError: The URL is not a Redis URL, or the ``redis`` extra is missing.
+        ConfigurationError: The URL is not a Redis URL coredis can use (no host, a port that is
+            not a number from 1 to 65535, a bad IPv6 address, a password with an unencoded
+            ``/``...), a number is out of range, or the ``redis`` extra is missing. The message
+            never quotes a password, however malformed the URL.
     """
 
     def __init__(
@@ -163,18 +203,31 @@ class RedisStorage:
         lease: float = 10.0,
         lock_timeout: float = 60.0,
         timeout: float = 5.0,
+        retention: float | None = DEFAULT_RETENTION,
     ) -> None:
         self._coredis = _coredis()
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError(
-                f"{mask_url(url)!r} is not a Redis URL (redis://, rediss:// or unix://)"
-            )
+        checked, from_url = check_redis_url(url)
+        if from_url is not False:
+            retention = from_url
         for name, value in (("lease", lease), ("lock_timeout", lock_timeout), ("timeout", timeout)):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
-        self._url = _checking_host_names(url)
+        if retention is not None and not (math.isfinite(retention) and retention > 0):
+            raise ConfigurationError("retention must be a positive number of seconds, or None")
+        self._url = _checking_host_names(checked)
+        self._secrets = url_secrets(url)
+        try:
+            # coredis reads the URL here, not at the first command: its objections belong to
+            # construction, where the URL is given.
+            self._coredis.Redis.from_url(self._url, decode_components=True)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"not a usable Redis URL: {redact(str(exc), self._secrets)}"
+            ) from None
         self.url = mask_url(self._url)
         """The URL with its password masked."""
+        self.retention = retention
+        """Seconds a session is kept after its last save, unless the server said otherwise."""
         self.prefix = prefix
         self.lease = lease
         self.lock_timeout = lock_timeout
@@ -217,15 +270,21 @@ class RedisStorage:
     # -- the Storage protocol ------------------------------------------------------------------
 
     async def load(self, session: str) -> TokenSet | None:
-        raw = await self._call(lambda c: c.get(self._key(session, "token")), "read", session)
-        if raw is None:
+        for _ in range(3):  # a value replaced by another corrupt one twice over: absent
+            raw = await self._call(lambda c: c.get(self._key(session, "token")), "read", session)
+            if raw is None:
+                return None
+            try:
+                data = json.loads(raw)
+            except (ValueError, RecursionError):
+                data = None
+            if isinstance(data, dict):
+                break
+            if await self._move_aside(session, raw) <= 0:
+                # 0: another reader moved it already; -1: replaced meanwhile, read that
+                continue
             return None
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            data = None
-        if not isinstance(data, dict):
-            await self._move_aside(session)
+        else:
             return None
         try:
             return TokenSet.from_json_dict(data)
@@ -238,12 +297,13 @@ class RedisStorage:
     async def save(self, session: str, token: TokenSet) -> None:
         payload = json.dumps(token.to_json_dict(), indent=2, sort_keys=True)
         key = self._key(session, "token")
+        keep = self._retention_ms(token)
         lease = self._held.get()
         if lease is None or lease.key != self._key(session, "lock"):
-            await self._call(lambda c: c.set(key, payload), "save", session)
+            await self._call(lambda c: c.set(key, payload, px=keep or None), "save", session)
             return
         written = await self._call(
-            lambda c: c.eval(_FENCED_SET, [lease.key, key], [lease.owner, payload]),
+            lambda c: c.eval(_FENCED_SET, [lease.key, key], [lease.owner, payload, keep]),
             "save",
             session,
         )
@@ -254,8 +314,74 @@ class RedisStorage:
                 "(this process stalled, or Redis did); the stored session was left as it was"
             )
 
+    def _retention_ms(self, token: TokenSet) -> int:
+        """Milliseconds to keep `token` in Redis (0: until deleted): as long as its refresh token
+        lasts where the server said (``refresh_expires_in``), else `retention`; never less than
+        the access token has left."""
+        if self.retention is None:
+            return 0
+        now = time.time()
+        lifetime = token.extra.get("refresh_expires_in")
+        if (
+            token.refresh_token is not None
+            and isinstance(lifetime, (int, float))
+            and not isinstance(lifetime, bool)
+            and math.isfinite(lifetime)
+            and lifetime > 0  # Keycloak's 0: an offline token that does not expire
+        ):
+            until = token.issued_at + lifetime
+        else:
+            until = now + self.retention
+        if token.expires_at is not None:
+            until = max(until, token.expires_at)
+        return max(1000, math.ceil((until - now) * 1000))
+
     async def delete(self, session: str) -> None:
-        await self._call(lambda c: c.delete([self._key(session, "token")]), "delete", session)
+        key = self._key(session, "token")
+        await self._call(
+            lambda c: c.eval(_DELETE, [key], [self.deletions_channel, session]), "delete", session
+        )
+
+    @property
+    def deletions_channel(self) -> str:
+        """The Redis Pub/Sub channel on which `delete` publishes the deleted session's name.
+
+        A Redis ACL user needs it among its channels (``&planet_async:deleted``) for replicas to
+        hear of sign-outs at once; without it deletions still work, and the others find out when
+        they next renew."""
+        return f"{self.prefix}deleted"
+
+    @asynccontextmanager
+    async def watch_deletions(self) -> AsyncIterator[AsyncIterator[str]]:
+        """Subscribe to `deletions_channel` on a connection of its own, until the block ends.
+
+        Raises:
+            StorageError: Redis cannot be reached (the iterator stops when the connection
+                drops; watchers subscribe again and re-read what they hold).
+        """
+        client = self._coredis.Redis.from_url(
+            self._url,
+            decode_components=True,
+            decode_responses=False,
+            connect_timeout=self.timeout,
+        )
+        try:
+            async with (
+                client,
+                client.pubsub(
+                    channels=[self.deletions_channel],
+                    ignore_subscribe_messages=True,
+                    retry_policy=None,  # a dropped watch must show: deletions may be missed
+                    subscription_timeout=self.timeout,
+                ) as pubsub,
+                aclosing(_session_names(pubsub)) as names,
+            ):
+                yield names
+        except BaseExceptionGroup as group:  # novermin
+            leaf = _first_leaf(group)
+            raise self._error(leaf, "watch deletions of", "*") from None
+        except (OSError, self._coredis.exceptions.RedisError) as exc:
+            raise self._error(exc, "watch deletions of", "*") from exc
 
     @asynccontextmanager
     async def lock(self, session: str) -> AsyncIterator[None]:
@@ -317,7 +443,7 @@ class RedisStorage:
                     session,
                 )
             except StorageError as exc:
-                logger.warning("session %r: %s", session, exc)
+                logger.warning("session %r: %s", session, str(exc))
                 continue  # the fenced save still decides; the lease may yet be ours
             if extended != 1:
                 lease.lost = True
@@ -342,7 +468,7 @@ class RedisStorage:
             )
         except StorageError as exc:
             # The lease lapses by itself; nothing is lost by not deleting it now.
-            logger.warning("session %r: %s; the lease will lapse by itself", session, exc)
+            logger.warning("session %r: %s; the lease will lapse by itself", session, str(exc))
 
     # -- talking to Redis ------------------------------------------------------------------------
 
@@ -449,14 +575,25 @@ class RedisStorage:
         if isinstance(exc, TimeoutError):
             detail = f"no answer within {self.timeout:g} s"
         else:
-            # A Redis error can quote the URL it failed to reach: mask it.
+            # A Redis error can quote the URL it failed to reach, or parts of it: mask them.
             detail = f"{type(exc).__name__}: {exc}".replace(self._url, self.url)
+            detail = redact(detail, self._secrets)
         return StorageError(f"cannot {action} session {session!r} in {self.url}: {detail}")
 
-    async def _move_aside(self, session: str) -> None:
+    async def _move_aside(self, session: str, raw: bytes) -> int:
+        """Move the session's value aside if it is still `raw`, atomically: 1 moved, 0 already
+        gone, -1 replaced meanwhile (a late reader never moves a session stored since)."""
         key = self._key(session, "token")
         aside = f"{key}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
-        await self._call(lambda c: c.rename(key, aside), "move aside", session)
+        digest = hashlib.sha1(raw).hexdigest()  # noqa: S324 - an identity, not a protection
+        keep = 0 if self.retention is None else max(1000, math.ceil(self.retention * 1000))
+        moved = await self._call(
+            lambda c: c.eval(_MOVE_ASIDE_IF_SAME, [key, aside], [digest, keep]),
+            "move aside",
+            session,
+        )
+        if moved != 1:
+            return -1 if moved == -1 else 0
         logger.warning(
             "session %r in %s was corrupt (not a JSON object); moved it to %r and treating the "
             "session as absent",
@@ -464,6 +601,15 @@ class RedisStorage:
             self.url,
             aside,
         )
+        return 1
+
+
+async def _session_names(pubsub: Any) -> AsyncGenerator[str, None]:
+    async for message in pubsub:
+        if message.get("type") != "message":
+            continue
+        data = message.get("data")
+        yield data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else str(data)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:  # novermin

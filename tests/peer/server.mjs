@@ -34,7 +34,11 @@ const PORT = intEnv('PORT', 0);
 const API = process.env.API_AUDIENCE ?? 'https://api.planet.com/';
 const API_SCOPES = 'api:read api:write';
 const AT_FORMAT = process.env.AT_FORMAT ?? 'jwt';
-const config = { token_delay_ms: intEnv('TOKEN_DELAY_MS', 0), at_ttl: intEnv('AT_TTL', 60) };
+const config = {
+  token_delay_ms: intEnv('TOKEN_DELAY_MS', 0), at_ttl: intEnv('AT_TTL', 60),
+  // > 0: token responses with a refresh token say how long it lasts, as Keycloak's do
+  refresh_expires_in: 0,
+};
 
 // fresh signing key on every start
 const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
@@ -130,6 +134,12 @@ server.listen(PORT, '127.0.0.1', () => {
       await next();
     });
   }
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.path === '/token' && config.refresh_expires_in > 0 && ctx.body?.refresh_token) {
+      ctx.body = { ...ctx.body, refresh_expires_in: config.refresh_expires_in };
+    }
+  });
   if (process.env.JWKS_AS_JSON === '1') {
     provider.use(async (ctx, next) => {
       await next();
@@ -167,8 +177,8 @@ server.listen(PORT, '127.0.0.1', () => {
       sendJson(res, 200, {}); return;
     }
     if (url.pathname === '/__config') {
-      // token_delay_ms and at_ttl can change at run time, so one peer serves a whole test session
-      for (const key of ['token_delay_ms', 'at_ttl']) {
+      // token_delay_ms, at_ttl and refresh_expires_in can change at run time, so one peer serves a whole test session
+      for (const key of ['token_delay_ms', 'at_ttl', 'refresh_expires_in']) {
         const value = url.searchParams.get(key);
         if (value === null) continue;
         if (!/^\d+$/.test(value)) { sendJson(res, 400, { error: `${key} must be a non-negative integer` }); return; }
