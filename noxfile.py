@@ -25,7 +25,7 @@ nox.options.default_venv_backend = "uv"
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 # Every extra of the library: `lowest` installs the lowest version each of them allows.
-EXTRAS = ("aiohttp", "httpx2", "otel", "qr", "redis")
+EXTRAS = ("aiohttp", "httpx2", "otel", "qr", "redis", "starlette")
 
 PEER_DIR = "tests/peer"
 

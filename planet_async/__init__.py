@@ -11,11 +11,14 @@ from ._auth import RenewingTransport as RenewingTransport
 from ._errors import AsyncOnlyError as AsyncOnlyError
 from ._errors import AuthServerError as AuthServerError
 from ._errors import AuthServerUnavailable as AuthServerUnavailable
+from ._errors import BrowserMismatch as BrowserMismatch
 from ._errors import CallbackError as CallbackError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import InvalidClientError as InvalidClientError
 from ._errors import InvalidGrantError as InvalidGrantError
+from ._errors import InvalidIdToken as InvalidIdToken
 from ._errors import InvalidTokenResponse as InvalidTokenResponse
+from ._errors import IssuerMismatch as IssuerMismatch
 from ._errors import LockLost as LockLost
 from ._errors import LoginDenied as LoginDenied
 from ._errors import LoginError as LoginError
@@ -26,6 +29,7 @@ from ._errors import OAuthError as OAuthError
 from ._errors import PlanetAuthError as PlanetAuthError
 from ._errors import SessionExpired as SessionExpired
 from ._errors import StorageError as StorageError
+from ._errors import UnknownLogin as UnknownLogin
 from ._events import TokenEvent as TokenEvent
 from ._events import TokenEventKind as TokenEventKind
 from ._events import TokenListener as TokenListener
@@ -52,6 +56,7 @@ from .flows import PLANET_SCOPE as PLANET_SCOPE
 from .flows import USER_SCOPES as USER_SCOPES
 from .flows import AuthorizationCodeFlow as AuthorizationCodeFlow
 from .flows import ClientCredentialsGrant as ClientCredentialsGrant
+from .flows import CompletedLogin as CompletedLogin
 from .flows import DeviceAuthorization as DeviceAuthorization
 from .flows import DeviceCodeFlow as DeviceCodeFlow
 from .flows import DeviceFlowState as DeviceFlowState
@@ -62,6 +67,7 @@ from .flows import RefreshTokenGrant as RefreshTokenGrant
 from .storage import EncryptedStorage as EncryptedStorage
 from .storage import FileStorage as FileStorage
 from .storage import MemoryStorage as MemoryStorage
+from .storage import RecordStore as RecordStore
 from .storage import RedisStorage as RedisStorage
 from .storage import Storage as Storage
 
@@ -77,12 +83,14 @@ __all__ = [
     "AuthServerUnavailable",
     "AuthorizationCodeFlow",
     "AuthorizationServer",
+    "BrowserMismatch",
     "BrowserOpener",
     "CallbackError",
     "ClientAuth",
     "ClientCredentialsGrant",
     "ClientSecretBasic",
     "ClientSecretPost",
+    "CompletedLogin",
     "ConfigurationError",
     "DeviceAuthorization",
     "DeviceCodeFlow",
@@ -96,7 +104,9 @@ __all__ = [
     "HttpxTransport",
     "InvalidClientError",
     "InvalidGrantError",
+    "InvalidIdToken",
     "InvalidTokenResponse",
+    "IssuerMismatch",
     "LockLost",
     "LoginDenied",
     "LoginError",
@@ -111,6 +121,7 @@ __all__ = [
     "PlanetAuthError",
     "PrivateKeyJWT",
     "PublicClient",
+    "RecordStore",
     "RedisStorage",
     "RefreshTokenGrant",
     "RenewingTransport",
@@ -124,6 +135,7 @@ __all__ = [
     "TokenListener",
     "TokenManager",
     "TokenSet",
+    "UnknownLogin",
     "UserLogin",
     "login_with_browser",
     "login_with_device",

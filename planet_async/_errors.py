@@ -14,6 +14,10 @@ Every exception the library raises on purpose derives from `PlanetAuthError`::
     │   ├── LoginDenied               the user or the server refused (`access_denied`)
     │   ├── LoginTimeout              the device code, or the wait for the browser, expired
     │   └── CallbackError             the redirect back was invalid (state, iss, error, no code)
+    │       ├── IssuerMismatch            its `iss` names another server (RFC 9207, mix-up)
+    │       ├── UnknownLogin              no pending login for its `state`: used, expired or forged
+    │       ├── BrowserMismatch           it came to another browser than the one that started it
+    │       └── InvalidIdToken            the ID token failed validation (signature, iss, aud, ...)
     └── AuthServerError           the authorization server did not give us a token
         ├── AuthServerUnavailable     timeout, no connection, 5xx or 429 (see `retry_after`)
         ├── InvalidTokenResponse      not a usable token response (HTML, bad JSON, ...)
@@ -31,9 +35,12 @@ __all__ = [
     "AsyncOnlyError",
     "AuthServerError",
     "AuthServerUnavailable",
+    "BrowserMismatch",
     "ConfigurationError",
     "InvalidClientError",
     "InvalidGrantError",
+    "InvalidIdToken",
+    "IssuerMismatch",
     "InvalidTokenResponse",
     "CallbackError",
     "LoginDenied",
@@ -46,6 +53,7 @@ __all__ = [
     "OAuthError",
     "PlanetAuthError",
     "StorageError",
+    "UnknownLogin",
 ]
 
 
@@ -131,6 +139,26 @@ class LoginTimeout(LoginError):
 class CallbackError(LoginError):
     """The authorization response was invalid: wrong or missing `state`, wrong `iss`, an error,
     or no code. Nothing from it was used; start the login again."""
+
+
+class IssuerMismatch(CallbackError):
+    """The redirect back named another authorization server in `iss` than the one the login was
+    sent to (RFC 9207): a mix-up attack, or a misconfigured issuer. Nothing from it was used."""
+
+
+class UnknownLogin(CallbackError):
+    """No pending login matches the redirect's `state`: it was used already (a replayed
+    callback), it expired, or it was never started here."""
+
+
+class BrowserMismatch(CallbackError):
+    """The redirect back came without the browser binding of the login it answers: a login
+    started in one browser was completed in another (login CSRF). The pending login is spent."""
+
+
+class InvalidIdToken(CallbackError):
+    """The ID token failed validation: its signature against the provider's keys, `iss`, `aud`,
+    `exp`, or the login's `nonce`. Nobody was logged in."""
 
 
 class AuthServerError(PlanetAuthError):

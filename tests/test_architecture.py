@@ -95,7 +95,12 @@ def test_http_libraries_only_in_the_adapter_and_the_transport(library: str) -> N
         )
     }
     allowed = {
-        "httpx": {"planet_async._auth", "planet_async._http", "planet_async.planet_sdk"},
+        "httpx": {
+            "planet_async._auth",
+            "planet_async._http",
+            "planet_async.planet_sdk",
+            "planet_async.starlette",
+        },
         "httpx2": {"planet_async.httpx2"},
         "aiohttp": {"planet_async.aiohttp"},
         "requests": {"planet_async.requests"},

@@ -54,6 +54,7 @@ NOT_SCENARIOS = {
     "download_demo",
     "fleet_dask",
     "sqlite_storage",
+    "web_service",
 }
 # The same service account through the other clients' adapters.
 CLIENTS = ["client_aiohttp", "client_httpx2", "client_planet_sdk"]

@@ -6,6 +6,7 @@ from ._config import storage_from_url as storage_from_url
 from ._encrypted import EncryptedStorage as EncryptedStorage
 from ._file import FileStorage as FileStorage
 from ._memory import MemoryStorage as MemoryStorage
+from ._protocol import RecordStore as RecordStore
 from ._protocol import Storage as Storage
 from ._redis import RedisStorage as RedisStorage
 
@@ -14,6 +15,7 @@ __all__ = [
     "EncryptedStorage",
     "FileStorage",
     "MemoryStorage",
+    "RecordStore",
     "RedisStorage",
     "Storage",
     "storage_from_environment",

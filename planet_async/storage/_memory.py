@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +21,7 @@ treats a notification as a hint; see `Storage.watch_deletions`)."""
 class MemoryStorage:
     """Keeps token sets in a dict. The default storage of a TokenManager.
 
+    It is also a `RecordStore` for the pending logins of a web service that runs as one process.
     Its lock is an `anyio.Lock` per session (it cannot lapse), and `watch_deletions` tells every
     watcher in this process of each `delete`.
     """
@@ -29,6 +31,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._tokens: dict[str, TokenSet] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        self._records: dict[str, tuple[bytes, float]] = {}
         self._watchers: set[MemoryObjectSendStream[str]] = set()
 
     def __repr__(self) -> str:
@@ -57,6 +60,17 @@ class MemoryStorage:
         lock = self._locks.setdefault(session, anyio.Lock(fast_acquire=True))
         async with lock:
             yield
+
+    async def put_record(self, key: str, data: bytes, ttl: float) -> None:
+        now = time.monotonic()
+        # Expired records go on every write, so that abandoned logins do not pile up.
+        for stale in [k for k, (_, until) in self._records.items() if until <= now]:
+            del self._records[stale]
+        self._records[key] = (bytes(data), now + ttl)
+
+    async def take_record(self, key: str) -> bytes | None:
+        data, until = self._records.pop(key, (b"", 0.0))
+        return data if until > time.monotonic() else None
 
     @asynccontextmanager
     async def watch_deletions(self) -> AsyncIterator[AsyncIterator[str]]:

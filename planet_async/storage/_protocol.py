@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 from .._errors import ConfigurationError
 from .._models import TokenSet
 
-__all__ = ["Storage", "require_storage"]
+__all__ = ["RecordStore", "Storage", "require_storage"]
 
 
 @runtime_checkable
@@ -100,3 +100,30 @@ def require_storage(storage: object) -> Storage:
         )
     assert isinstance(storage, Storage)
     return storage
+
+
+@runtime_checkable
+class RecordStore(Protocol):
+    """Small records that live a short while and are read at most once: what a web service's
+    replicas share between a login's start and its callback (`planet_async.web.WebLogin`).
+
+    `MemoryStorage` (one process) and `RedisStorage` (any number of replicas) implement it.
+    """
+
+    async def put_record(self, key: str, data: bytes, ttl: float) -> None:
+        """Keep `data` under `key` for `ttl` seconds, replacing what was there.
+
+        Raises:
+            StorageError: The record could not be written.
+        """
+        ...
+
+    async def take_record(self, key: str) -> bytes | None:
+        """Return the record under `key` and delete it in one atomic step, or None when there is
+        none (never written, expired, or taken already). Of any number of callers taking the
+        same record at once, in any process, exactly one gets it.
+
+        Raises:
+            StorageError: The record could not be read.
+        """
+        ...

@@ -383,6 +383,19 @@ class RedisStorage:
         except (OSError, self._coredis.exceptions.RedisError) as exc:
             raise self._error(exc, "watch deletions of", "*") from exc
 
+    # -- the RecordStore protocol (a web service's pending logins) -----------------------------
+
+    async def put_record(self, key: str, data: bytes, ttl: float) -> None:
+        ms = max(1, math.ceil(ttl * 1000))
+        record = f"{self.prefix}record:{key}"
+        await self._call(lambda c: c.set(record, data, px=ms), "record", key)
+
+    async def take_record(self, key: str) -> bytes | None:
+        # GETDEL (Redis 6.2+) is atomic: of replicas taking one record at once, one gets it.
+        record = f"{self.prefix}record:{key}"
+        raw = await self._call(lambda c: c.getdel(record), "record", key)
+        return None if raw is None else bytes(raw)
+
     @asynccontextmanager
     async def lock(self, session: str) -> AsyncIterator[None]:
         lease = _Lease(self._key(session, "lock"), secrets.token_urlsafe(24))
