@@ -1,7 +1,7 @@
 """Starlette and FastAPI: log users in with Planet, and give each request its user's client.
 
-Installed with the ``starlette`` extra: ``pip install 'planet-async[starlette]'`` (Starlette and
-itsdangerous; FastAPI is Starlette underneath, so it works there too).
+Installed with the ``starlette`` extra (``python3 -m pip install '.[starlette]'`` in a clone:
+Starlette and itsdangerous; FastAPI is Starlette underneath, so it works there too).
 
 Which user a browser belongs to is kept in Starlette's `SessionMiddleware`: a cookie signed with
 the app's secret (itsdangerous), holding the user id and nothing else. The users' tokens stay on
@@ -27,9 +27,9 @@ from ._errors import (
     ConfigurationError,
     LoginError,
     LoginRequired,
-    MissingExtra,
     StorageError,
 )
+from ._extras import missing_extra
 from ._models import TokenSet
 from .flows._auth_code import CompletedLogin
 from .web._login import WebLogin
@@ -40,9 +40,8 @@ try:
     from starlette.responses import PlainTextResponse, RedirectResponse, Response
     from starlette.routing import BaseRoute, Mount, Route
 except ImportError:  # pragma: no cover - exercised in a subprocess without the extra
-    raise MissingExtra(
-        "planet_async.starlette needs the starlette extra (Starlette and itsdangerous): "
-        "pip install 'planet-async[starlette]'"
+    raise missing_extra(
+        "planet_async.starlette", "starlette", detail="Starlette and itsdangerous"
     ) from None
 
 __all__ = ["PlanetWeb", "UserPool"]

@@ -58,6 +58,7 @@ def _assert_installs_from_this_clone(message: str, extra: str) -> None:
         ("httpx2", "import planet_async.httpx2", "httpx2"),
         ("coredis", "planet_async.RedisStorage('redis://127.0.0.1:1/0')", "redis"),
         ("opentelemetry", "planet_async.otel.instrument(None)", "otel"),
+        ("starlette", "import planet_async.starlette", "starlette"),
     ],
 )
 def test_a_missing_extra_says_how_to_install_it_from_the_clone(

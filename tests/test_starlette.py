@@ -341,4 +341,5 @@ except planet_async.MissingExtra as exc:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert "pip install 'planet-async[starlette]'" in result.stdout
+    assert "needs the starlette extra" in result.stdout
+    assert "[starlette]" in result.stdout
