@@ -289,9 +289,19 @@ def bench(session: nox.Session) -> None:
     Names or `--quick` go to `python -m benchmarks`:
     `python3 tools/nox.py -s bench -- storm --quick`.
     """
-    # The clients benchmarks measure all three adapters, beside the SDK's auth and authlib.
+    # The clients benchmarks measure every adapter, beside the SDK's auth and authlib.
     _sync(
-        session, "--extra", "redis", "--extra", "aiohttp", "--extra", "httpx2", "--group", "bench"
+        session,
+        "--extra",
+        "redis",
+        "--extra",
+        "aiohttp",
+        "--extra",
+        "httpx2",
+        "--extra",
+        "requests",
+        "--group",
+        "bench",
     )
     _install_peer(session)
     _install_redis(session)  # the processes benchmark's RedisStorage fleet

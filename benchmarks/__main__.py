@@ -27,6 +27,7 @@ BENCHMARKS = (
     "processes",
     "memory",
     "clients",
+    "clients_renewal",
     "store_outage",
     "pool",
 )

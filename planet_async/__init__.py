@@ -3,6 +3,7 @@
 import logging as _logging
 
 from ._adapter import AuthAdapter as AuthAdapter
+from ._adapter import SyncSession as SyncSession
 from ._auth import PLANET_API_ORIGINS as PLANET_API_ORIGINS
 from ._auth import PLANET_M2M_ISSUER as PLANET_M2M_ISSUER
 from ._auth import PlanetAuth as PlanetAuth
@@ -128,6 +129,7 @@ __all__ = [
     "SessionExpired",
     "Storage",
     "StorageError",
+    "SyncSession",
     "TokenEvent",
     "TokenEventKind",
     "TokenListener",

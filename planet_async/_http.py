@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from ._background import renewal_loop
 from ._errors import AuthServerUnavailable
 from ._transport import HttpRequest, HttpResponse
 
@@ -37,12 +38,29 @@ class HttpxTransport:
         client: An `httpx.AsyncClient` to send with (its owner closes it). By default each call
             uses a short-lived client: token requests are rare, and a fresh connection is never a
             stale one.
+        off_loop: Send from the process's renewal loop (a daemon thread) instead of the
+            caller's event loop, which then waits for one answer instead of each step of the
+            exchange. Off by default: the `TokenManager` does better by default, making the
+            whole request on the renewal loop and putting its token in use from there (see its
+            `off_loop`); this is the variant the ``clients_renewal`` benchmark compares it with.
+            Only without `client` (a client belongs to its owner's loop).
     """
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, client: httpx.AsyncClient | None = None, *, off_loop: bool = False) -> None:
         self._client = client
+        self._off_loop = off_loop and client is None
+
+    @property
+    def loop_free(self) -> bool:
+        """Whether this transport may send from any event loop (it has no client of its own)."""
+        return self._client is None
 
     async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        if self._off_loop:
+            return await renewal_loop().run_here(self._send_here, request, timeout)
+        return await self._send_here(request, timeout)
+
+    async def _send_here(self, request: HttpRequest, timeout: float) -> HttpResponse:
         try:
             with anyio.fail_after(timeout):
                 if self._client is not None:

@@ -432,6 +432,15 @@ class AuthorizationServer:
             self._transport = HttpxTransport()
         return self._transport
 
+    @property
+    def loop_free(self) -> bool:
+        """Whether requests to this server may be made from any event loop: true with the
+        default transport (a fresh connection per call), false with a transport given to it,
+        which may belong to its owner's loop."""
+        transport = self.transport
+        # Exactly ours: a subclass may hold state of its owner's loop.
+        return type(transport) is HttpxTransport and transport.loop_free
+
     async def endpoint(self, name: str) -> str:
         """The URL of endpoint `name` (e.g. ``"token_endpoint"``), discovering it if needed.
 

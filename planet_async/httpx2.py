@@ -26,9 +26,9 @@ class PlanetAuth(HttpxStyleFlow, httpx2.Auth):
 
     Behaves exactly as `planet_async.PlanetAuth` does for httpx: the header goes only to
     allowlisted origins, a 401 from one of them to the current token renews it once and resends
-    a replayable request, and a sync ``httpx2.Client`` works only with an API key. To share one
-    session with an httpx client, build it with `from_adapter`.
+    a replayable request. It serves ``httpx2.AsyncClient`` and the sync ``httpx2.Client`` (whose
+    renewals run on the process's renewal loop). To share one session with an httpx client,
+    build it with `from_adapter`.
     """
 
     _replayable: ClassVar[tuple[type, ...]] = (httpx2.ByteStream,)
-    _client_name: ClassVar[str] = "httpx2"

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -710,3 +711,65 @@ def test_download_demo_refuses_aiohttp_on_trio(env: dict[str, str]) -> None:
     result = run(command, env, expect_exit=2)
     assert "--client aiohttp runs on asyncio only: use --backend asyncio" in result.output
     assert "starting the test peer" not in result.output
+
+
+# -- the notebook ---------------------------------------------------------------------------------
+
+
+def test_the_notebook_runs_in_a_jupyter_kernel(
+    env: dict[str, str], api: LocalApi, peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/notebook.ipynb runs in a real Jupyter kernel (ipykernel, driven by nbclient): the
+    device login displays a link, the code and a QR code, which this test approves like a user
+    would; then a blocking `requests` call from a cell, inside the kernel's running event loop,
+    and an `httpx` call with top-level await sharing the session, are both answered 200."""
+    import html
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    for name, value in env.items():
+        if name.startswith("PLANET_ASYNC_EXAMPLE_") or name == "HOME":
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # no warning about moving paths
+    shown: list[dict[str, str]] = []
+    approvals: list[concurrent.futures.Future[str]] = []
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as user:
+
+        class Kernel(NotebookClient):
+            def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int):
+                data = msg.get("content", {}).get("data", {})
+                page = data.get("text/html", "")
+                if msg["msg_type"] == "display_data" and "planet-async-device-login" in page:
+                    shown.append(data)
+                    link = re.search(r'href="([^"]+)"', page)
+                    assert link is not None
+                    approvals.append(
+                        user.submit(approve_device_over_http, html.unescape(link.group(1)))
+                    )
+                return super().output(outs, msg, display_id, cell_index)
+
+        notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+        Kernel(
+            notebook,
+            timeout=60,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(EXAMPLES)}},
+        ).execute()
+    assert len(approvals) == 1
+    assert "Sign-in Success" in approvals[0].result(timeout=0)
+    (bundle,) = shown
+    assert "enter the code" in bundle["text/plain"]
+    assert "<code" in bundle["text/html"]
+    assert "<svg" in bundle["text/html"]  # the qr extra is installed for the tests
+    printed = [
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    ]
+    assert "requests: 200\n" in printed
+    assert "httpx: 200\n" in printed
+    assert grants(peer)[DEVICE_GRANT] == 1
+    assert len(api.accepted) == 2

@@ -40,6 +40,13 @@ class RefreshTokenGrant:
         self.scopes = normalize_scopes(scopes)
 
     @property
+    def loop_free(self) -> bool:
+        """Whether `renew` may run on any event loop (the server's transport belongs to none):
+        the TokenManager then makes its requests on the renewal loop. Not for a subclass, whose
+        `renew` may hold state of its owner's loop."""
+        return type(self) is RefreshTokenGrant and self.server.loop_free
+
+    @property
     def description(self) -> str:
         return f"refresh_token for client {self.client.client_id!r}"
 
