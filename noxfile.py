@@ -25,7 +25,7 @@ nox.options.default_venv_backend = "uv"
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 # Every extra of the library: `lowest` installs the lowest version each of them allows.
-EXTRAS = ("aiohttp", "httpx2", "otel", "qr", "redis", "starlette")
+EXTRAS = ("aiohttp", "httpx2", "otel", "qr", "redis", "requests", "starlette")
 
 PEER_DIR = "tests/peer"
 
@@ -381,7 +381,7 @@ def _install_lowest(session: nox.Session) -> None:
 _PRINT_LOWEST = """
 import importlib.metadata as m
 names = ["anyio", "argcomplete", "httpx", "joserfc", "pydantic", "cryptography", "aiohttp",
-         "httpx2", "opentelemetry-api", "qrcode", "coredis"]
+         "httpx2", "opentelemetry-api", "qrcode", "coredis", "requests", "starlette"]
 print("lowest:", ", ".join(f"{n} {m.version(n)}" for n in names))
 """
 
