@@ -25,7 +25,7 @@ nox.options.default_venv_backend = "uv"
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 # Every extra of the library: `lowest` installs the lowest version each of them allows.
-EXTRAS = ("aiohttp", "httpx2", "otel", "postgres", "qr", "redis")
+EXTRAS = ("aiohttp", "httpx2", "otel", "postgres", "qr", "redis", "requests", "starlette")
 
 PEER_DIR = "tests/peer"
 POSTGRES_BIN = "/usr/lib/postgresql/15/bin"
@@ -101,9 +101,18 @@ def _install_postgres(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite, on asyncio and trio, against the local test peer and a real browser."""
+    """The test suite, on asyncio and trio, against the local test peer and a real browser.
+
+    Two pytest-xdist workers, a test file each at a time (`--dist loadfile`: a file's
+    module-scoped servers start once); arguments replace that: `-s tests -- -k redis`.
+    """
     _sync(session, "--extra", "test")
-    _run_suite(session)
+    _run_suite(session, *PARALLEL)
+
+
+# Much of the suite waits on processes, servers and short-lived tokens rather than computing,
+# so two workers fit a 2-core machine; each worker starts its own peer and redis-server.
+PARALLEL = ("--numprocesses=2", "--dist=loadfile")
 
 
 def _run_suite(session: nox.Session, *default: str) -> None:
@@ -297,12 +306,22 @@ def bench(session: nox.Session) -> None:
     Names or `--quick` go to `python -m benchmarks`:
     `python3 tools/nox.py -s bench -- storm --quick`.
     """
-    # The clients benchmarks measure all three adapters, beside the SDK's auth and authlib;
-    # the processes benchmark's storage times need the redis and postgres extras.
+    # The clients benchmarks measure every adapter, beside the SDK's auth and authlib; the
+    # processes benchmark's storage times need the redis and postgres extras.
     _sync(
         session,
-        *("--extra", "redis", "--extra", "postgres", "--extra", "aiohttp", "--extra", "httpx2"),
-        *("--group", "bench"),
+        "--extra",
+        "redis",
+        "--extra",
+        "postgres",
+        "--extra",
+        "aiohttp",
+        "--extra",
+        "httpx2",
+        "--extra",
+        "requests",
+        "--group",
+        "bench",
     )
     _install_peer(session)
     _install_redis(session)  # the processes benchmark's RedisStorage fleet
@@ -383,7 +402,8 @@ def _install_lowest(session: nox.Session) -> None:
 _PRINT_LOWEST = """
 import importlib.metadata as m
 names = ["anyio", "argcomplete", "httpx", "joserfc", "pydantic", "cryptography", "aiohttp",
-         "httpx2", "opentelemetry-api", "qrcode", "coredis", "psycopg"]
+         "httpx2", "opentelemetry-api", "qrcode", "coredis", "requests", "starlette",
+         "psycopg"]
 print("lowest:", ", ".join(f"{n} {m.version(n)}" for n in names))
 """
 
@@ -393,19 +413,32 @@ def lowest(session: nox.Session) -> None:
     """The whole suite on the lowest versions pyproject.toml allows (not run by CI, which runs
     `lowest_core`: see the README's Development section)."""
     _install_lowest(session)
-    _run_suite(session)
+    _run_suite(session, *PARALLEL)
 
 
-# The part of the suite CI runs on the lowest versions: the library's own logic, every client
-# adapter and storage, without the slow end-to-end runs (browser logins, fleets, the docs site,
-# examples) that exercise the same library code the full `tests` session covers.
-LOWEST_CORE = [
+# The part of the suite CI runs on the lowest versions: the tests of the code that meets each
+# dependency directly (joserfc and cryptography, pydantic, httpx, httpx2 and aiohttp, anyio and
+# trio, coredis, OpenTelemetry, Starlette, argcomplete), without the end-to-end runs (browser
+# logins, fleets of processes, the examples, the docs site) that `lowest` adds.
+LOWEST_CORE = (
+    "tests/test_bad_input.py",
+    "tests/test_models.py",
+    "tests/test_oauth.py",
+    "tests/test_id_token.py",
+    "tests/test_adapters.py",
+    "tests/test_auth.py",
+    "tests/test_manager.py",
+    "tests/test_storage.py",
+    "tests/test_redis_storage.py",
+    "tests/test_encrypted_storage.py",
+    "tests/test_session_pool.py",
+    "tests/test_starlette.py",
+    "tests/test_otel.py",
+    "tests/test_cli_first_use.py::test_completion_script_for_each_shell",
     "-m",
     "not slow",
-    "--deselect=tests/test_docs_site.py",
-    "-p",
-    "no:cacheprovider",
-]
+    *PARALLEL,
+)
 
 
 @nox.session

@@ -27,7 +27,9 @@ BENCHMARKS = (
     "processes",
     "memory",
     "clients",
+    "clients_renewal",
     "store_outage",
+    "pool",
 )
 """Modules of this package, in the order they run; each has ``run(ctx)``."""
 

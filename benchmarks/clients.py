@@ -374,3 +374,210 @@ def run(ctx: Context) -> None:
             "runs": [asdict(r) for r in runs],
         },
     )
+
+
+# -- the renewal's wall time on a busy loop ----------------------------------------------------
+
+RENEWAL_CONCURRENCY = 256
+RENEWAL_CLIENT = "httpx2"
+TRANSPORTS = {
+    "caller's loop": (False, False),
+    "request on the renewal loop": (True, False),
+    "request and adoption on the renewal loop": (False, True),
+}
+"""Where a renewal's token request runs: on the caller's loop (the default); sent from the
+renewal loop (`HttpxTransport(off_loop=True)`), its answer handed back to the caller's loop; or
+made, and its token put in use, on the renewal loop (`TokenManager(off_loop=True)`), storage
+still on the caller's loop."""
+
+
+def _auth_with(setup: Setup, off_loop: tuple[bool, bool]) -> Any:
+    from planet_async import (
+        AuthorizationServer,
+        ClientCredentialsGrant,
+        ClientSecretBasic,
+        HttpxTransport,
+    )
+
+    transport_off_loop, manager_off_loop = off_loop
+    server = AuthorizationServer(
+        setup.ctx.peer.issuer, transport=HttpxTransport(off_loop=transport_off_loop)
+    )
+    client = ClientSecretBasic(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    manager = TokenManager(
+        ClientCredentialsGrant(server, client), session=CLIENT_ID, off_loop=manager_off_loop
+    )
+    return adapter(RENEWAL_CLIENT)(manager, allowed_origins=[setup.api.url])
+
+
+async def _idle_renewals(setup: Setup, off_loop: tuple[bool, bool], count: int) -> list[float]:
+    """Wall time of `count` renewals on a loop with nothing else to do."""
+    manager = _auth_with(setup, off_loop).manager
+    await manager.renew()  # discovery, and the first connection's costs, out of the way
+    times = []
+    for _ in range(count):
+        began = time.perf_counter()
+        await manager.renew()
+        times.append(time.perf_counter() - began)
+    return times
+
+
+def _time_renewals(manager: TokenManager) -> tuple[list[float], list[float]]:
+    """From now on, for each renewal of `manager`: seconds from its start until its token
+    serves (adopted in memory, `fresh_header()` hands it out) and until it is done (saved,
+    waiters released: the manager's `renewal_succeeded` event)."""
+    adopted: list[float] = []
+    done: list[float] = []
+    started: list[float] = []
+    install = manager._install
+
+    def timed_install(token: Any) -> str:
+        if started:
+            adopted.append(time.perf_counter() - started.pop())
+        return install(token)
+
+    def on_event(event: Any) -> None:
+        if event.kind == "renewal_started":
+            started[:] = [time.perf_counter()]
+        elif event.kind == "renewal_succeeded" and event.duration is not None:
+            done.append(event.duration)
+
+    manager._install = timed_install  # type: ignore[method-assign]
+    manager.add_listener(on_event)
+    return adopted, done
+
+
+async def _busy_renewals(
+    setup: Setup, off_loop: tuple[bool, bool], duration: float
+) -> tuple[Run, list[float], list[float]]:
+    """The download job at RENEWAL_CONCURRENCY with the adapter, and `_time_renewals` of every
+    renewal made during it."""
+    auth = _auth_with(setup, off_loop)
+    manager = auth.manager
+    async with manager:
+        await manager.header()
+        adopted, done = _time_renewals(manager)
+        async with open_client(
+            RENEWAL_CLIENT, auth, RENEWAL_CONCURRENCY, timeout=REQUEST_TIMEOUT
+        ) as client:
+            job = await _job(client, setup.api.url, RENEWAL_CONCURRENCY, duration)
+    run = Run(RENEWAL_CLIENT, "planet_async", RENEWAL_CONCURRENCY, rejected=0, **job)
+    return run, adopted, done
+
+
+async def _renewal_figure(
+    setup: Setup, reps: int, duration: float, idle_count: int
+) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        name: {"idle": [], "busy": [], "busy_done": [], "files_per_s": []} for name in TRANSPORTS
+    }
+    static: list[float] = []
+    for rep in range(reps):
+        shift = rep % len(TRANSPORTS)
+        order = list(TRANSPORTS)[shift:] + list(TRANSPORTS)[:shift]
+        for name in order:
+            found[name]["idle"] += await _idle_renewals(setup, TRANSPORTS[name], idle_count)
+            run, adopted, done = await _busy_renewals(setup, TRANSPORTS[name], duration)
+            found[name]["busy"] += adopted
+            found[name]["busy_done"] += done
+            found[name]["files_per_s"].append(run.files_per_s)
+            print(
+                f"  {name:41}: {run.files_per_s:6.0f} files/s, renewals serving after "
+                f"{', '.join(f'{d * 1000:.0f}' for d in adopted)} ms, done after "
+                f"{', '.join(f'{d * 1000:.0f}' for d in done)} ms",
+                flush=True,
+            )
+        static_run = await _run(
+            setup, RENEWAL_CLIENT, "static header", RENEWAL_CONCURRENCY, duration
+        )
+        static.append(static_run.files_per_s)
+        print(f"  static header: {static_run.files_per_s:6.0f} files/s", flush=True)
+    found["static_files_per_s"] = static
+    return found
+
+
+def run_renewal(ctx: Context) -> None:
+    """The renewal's wall time while RENEWAL_CONCURRENCY httpx2 downloads run, against the same
+    renewal on an idle loop, with the token request made on the caller's loop or on the renewal
+    loop; and the job's files/s against the static header's."""
+    reps = ctx.scaled(3, 1)
+    duration = ctx.scaled(5, 3)
+    idle_count = ctx.scaled(20, 10)
+    ctx.configure_peer(ttl=3600, token_delay_ms=0)
+    token = long_lived_token(ctx.peer.issuer)
+    ctx.configure_peer(ttl=TTL, token_delay_ms=0)
+    with ApiProcess("benchmarks._fast_api", ctx.peer.issuer, LATENCY_MS) as api:
+        found = anyio.run(_renewal_figure, Setup(ctx, api, token), reps, duration, idle_count)
+    static_rate = median(found["static_files_per_s"])
+    rows = []
+    summary: dict[str, Any] = {"static_files_per_s": static_rate}
+    for name in TRANSPORTS:
+        idle, busy, busy_done = found[name]["idle"], found[name]["busy"], found[name]["busy_done"]
+        rate = median(found[name]["files_per_s"])
+        cell = {
+            "idle_median_ms": median(idle) * 1000,
+            "busy_median_ms": median(busy) * 1000 if busy else None,
+            "busy_max_ms": max(busy) * 1000 if busy else None,
+            "busy_done_median_ms": median(busy_done) * 1000 if busy_done else None,
+            "busy_over_idle": median(busy) / median(idle) if busy else None,
+            "renewals_measured": len(busy),
+            "files_per_s": rate,
+            "files_ratio": rate / static_rate,
+        }
+        summary[name] = cell
+        rows.append(
+            [
+                name,
+                f"{cell['idle_median_ms']:.1f}",
+                f"{cell['busy_median_ms']:.1f}" if busy else "-",
+                f"{cell['busy_max_ms']:.1f}" if busy else "-",
+                ratio(cell["busy_over_idle"], 1),
+                f"{cell['busy_done_median_ms']:.1f}" if busy_done else "-",
+                str(len(busy)),
+                f"{rate:,.0f}",
+                ratio(cell["files_ratio"], 3),
+            ]
+        )
+    ctx.show(
+        table(
+            f"Renewal on a busy loop: {RENEWAL_CLIENT}, {RENEWAL_CONCURRENCY} downloads, "
+            f"{duration} s runs x {reps}, tokens living {TTL} s",
+            [
+                "token request made on",
+                "idle loop, median ms",
+                "busy loop, median ms",
+                "busy, max ms",
+                "busy / idle",
+                "busy, until done, median ms",
+                "renewals",
+                "files/s",
+                "vs static header",
+            ],
+            rows,
+            note=(
+                "Wall time of a renewal from its start until its token serves (adopted in "
+                f"memory), during the download job at {RENEWAL_CONCURRENCY} concurrent downloads, "
+                "and of `manager.renew()` alone on an idle loop (target: busy within 2x of "
+                "idle); until done: until saved and its waiters released (the manager's "
+                "`renewal_succeeded` event). files/s: "
+                f"median over the runs; the static header's median is {static_rate:,.0f} "
+                "(target >= 0.95x)."
+            ),
+        )
+    )
+    write_results(
+        ctx,
+        "clients_renewal",
+        {
+            "parameters": {
+                "client": RENEWAL_CLIENT,
+                "concurrency": RENEWAL_CONCURRENCY,
+                "repetitions": reps,
+                "run_seconds": duration,
+                "ttl": TTL,
+                "latency_ms": LATENCY_MS,
+            },
+            "cells": summary,
+            "raw": found,
+        },
+    )

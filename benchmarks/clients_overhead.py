@@ -1,5 +1,5 @@
 """Per-request overhead on each client: planet_async's adapter against a static header set the same
-library's way, for httpx, httpx2 and aiohttp.
+library's way, for httpx, httpx2 and aiohttp, and the sync clients requests and httpx.Client.
 
 aiohttp has no mock transport, so every client here talks to the same real server: the clients
 benchmarks' aiohttp.web API (`_fast_api.py`, in its own process) on 127.0.0.1, answering
@@ -13,14 +13,17 @@ here) and sends requests one after another on one keep-alive connection. As in `
 the contenders take turns in short blocks, the order rotating each round, and each block's time
 per request is divided by the static header's of the same client in the same round; the table
 gives the median ratio and its interquartile range, for the CPU time of the event loop's thread
-(the work done in this process: the server's is not counted) and for wall-clock time.
+(the work done in this process: the server's is not counted) and for wall-clock time. The sync
+clients send from that same thread, blocking it: their static headers are a `requests` auth and
+an `httpx.Auth` with a sync flow, each setting one header.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Generator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -43,7 +46,65 @@ TTL = 3600
 WARMUP = 300
 BLOCK = 25  # short blocks, many rounds: this shared machine's load comes in bursts
 MODES = ("static header", "planet_async")
-CONTENDERS = [(name, mode) for name in CLIENTS for mode in MODES]
+SYNC_CLIENTS = ("requests", "httpx.Client")
+CONTENDERS = [(name, mode) for name in (*CLIENTS, *SYNC_CLIENTS) for mode in MODES]
+
+
+def _sync_static_auth(name: str, header: str) -> Any:
+    if name == "requests":
+        import requests.auth
+
+        class StaticRequestsHeader(requests.auth.AuthBase):
+            def __call__(self, request: Any) -> Any:
+                request.headers["Authorization"] = header
+                return request
+
+        return StaticRequestsHeader()
+    import httpx
+
+    class StaticSyncHeader(httpx.Auth):
+        def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, Any, None]:
+            request.headers["Authorization"] = header
+            yield request
+
+    return StaticSyncHeader()
+
+
+def _sync_adapter(name: str) -> Any:
+    if name == "requests":
+        from planet_async.requests import PlanetAuth
+
+        return PlanetAuth
+    from planet_async import PlanetAuth as HttpxAuth
+
+    return HttpxAuth
+
+
+@asynccontextmanager
+async def _open_sync_client(name: str, auth: Any) -> AsyncIterator[Client]:
+    """A sync client, sending from the calling thread (it blocks the loop: nothing else runs)."""
+    if name == "requests":
+        import requests
+
+        with requests.Session() as session:
+            session.auth = auth
+            session.trust_env = False
+
+            async def fetch(url: str) -> tuple[int, bytes]:
+                response = session.get(url, timeout=10)
+                return response.status_code, response.content
+
+            yield Client(name, fetch, (requests.RequestException,))
+        return
+    import httpx
+
+    with httpx.Client(auth=auth, trust_env=False, timeout=10) as client:
+
+        async def fetch_httpx(url: str) -> tuple[int, bytes]:
+            response = client.get(url)  # noqa: ASYNC212 - measured in the loop's thread
+            return response.status_code, response.content
+
+        yield Client(name, fetch_httpx, (httpx.HTTPError,))
 
 
 async def _block(client: Client, url: str, requests: int) -> tuple[float, float, int]:
@@ -66,6 +127,16 @@ async def _measure(ctx: Context, api: ApiProcess, token: str, rounds: int) -> di
     async with AsyncExitStack() as stack:
         clients: dict[tuple[str, str], Client] = {}
         for name, mode in CONTENDERS:
+            if name in SYNC_CLIENTS:
+                if mode == "static header":
+                    auth = _sync_static_auth(name, f"Bearer {token}")
+                else:
+                    auth = _sync_adapter(name).from_client_credentials(
+                        CLIENT_ID, CLIENT_SECRET, issuer=ctx.peer.issuer, allowed_origins=[api.url]
+                    )
+                    auth.header_sync()  # the first token, on the renewal loop
+                clients[name, mode] = await stack.enter_async_context(_open_sync_client(name, auth))
+                continue
             if mode == "static header":
                 auth = static_auth(name, f"Bearer {token}")
             else:

@@ -4,7 +4,7 @@ Each client gets the planet_async adapter made for it (`planet_async.PlanetAuth`
 `planet_async.httpx2.PlanetAuth`, `planet_async.aiohttp.PlanetAuthMiddleware`), or any other auth
 of that library's own kind (the benchmarks pass a static header), and a connection pool as large
 as the number of workers. Only the client chosen is imported: httpx2 and aiohttp are extras
-(``pip install 'planet-async[httpx2]'``, ``'planet-async[aiohttp]'``); aiohttp runs on asyncio.
+(``python3 -m pip install '.[httpx2,aiohttp]'`` in the clone); aiohttp runs on asyncio.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 aiohttp suits jobs with hundreds of concurrent downloads (see "Which client?" in the README).
 The middleware has the same constructors as `PlanetAuth`; it sets the header on Planet's origins
 only, on every hop of a redirect, and renews and resends once when the API answers 401.
-Needs ``pip install 'planet-async[aiohttp]'``; aiohttp runs on asyncio.
+Needs the aiohttp extra (``python3 -m pip install '.[aiohttp]'`` in a clone of the repository);
+aiohttp runs on asyncio.
 """
 
 import asyncio

@@ -1,7 +1,8 @@
 """A service account's requests through httpx2, httpx's maintained continuation.
 
 `planet_async.httpx2.PlanetAuth` is the twin of `planet_async.PlanetAuth` for httpx2's own types,
-with the same constructors and guarantees. Needs ``pip install 'planet-async[httpx2]'``.
+with the same constructors and guarantees. Needs the httpx2 extra (``python3 -m pip install
+'.[httpx2]'`` in a clone of the repository).
 """
 
 import os

@@ -23,8 +23,9 @@ come from PL_AUTH_CLIENT_ID and PL_AUTH_CLIENT_SECRET, as for every other exampl
                                   [--issuer URL] [--redis URL] [--timeout 60]
 
 It ends with a summary and, last, one JSON line of the figures. The exit code is 0 only if every
-file arrived intact and the API rejected no request. Needs ``pip install 'planet-async[redis]'
-distributed`` and, unless ``--issuer`` is given, Node.js and ``npm ci`` in tests/peer.
+file arrived intact and the API rejected no request. Needs, in a clone of the repository,
+``python3 -m pip install '.[redis]' distributed`` (and ``trio`` for ``--backend trio``) and,
+unless ``--issuer`` is given, Node.js and ``npm ci`` in tests/peer.
 """
 
 from __future__ import annotations

@@ -79,6 +79,15 @@ class SQLiteStorage:
     def __repr__(self) -> str:
         return f"SQLiteStorage({str(self.path)!r})"
 
+    # -- its capabilities ------------------------------------------------------------------------
+
+    lock_can_lapse = True
+    """The lock is a lease that a stalled holder loses (see `lease`)."""
+
+    def watch_deletions(self) -> None:
+        """None: SQLite cannot tell other processes that a session was deleted."""
+        return None
+
     # -- the Storage protocol --------------------------------------------------------------------
 
     async def load(self, session: str) -> TokenSet | None:

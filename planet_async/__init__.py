@@ -3,6 +3,7 @@
 import logging as _logging
 
 from ._adapter import AuthAdapter as AuthAdapter
+from ._adapter import SyncSession as SyncSession
 from ._auth import PLANET_API_ORIGINS as PLANET_API_ORIGINS
 from ._auth import PLANET_M2M_ISSUER as PLANET_M2M_ISSUER
 from ._auth import PlanetAuth as PlanetAuth
@@ -10,11 +11,14 @@ from ._auth import RenewingTransport as RenewingTransport
 from ._errors import AsyncOnlyError as AsyncOnlyError
 from ._errors import AuthServerError as AuthServerError
 from ._errors import AuthServerUnavailable as AuthServerUnavailable
+from ._errors import BrowserMismatch as BrowserMismatch
 from ._errors import CallbackError as CallbackError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import InvalidClientError as InvalidClientError
 from ._errors import InvalidGrantError as InvalidGrantError
+from ._errors import InvalidIdToken as InvalidIdToken
 from ._errors import InvalidTokenResponse as InvalidTokenResponse
+from ._errors import IssuerMismatch as IssuerMismatch
 from ._errors import LockLost as LockLost
 from ._errors import LoginDenied as LoginDenied
 from ._errors import LoginError as LoginError
@@ -23,7 +27,9 @@ from ._errors import LoginTimeout as LoginTimeout
 from ._errors import MissingExtra as MissingExtra
 from ._errors import OAuthError as OAuthError
 from ._errors import PlanetAuthError as PlanetAuthError
+from ._errors import SessionExpired as SessionExpired
 from ._errors import StorageError as StorageError
+from ._errors import UnknownLogin as UnknownLogin
 from ._events import TokenEvent as TokenEvent
 from ._events import TokenEventKind as TokenEventKind
 from ._events import TokenListener as TokenListener
@@ -50,6 +56,7 @@ from .flows import PLANET_SCOPE as PLANET_SCOPE
 from .flows import USER_SCOPES as USER_SCOPES
 from .flows import AuthorizationCodeFlow as AuthorizationCodeFlow
 from .flows import ClientCredentialsGrant as ClientCredentialsGrant
+from .flows import CompletedLogin as CompletedLogin
 from .flows import DeviceAuthorization as DeviceAuthorization
 from .flows import DeviceCodeFlow as DeviceCodeFlow
 from .flows import DeviceFlowState as DeviceFlowState
@@ -57,9 +64,11 @@ from .flows import Grant as Grant
 from .flows import LoopbackListener as LoopbackListener
 from .flows import PendingAuthorization as PendingAuthorization
 from .flows import RefreshTokenGrant as RefreshTokenGrant
+from .storage import EncryptedStorage as EncryptedStorage
 from .storage import FileStorage as FileStorage
 from .storage import MemoryStorage as MemoryStorage
 from .storage import PostgresStorage as PostgresStorage
+from .storage import RecordStore as RecordStore
 from .storage import RedisStorage as RedisStorage
 from .storage import Storage as Storage
 
@@ -75,16 +84,19 @@ __all__ = [
     "AuthServerUnavailable",
     "AuthorizationCodeFlow",
     "AuthorizationServer",
+    "BrowserMismatch",
     "BrowserOpener",
     "CallbackError",
     "ClientAuth",
     "ClientCredentialsGrant",
     "ClientSecretBasic",
     "ClientSecretPost",
+    "CompletedLogin",
     "ConfigurationError",
     "DeviceAuthorization",
     "DeviceCodeFlow",
     "DeviceFlowState",
+    "EncryptedStorage",
     "FileStorage",
     "Grant",
     "HttpRequest",
@@ -93,7 +105,9 @@ __all__ = [
     "HttpxTransport",
     "InvalidClientError",
     "InvalidGrantError",
+    "InvalidIdToken",
     "InvalidTokenResponse",
+    "IssuerMismatch",
     "LockLost",
     "LoginDenied",
     "LoginError",
@@ -109,17 +123,21 @@ __all__ = [
     "PostgresStorage",
     "PrivateKeyJWT",
     "PublicClient",
+    "RecordStore",
     "RedisStorage",
     "RefreshTokenGrant",
     "RenewingTransport",
     "ServerMetadata",
+    "SessionExpired",
     "Storage",
     "StorageError",
+    "SyncSession",
     "TokenEvent",
     "TokenEventKind",
     "TokenListener",
     "TokenManager",
     "TokenSet",
+    "UnknownLogin",
     "UserLogin",
     "login_with_browser",
     "login_with_device",

@@ -7,16 +7,19 @@ constructors and logins live here, so a user of any client builds its adapter di
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import SecretStr
 
-from ._errors import ConfigurationError
+from ._background import renewal_loop
+from ._display import show_device_login
+from ._errors import ConfigurationError, LoginRequired
 from ._manager import TokenManager
 from ._models import TokenSet
 from ._oauth import (
@@ -28,7 +31,7 @@ from ._oauth import (
     PublicClient,
     revoke_token,
 )
-from ._redact import require_header_safe
+from ._redact import clean_api_key
 from ._session import Credential, SessionSource, user_credential
 from ._urls import OriginPolicy, origin_of
 from ._user import BrowserOpener, UserLogin
@@ -39,7 +42,7 @@ from .profiles import PlanetHome, choose_session, credential_from_source
 from .storage._config import storage_from_environment
 from .storage._protocol import Storage
 
-__all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "AuthAdapter"]
+__all__ = ["PLANET_API_ORIGINS", "PLANET_M2M_ISSUER", "AuthAdapter", "SyncSession"]
 
 PLANET_API_ORIGINS = ("https://api.planet.com", "https://services.sentinel-hub.com")
 """Where Planet's APIs live: the origins a token is sent to by default."""
@@ -51,6 +54,7 @@ _API_KEY_REFUSED = frozenset({origin_of("https://services.sentinel-hub.com")})
 """Sentinel Hub does not accept Planet API keys: a key is never sent there."""
 
 _A = TypeVar("_A", bound="AuthAdapter")
+_T = TypeVar("_T")
 
 
 class AuthAdapter:
@@ -85,9 +89,7 @@ class AuthAdapter:
                 f"give {type(self).__name__} either a TokenManager or an api_key"
             )
         self.manager = manager
-        self._api_key_header = (
-            f"api-key {require_header_safe(api_key, 'API key')}" if api_key is not None else None
-        )
+        self._api_key_header = f"api-key {clean_api_key(api_key)}" if api_key is not None else None
         policy = OriginPolicy(
             PLANET_API_ORIGINS if allowed_origins is None else allowed_origins,
             loopback_http=allow_loopback_http,
@@ -119,6 +121,18 @@ class AuthAdapter:
         adapter._policy = other._policy
         adapter.user = other.user
         adapter.source = other.source
+        return adapter
+
+    @classmethod
+    def _over(cls: type[_A], manager: TokenManager, policy: OriginPolicy) -> _A:
+        """An adapter of `manager` sharing an origin policy already built (a `SessionPool`
+        makes thousands; the policy is the same for all)."""
+        adapter = cls.__new__(cls)
+        adapter.manager = manager
+        adapter._api_key_header = None
+        adapter._policy = policy
+        adapter.user = None
+        adapter.source = None
         return adapter
 
     @classmethod
@@ -383,26 +397,57 @@ class AuthAdapter:
     def from_api_key_file(
         cls: type[_A], path: str | os.PathLike[str], *, allowed_origins: Iterable[str] | None = None
     ) -> _A:
-        """An API key from the legacy key file older SDKs wrote: ``{"key": "PLAK..."}``.
+        """An API key from a file: the key alone (as saved from Planet's account page, a trailing
+        newline and all), or the legacy JSON older SDKs wrote, ``{"key": "PLAK..."}``.
 
         Raises:
-            ConfigurationError: The file cannot be read or holds no key.
+            ConfigurationError: The file cannot be read, is JSON without a ``"key"``, or its key
+                cannot be sent in a header (the message names the file, never the key).
         """
         file = Path(path).expanduser()
         try:
-            data = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"cannot read an API key from {file}: {exc}") from None
-        key = data.get("key") if isinstance(data, dict) else None
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f'{file} has no "key"; expected {{"key": "PLAK..."}}')
-        return cls(api_key=key, allowed_origins=allowed_origins)
+            text = file.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (UnicodeDecodeError)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+            raise ConfigurationError(f"cannot read an API key from {file}: {reason}") from None
+        if not text.lstrip().startswith(("{", "[")):  # no key starts so: the key alone
+            plain = clean_api_key(text, f"API key in {file}")
+            return cls(api_key=plain, allowed_origins=allowed_origins)
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            where = (
+                f" ({exc.msg}, line {exc.lineno} column {exc.colno})"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
+            raise ConfigurationError(
+                f"cannot read an API key from {file}: it is not valid JSON{where}; it should hold "
+                'the key alone, or {"key": "PLAK..."}'
+            ) from None
+        found = data.get("key") if isinstance(data, dict) else None
+        if not isinstance(found, str) or not found.strip():
+            raise ConfigurationError(
+                f'{file} has no "key"; expected {{"key": "PLAK..."}}, or the key alone'
+            )
+        return cls(
+            api_key=clean_api_key(found, f'API key in {file} ("key")'),
+            allowed_origins=allowed_origins,
+        )
 
     @classmethod
     def from_api_key(
         cls: type[_A], api_key: str, *, allowed_origins: Iterable[str] | None = None
     ) -> _A:
-        """Authenticate with a Planet API key (sent as ``Authorization: api-key <key>``)."""
+        """Authenticate with a Planet API key (sent as ``Authorization: api-key <key>``).
+
+        Whitespace around the key is dropped, so ``from_api_key(Path("key.txt").read_text())``
+        works with the newline an editor leaves at a file's end.
+
+        Raises:
+            ConfigurationError: The key is empty, or holds whitespace or a control character
+                (the message names the problem, never the key).
+        """
         return cls(api_key=api_key, allowed_origins=allowed_origins)
 
     def authenticates(self, scheme: str, host: str, port: int | None) -> bool:
@@ -419,11 +464,155 @@ class AuthAdapter:
         if manager is None:
             assert self._api_key_header is not None
             return self._api_key_header
-        return manager.header_nowait() or await manager.header()
+        return manager.fresh_header() or await renewed_header(manager)
 
     async def retry_header(self, rejected: str) -> str | None:
         """After an allowlisted origin answered 401 to `rejected`: the header to resend the request
         with once, or None when resending cannot help (an API key, or no newer token)."""
-        if self.manager is None:
+        manager = self.manager
+        if manager is None:
             return None
-        return await self.manager.renew_rejected(rejected)
+        loop = renewal_loop()
+        if loop.drives(manager):
+            return await loop.run(manager, manager.renew_rejected, rejected)
+        return await manager.renew_rejected(rejected)
+
+    def header_sync(self) -> str:
+        """`header` for synchronous callers (any thread, also inside a running event loop, as in
+        a notebook cell). A fresh token's header is read from memory; a renewal runs on the
+        process's renewal loop, once for every thread that waits for it.
+
+        Raises:
+            PlanetAuthError: No token could be had (see the exception tree in `_errors`).
+        """
+        manager = self.manager
+        if manager is None:
+            assert self._api_key_header is not None
+            return self._api_key_header
+        return manager.fresh_header() or renewal_loop().call(manager, manager.header)
+
+    def retry_header_sync(self, rejected: str) -> str | None:
+        """`retry_header` for synchronous callers."""
+        manager = self.manager
+        if manager is None:
+            return None
+        return renewal_loop().call(manager, manager.renew_rejected, rejected)
+
+    @property
+    def sync(self) -> SyncSession:
+        """This session's logins and logout as blocking calls, for synchronous programs and
+        notebooks: ``auth.sync.ensure_initialized()``, ``auth.sync.login_with_device()``, ..."""
+        return SyncSession(self)
+
+
+async def renewed_header(manager: TokenManager) -> str:
+    """The header of `manager` once its fresh-token path had none: renewed on the caller's loop,
+    or on the renewal loop if synchronous callers use the session too (a session lives on one
+    event loop)."""
+    loop = renewal_loop()
+    if loop.drives(manager):
+        return await loop.run(manager, manager.header)
+    return manager.header_nowait() or await manager.header()
+
+
+class SyncSession:
+    """The blocking face of an adapter's session (`AuthAdapter.sync`): each call runs on the
+    process's renewal loop and waits for it, so it works in any thread, and in a notebook cell
+    whose event loop is running. A device login's `show` runs in the caller's thread (in a
+    notebook, its output belongs to the cell); a browser login's `open_browser` runs on the
+    renewal loop's thread.
+    """
+
+    def __init__(self, adapter: AuthAdapter) -> None:
+        self._adapter = adapter
+
+    def __repr__(self) -> str:
+        return f"SyncSession({self._adapter!r})"
+
+    def _call(self, func: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        manager = self._adapter.manager
+        assert manager is not None
+        return renewal_loop().call(manager, func, *args)
+
+    def header(self) -> str:
+        """See `AuthAdapter.header_sync`."""
+        return self._adapter.header_sync()
+
+    def token(self) -> TokenSet:
+        """The current token set, renewed first if needed (OAuth2 sessions only).
+
+        Raises:
+            ConfigurationError: An API key has no token set.
+            PlanetAuthError: As `header` raises.
+        """
+        manager = self._adapter.manager
+        if manager is None:
+            raise ConfigurationError("an API key has no token set")
+        return self._call(manager.token)
+
+    def is_initialized(self) -> bool:
+        """See `AuthAdapter.is_initialized`."""
+        if self._adapter.user is None:
+            return True
+        return self._call(self._adapter.is_initialized)
+
+    def ensure_initialized(self, *, allow_tty_prompt: bool = True) -> None:
+        """Log the user in with a device code if the session cannot renew by itself (a browser
+        login needs `login_with_browser`); nothing for M2M and API keys.
+
+        Raises:
+            LoginRequired: A login is needed and `allow_tty_prompt` is False.
+            LoginError: The login failed.
+        """
+        if self.is_initialized():
+            return
+        if not allow_tty_prompt:
+            user = self._adapter._user_login()
+            raise LoginRequired(
+                f"session {user.manager.session!r} has no usable login: log in first with "
+                "`planet-async auth login`, or allow the device login"
+            )
+        self.login_with_device()
+
+    def login_with_device(
+        self, show: Callable[[DeviceAuthorization], object] | None = None
+    ) -> TokenSet:
+        """Log the user in with a device code and save the session.
+
+        `show` tells the user the code and URL, in the caller's thread; by default a link, the
+        code (and with the ``qr`` extra a QR code) in a notebook, printed text elsewhere.
+
+        Raises:
+            LoginError: The user declined, or the code expired.
+            AuthServerError: The server failed.
+        """
+        user = self._adapter._user_login()
+        flow = user.device_flow()
+        pending = self._call(flow.start)
+        (show or show_device_login)(pending)
+        token = self._call(flow.complete, pending)
+        self._call(user.save, token)
+        return token
+
+    def login_with_browser(
+        self,
+        *,
+        open_browser: BrowserOpener | None = None,
+        allow_tty_prompt: bool = False,
+        timeout: float = 300.0,
+    ) -> TokenSet:
+        """See `AuthAdapter.login_with_browser`."""
+        return self._call(
+            functools.partial(
+                self._adapter.login_with_browser,
+                open_browser=open_browser,
+                allow_tty_prompt=allow_tty_prompt,
+                timeout=timeout,
+            )
+        )
+
+    def logout(self) -> bool:
+        """See `AuthAdapter.logout`."""
+        if self._adapter.manager is None:
+            return False
+        return self._call(self._adapter.logout)

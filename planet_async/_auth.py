@@ -32,9 +32,9 @@ class PlanetAuth(HttpxStyleFlow, httpx.Auth):
     once and the request resent, if its body can be replayed (streaming bodies are not buffered
     for that).
 
-    OAuth2 sessions work only with `httpx.AsyncClient`: renewing a token is network I/O, and a sync
-    client would have to block for it. A sync `httpx.Client` raises `AsyncOnlyError` at once.
-    API keys need no I/O and work with both.
+    It serves `httpx.AsyncClient` and the sync `httpx.Client` alike. With a sync client, a
+    renewal runs on the process's renewal loop (a daemon thread), once for every thread that waits
+    for it; a fresh token's header is read from memory, as on the async path.
 
     The constructors (`from_client_credentials`, `for_user`, `from_user_default_session`, ...)
     and logins are those of `AuthAdapter`, shared with the httpx2 and aiohttp adapters.

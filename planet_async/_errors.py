@@ -9,10 +9,15 @@ Every exception the library raises on purpose derives from `PlanetAuthError`::
     ├── StorageError              session storage could not be read, written or locked
     │   └── LockLost                  a lease lapsed before a save; the save was refused
     ├── LoginRequired             no usable session and no way to get one without the user
+    │   └── SessionExpired            a web service's user must log in again (`SessionPool`)
     ├── LoginError                an interactive login did not complete
     │   ├── LoginDenied               the user or the server refused (`access_denied`)
     │   ├── LoginTimeout              the device code, or the wait for the browser, expired
     │   └── CallbackError             the redirect back was invalid (state, iss, error, no code)
+    │       ├── IssuerMismatch            its `iss` names another server (RFC 9207, mix-up)
+    │       ├── UnknownLogin              no pending login for its `state`: used, expired or forged
+    │       ├── BrowserMismatch           it came to another browser than the one that started it
+    │       └── InvalidIdToken            the ID token failed validation (signature, iss, aud, ...)
     └── AuthServerError           the authorization server did not give us a token
         ├── AuthServerUnavailable     timeout, no connection, 5xx or 429 (see `retry_after`)
         ├── InvalidTokenResponse      not a usable token response (HTML, bad JSON, ...)
@@ -30,9 +35,12 @@ __all__ = [
     "AsyncOnlyError",
     "AuthServerError",
     "AuthServerUnavailable",
+    "BrowserMismatch",
     "ConfigurationError",
     "InvalidClientError",
     "InvalidGrantError",
+    "InvalidIdToken",
+    "IssuerMismatch",
     "InvalidTokenResponse",
     "CallbackError",
     "LoginDenied",
@@ -41,9 +49,11 @@ __all__ = [
     "LoginTimeout",
     "LockLost",
     "MissingExtra",
+    "SessionExpired",
     "OAuthError",
     "PlanetAuthError",
     "StorageError",
+    "UnknownLogin",
 ]
 
 
@@ -61,11 +71,26 @@ class AsyncOnlyError(ConfigurationError, TypeError):
 
 class MissingExtra(ConfigurationError, ImportError):
     """An optional integration needs a package that is not installed; the message names the extra
-    to install, e.g. ``pip install 'planet-async[aiohttp]'``."""
+    and the command that installs it (from a clone: ``python3 -m pip install '.[aiohttp]'``)."""
 
 
 class StorageError(PlanetAuthError):
-    """Session storage could not be read, written or locked."""
+    """Session storage could not be read, written or locked.
+
+    A web service turns it into ``503 Service Unavailable`` with ``Retry-After: retry_after``.
+
+    Attributes:
+        retry_after: Seconds until this process tries the storage again for the session, when
+            known (a `TokenManager` sets it when it backs off); None otherwise.
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # copy.copy() and pickle keep the keyword-only attribute.
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class LockLost(StorageError):
@@ -79,6 +104,24 @@ class LoginRequired(PlanetAuthError):
     Raised when a session has no refresh token, or the authorization server refused the one it
     had. The user must log in again.
     """
+
+
+class SessionExpired(LoginRequired):
+    """A user of a web service has no usable session: none is stored under their id (never
+    logged in, signed out, or dropped after the retention), or the authorization server refused
+    its refresh token (`invalid_grant`: revoked, expired, or spent). Start a new login; the
+    Starlette integration turns it into a redirect to the login.
+
+    Attributes:
+        session: The storage key of the user's session (not the user id, which the key may hide).
+    """
+
+    def __init__(self, message: str = "", *, session: str = ""):
+        super().__init__(message)
+        self.session = session
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class LoginError(PlanetAuthError):
@@ -96,6 +139,26 @@ class LoginTimeout(LoginError):
 class CallbackError(LoginError):
     """The authorization response was invalid: wrong or missing `state`, wrong `iss`, an error,
     or no code. Nothing from it was used; start the login again."""
+
+
+class IssuerMismatch(CallbackError):
+    """The redirect back named another authorization server in `iss` than the one the login was
+    sent to (RFC 9207): a mix-up attack, or a misconfigured issuer. Nothing from it was used."""
+
+
+class UnknownLogin(CallbackError):
+    """No pending login matches the redirect's `state`: it was used already (a replayed
+    callback), it expired, or it was never started here."""
+
+
+class BrowserMismatch(CallbackError):
+    """The redirect back came without the browser binding of the login it answers: a login
+    started in one browser was completed in another (login CSRF). The pending login is spent."""
+
+
+class InvalidIdToken(CallbackError):
+    """The ID token failed validation: its signature against the provider's keys, `iss`, `aud`,
+    `exp`, or the login's `nonce`. Nobody was logged in."""
 
 
 class AuthServerError(PlanetAuthError):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
+from ._background import renewal_loop
 from ._errors import AuthServerUnavailable
 from ._transport import HttpRequest, HttpResponse
 
-__all__ = ["HttpxTransport"]
+__all__ = ["HttpxTransport", "unreachable"]
 
 
 _ssl: list[ssl.SSLContext] = []
@@ -34,18 +38,35 @@ class HttpxTransport:
         client: An `httpx.AsyncClient` to send with (its owner closes it). By default each call
             uses a short-lived client: token requests are rare, and a fresh connection is never a
             stale one.
+        off_loop: Send from the process's renewal loop (a daemon thread) instead of the
+            caller's event loop, which then waits for one answer instead of each step of the
+            exchange. Off by default: the `TokenManager` does better by default, making the
+            whole request on the renewal loop and putting its token in use from there (see its
+            `off_loop`); this is the variant the ``clients_renewal`` benchmark compares it with.
+            Only without `client` (a client belongs to its owner's loop).
     """
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, client: httpx.AsyncClient | None = None, *, off_loop: bool = False) -> None:
         self._client = client
+        self._off_loop = off_loop and client is None
+
+    @property
+    def loop_free(self) -> bool:
+        """Whether this transport may send from any event loop (it has no client of its own)."""
+        return self._client is None
 
     async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        if self._off_loop:
+            return await renewal_loop().run_here(self._send_here, request, timeout)
+        return await self._send_here(request, timeout)
+
+    async def _send_here(self, request: HttpRequest, timeout: float) -> HttpResponse:
         try:
             with anyio.fail_after(timeout):
                 if self._client is not None:
                     return await self._send(self._client, request, timeout)
                 verify = await _ssl_context()
-                async with httpx.AsyncClient(verify=verify, timeout=timeout) as client:
+                async with httpx.AsyncClient(verify=verify, timeout=_timeouts(timeout)) as client:
                     return await self._send(client, request, timeout)
         except TimeoutError:
             raise AuthServerUnavailable(
@@ -53,7 +74,7 @@ class HttpxTransport:
             ) from None
         except httpx.TransportError as exc:
             raise AuthServerUnavailable(
-                f"{request.url} could not be reached: {type(exc).__name__}", endpoint=request.url
+                unreachable(request.url, exc, timeout), endpoint=request.url
             ) from exc
 
     @staticmethod
@@ -65,7 +86,7 @@ class HttpxTransport:
             request.url,
             headers=dict(request.headers),
             data=dict(request.form) if request.form is not None else None,
-            timeout=timeout,
+            timeout=_timeouts(timeout),
             follow_redirects=False,
         )
         content = await response.aread()
@@ -74,3 +95,59 @@ class HttpxTransport:
             headers={k.lower(): v for k, v in response.headers.items()},
             content=content,
         )
+
+
+def _timeouts(timeout: float) -> httpx.Timeout:
+    """httpx's own limits inside a call's overall `timeout`: connecting (TCP, then TLS) gets half
+    of it, so that a server that never finishes the handshake is given up by httpx, which closes
+    the socket, rather than by the overall deadline, whose cancellation in the middle of a TLS
+    handshake leaves the socket to the garbage collector (httpcore closes it on errors only)."""
+    return httpx.Timeout(timeout, connect=timeout / 2)
+
+
+def unreachable(url: str, exc: httpx.TransportError, timeout: float) -> str:
+    """What went wrong reaching `url`, in words a person can act on: the name did not resolve,
+    the connection was refused, TLS failed (and why), or the server kept silent."""
+    if isinstance(exc, httpx.ConnectTimeout):  # the TCP connection or the TLS handshake
+        return f"{url} could not be reached: no connection within {timeout / 2:g} s"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{url} did not answer within {timeout:g} s"
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    causes = list(_causes(exc))
+
+    def first(kind: type[BaseException]) -> BaseException | None:
+        return next((cause for cause in causes if isinstance(cause, kind)), None)
+
+    if isinstance(found := first(socket.gaierror), socket.gaierror):
+        detail = found.strerror or str(found)
+        why = f"the host name {host!r} could not be resolved ({detail}): check the URL and DNS"
+    elif isinstance(found := first(ssl.SSLCertVerificationError), ssl.SSLCertVerificationError):
+        detail = found.verify_message or found.reason or "no reason given"
+        why = f"TLS failed: the server's certificate was refused ({detail})"
+    elif isinstance(found := first(ssl.SSLError), ssl.SSLError):
+        reason = found.reason or type(found).__name__
+        plain = " (is it a plain http server?)" if reason == "WRONG_VERSION_NUMBER" else ""
+        why = f"TLS failed: {reason.replace('_', ' ').lower()}{plain}"
+    elif first(ConnectionRefusedError) is not None:
+        why = f"the connection to {host}:{port} was refused (is the server running there?)"
+    elif errors := [c for c in causes if isinstance(c, OSError) and c.errno and c.strerror]:
+        why = f"{errors[0].strerror} (connecting to {host}:{port})"
+    else:
+        why = type(exc).__name__
+    return f"{url} could not be reached: {why}"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`'s causes and contexts, and the members of exception groups among them, once each."""
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending.extend(getattr(current, "exceptions", ()))  # an ExceptionGroup's members
+        pending.extend(x for x in (current.__cause__, current.__context__) if x is not None)

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator
 from typing import Any, ClassVar
 
-from ._adapter import AuthAdapter
-from ._errors import AsyncOnlyError
+from ._adapter import AuthAdapter, renewed_header
 
 __all__ = ["HttpxStyleFlow"]
 
@@ -21,19 +20,22 @@ class HttpxStyleFlow(AuthAdapter):
     _replayable: ClassVar[tuple[type, ...]] = ()
     """The request body types that can be sent twice (the library's in-memory `ByteStream`)."""
 
-    _client_name: ClassVar[str] = "httpx"
-
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        if self._api_key_header is None:
-            name = self._client_name
-            raise AsyncOnlyError(
-                f"{type(self).__name__} with an OAuth2 session needs {name}.AsyncClient: renewing "
-                f"a token is network I/O that a sync {name}.Client would block on; "
-                f"use {name}.AsyncClient(auth=...)"
-            )
+        # A sync client: a renewal runs on the process's renewal loop, while this thread waits.
         url = request.url
-        if self._policy.allows(url.scheme, url.host, url.port):
-            request.headers["Authorization"] = self._api_key_header
+        if not self._policy.allows(url.scheme, url.host, url.port):
+            yield request
+            return
+        header = self.header_sync()
+        request.headers["Authorization"] = header
+        response = yield request
+        if response.status_code != 401 or not self._rejects(response.request, header):
+            return
+        retry = self.retry_header_sync(header)
+        if retry is None or not isinstance(request.stream, self._replayable):
+            return
+        response.read()
+        request.headers["Authorization"] = retry
         yield request
 
     async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
@@ -46,12 +48,12 @@ class HttpxStyleFlow(AuthAdapter):
             request.headers["Authorization"] = self._api_key_header
             yield request
             return
-        header = manager.header_nowait() or await manager.header()
+        header = manager.fresh_header() or await renewed_header(manager)
         request.headers["Authorization"] = header
         response = yield request
         if response.status_code != 401 or not self._rejects(response.request, header):
             return
-        retry = await manager.renew_rejected(header)
+        retry = await self.retry_header(header)
         if retry is None or not isinstance(request.stream, self._replayable):
             # Only an in-memory body can be sent twice; a streamed one was consumed. The renewed
             # token still serves the next request.

@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ._background import renewal_loop
 from ._errors import (
     ConfigurationError,
     InvalidGrantError,
@@ -29,7 +30,7 @@ from ._models import TokenSet
 from ._redact import redact, require_header_safe
 from .flows._base import Grant
 from .storage._memory import MemoryStorage
-from .storage._protocol import Storage
+from .storage._protocol import Storage, require_storage
 
 __all__ = ["TokenManager"]
 
@@ -157,6 +158,17 @@ class TokenManager:
         rng: Source of jitter; injectable for tests.
         on_event: Called with a `TokenEvent` for each renewal started, succeeded or failed,
             token adopted from storage and 401 rejection; more with `add_listener`.
+        off_loop: Make token requests on the process's renewal loop (a daemon thread), and put
+            the new token in use from there, instead of on the caller's event loop: on a loop
+            busy with hundreds of downloads, each step of a request on it waits behind every
+            ready task, and a renewal took hundreds of milliseconds instead of tens (see the
+            ``clients_renewal`` benchmark). Storage is still used from the caller's loop. By
+            default, on when the grant says it belongs to no event loop (``grant.loop_free``:
+            the library's grants with their default transport, not one given an
+            ``httpx.AsyncClient``); a grant of your own, or a subclass of ours, runs on the
+            caller's loop.
+        task_group: Run background renewals in this task group (one that many managers share,
+            as a `SessionPool` does) instead of one of the manager's own from ``async with``.
     """
 
     def __init__(
@@ -173,13 +185,20 @@ class TokenManager:
         backoff_cap: float = 300.0,
         rng: random.Random | None = None,
         on_event: TokenListener | None = None,
+        off_loop: bool | None = None,
+        task_group: anyio.abc.TaskGroup | None = None,
     ) -> None:
         if not 0 < refresh_ahead <= 1 or not 0 <= jitter < refresh_ahead:
             raise ConfigurationError("need 0 < refresh_ahead <= 1 and 0 <= jitter < refresh_ahead")
         if backoff_base <= 0 or backoff_cap < backoff_base:
             raise ConfigurationError("need 0 < backoff_base <= backoff_cap")
+        if not isinstance(getattr(grant, "renews_without_lock", None), bool):
+            raise ConfigurationError(
+                f"{type(grant).__name__} is not a planet_async Grant: it needs "
+                "renews_without_lock (True or False); see planet_async.Grant"
+            )
         self.grant = grant
-        self.storage: Storage = storage if storage is not None else MemoryStorage()
+        self.storage: Storage = require_storage(storage) if storage is not None else MemoryStorage()
         self.session = session
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
@@ -193,17 +212,22 @@ class TokenManager:
         self._unsaved_over: TokenSet | None = None  # what storage held when it was obtained
         self._save_failures = 0
         self._save_not_before = 0.0
-        self._id = secrets.token_hex(8)  # names this manager in a stored session's marks
+        self._id: str | None = None  # names this manager in a stored session's marks (lazily)
         self._failures = 0
         self._store_failures = 0  # in a row; a schedule apart from the server's `_failures`
         self._rejections = 0
         self._not_before = 0.0
         self._rejected_not_before = 0.0
         self._last_error: BaseException | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self._task_group: anyio.abc.TaskGroup | None = task_group
         self._obtained: TokenSet | None = None  # what the server gave the renewal in flight
-        self._listeners: list[TokenListener] = [] if on_event is None else [on_event]
-        self._broken_listeners: set[int] = set()  # ids of listeners that raised (logged once)
+        # A capability of the library's grants; one of yours without it stays on the caller's
+        # loop (the safe side: nothing but speed is lost).
+        self._off_loop = getattr(grant, "loop_free", False) if off_loop is None else off_loop
+        # Copied on change, never changed in place; empty (and shared) for most managers: a
+        # SessionPool holds thousands, so what each one allocates up front counts.
+        self._listeners: tuple[TokenListener, ...] = () if on_event is None else (on_event,)
+        self._broken_listeners: set[int] | None = None  # ids of listeners that raised (logged once)
         self.renewals = 0
         """How many token requests this manager has made (successful or not)."""
 
@@ -254,6 +278,25 @@ class TokenManager:
                 return None  # the caller renews in line; see header()
             self._task_group.start_soon(self._fly, self._start_flight(None))
         return current.header
+
+    def fresh_header(self) -> str | None:
+        """The `Authorization` header value if the token in memory is valid and no renewal is
+        due yet, else None. Reads memory and starts nothing, so any thread may call it: it is
+        the per-request path of synchronous callers, whose renewals run on the renewal loop."""
+        current = self._current
+        if current is None:
+            return None
+        now = self._clock()
+        if now < current.soft and (self._unsaved is None or now < self._save_not_before):
+            return current.header
+        return None
+
+    def leave_loop(self) -> None:
+        """Forget what belongs to the event loop this manager ran on: its task group and a
+        renewal in flight. After a ``fork`` the child has neither; the token in memory stays."""
+        self._task_group = None
+        self._flight = None
+        self._obtained = None
 
     async def header(self) -> str:
         """The `Authorization` header value for a valid token, renewing first if needed.
@@ -371,6 +414,40 @@ class TokenManager:
         self._unsaved = self._unsaved_over = None
         return stored or (current.token if current else None)
 
+    @property
+    def pending(self) -> bool:
+        """Whether dropping this manager now could lose something: a renewal is in flight, or
+        a token it obtained is not saved yet (see `settle`)."""
+        return self._flight is not None or self._unsaved is not None
+
+    async def settle(self) -> None:
+        """Wait for a renewal in flight, then save a token that could not be saved before
+        (under the lock, unless storage meanwhile holds a newer session). Afterwards, unless it
+        raised, `pending` is False and the manager can be dropped without losing a token.
+
+        Raises:
+            StorageError: The token still cannot be saved; it is kept, to try again.
+        """
+        flight = self._flight
+        if flight is not None:
+            await flight.wait()
+        unsaved = self._unsaved
+        if unsaved is None:
+            return
+        try:
+            async with self.storage.lock(self.session):
+                await self._reconcile(await self._load())
+        except Exception as exc:
+            raise self._storage_error(exc, "save", unsaved) from None
+        if self._unsaved is not None:
+            raise StorageError(f"session {self.session!r}: the token is still not saved")
+
+    def discard(self) -> None:
+        """Forget the tokens in memory, and only there: the session was deleted elsewhere (a
+        sign-out on another replica). The next call reads storage again."""
+        self._current = None
+        self._unsaved = self._unsaved_over = None
+
     async def is_initialized(self) -> bool:
         """Whether the session can produce a token without the user: a valid access token, or a
         refresh token, in memory or in storage."""
@@ -403,11 +480,13 @@ class TokenManager:
         Returns:
             A function that removes the listener again (calling it twice is harmless).
         """
-        self._listeners.append(listener)
+        self._listeners = (*self._listeners, listener)
 
         def remove() -> None:
             if listener in self._listeners:
-                self._listeners.remove(listener)
+                listeners = list(self._listeners)
+                listeners.remove(listener)
+                self._listeners = tuple(listeners)
 
         return remove
 
@@ -419,13 +498,15 @@ class TokenManager:
         event = TokenEvent(
             kind, self.session, duration=duration, error=error, expires_in=self.expires_in()
         )
-        for listener in tuple(self._listeners):
+        for listener in self._listeners:
             try:
                 listener(event)
             except Exception as exc:
                 self._listener_failed(listener, exc)
 
     def _listener_failed(self, listener: TokenListener, exc: Exception) -> None:
+        if self._broken_listeners is None:
+            self._broken_listeners = set()
         if id(listener) in self._broken_listeners:
             return  # one warning per listener, not one per event
         self._broken_listeners.add(id(listener))
@@ -591,7 +672,7 @@ class TokenManager:
         mark = base.extra.get(_RENEWING)
         if (
             isinstance(mark, dict)
-            and mark.get("by") != self._id
+            and mark.get("by") != self._renewer_id()
             and isinstance(mark.get("at"), (int, float))
             and self._clock() - mark["at"] < _RENEWING_FOR
         ):
@@ -600,13 +681,20 @@ class TokenManager:
                 "the result yet; its refresh token is not spent twice, so this process waits "
                 "for the stored session"
             )
-        if not getattr(self.storage, "lock_can_lapse", False):
+        if not self.storage.lock_can_lapse:
             return stored
         marked = base.model_copy(
-            update={"extra": {**base.extra, _RENEWING: {"by": self._id, "at": self._clock()}}}
+            update={
+                "extra": {**base.extra, _RENEWING: {"by": self._renewer_id(), "at": self._clock()}}
+            }
         )
         await self.storage.save(self.session, marked)
         return marked
+
+    def _renewer_id(self) -> str:
+        if self._id is None:
+            self._id = secrets.token_hex(8)
+        return self._id
 
     async def _renew_without_lock(
         self, error: PlanetAuthError, rejected: TokenSet | None, *, readable: bool = True
@@ -633,7 +721,7 @@ class TokenManager:
                 "session %r: %s; using the stored token, which is still valid", self.session, error
             )
             return stored
-        if self._valid(self._clock()) or not getattr(self.grant, "renews_without_lock", False):
+        if self._valid(self._clock()) or not self.grant.renews_without_lock:
             raise error  # the current token still serves; or renewing alone is not safe
         logger.warning(
             "session %r: %s; renewing without coordination: other processes sharing the session "
@@ -707,7 +795,7 @@ class TokenManager:
                 "session %r: could not save the new token (%s); it keeps serving from memory, "
                 "and saving will be retried before the next renewal",
                 self.session,
-                error,
+                str(error),
             )
         self._remember_unsaved(token, over)
 
@@ -735,7 +823,18 @@ class TokenManager:
     async def _request(self, base: TokenSet | None) -> TokenSet:
         self.renewals += 1
         logger.debug("session %r: renewing (%s)", self.session, self.grant.description)
-        token = self._obtained = await self.grant.renew(base, clock=self._clock)
+        loop = renewal_loop()
+        if self._off_loop and not loop.in_loop_thread():
+            token = self._obtained = await loop.run_here(self._obtain_and_install, base)
+        else:
+            token = self._obtained = await self.grant.renew(base, clock=self._clock)
+        return token
+
+    async def _obtain_and_install(self, base: TokenSet | None) -> TokenSet:
+        """On the renewal loop: ask the server, and put the answer in use at once. The caller's
+        loop saves it when its turn comes; meanwhile every request already gets the new token."""
+        token = await self.grant.renew(base, clock=self._clock)
+        self._install(token)
         return token
 
     def _usable(self, stored: TokenSet | None, rejected: TokenSet | None) -> bool:
@@ -779,10 +878,12 @@ class TokenManager:
         if isinstance(retry_after, (int, float)) and retry_after > delay:
             delay = min(float(retry_after), 3600.0)
         self._not_before = self._clock() + delay
+        if isinstance(exc, StorageError) and exc.retry_after is None:
+            exc.retry_after = delay  # a web service's 503 says when to come back
         logger.warning(
             "session %r: renewal failed (%s); next attempt in %.1f s",
             self.session,
-            exc,
+            str(exc),  # not the exception: a log record must not keep its frames alive
             delay,
         )
 
@@ -800,6 +901,8 @@ class TokenManager:
         if current is not None and now < current.hard:
             until = min(until, current.hard)
         self._not_before = max(self._not_before, until)  # a server's Retry-After still holds
+        if exc.retry_after is None:
+            exc.retry_after = max(self._not_before - now, 0.0)  # a web service's 503 says when
         level = logging.WARNING if self._store_failures == 1 else logging.DEBUG
         logger.log(
             level,

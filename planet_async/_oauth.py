@@ -421,6 +421,7 @@ class AuthorizationServer:
             require_secure_url(url, what="authorization server endpoint")
         self._transport = transport
         self.timeout = timeout
+        self._jwks: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"AuthorizationServer(issuer={self.issuer!r})"
@@ -430,6 +431,15 @@ class AuthorizationServer:
         if self._transport is None:
             self._transport = HttpxTransport()
         return self._transport
+
+    @property
+    def loop_free(self) -> bool:
+        """Whether requests to this server may be made from any event loop: true with the
+        default transport (a fresh connection per call), false with a transport given to it,
+        which may belong to its owner's loop."""
+        transport = self.transport
+        # Exactly ours: a subclass may hold state of its owner's loop.
+        return type(transport) is HttpxTransport and transport.loop_free
 
     async def endpoint(self, name: str) -> str:
         """The URL of endpoint `name` (e.g. ``"token_endpoint"``), discovering it if needed.
@@ -488,6 +498,31 @@ class AuthorizationServer:
             return metadata
         assert last is not None
         raise last
+
+    async def jwks(self, *, refresh: bool = False) -> dict[str, Any]:
+        """The server's signing keys (its JWK Set, from the discovered `jwks_uri`), cached on
+        this object; `refresh` fetches them again (a key the cache lacks may be a new one).
+
+        Raises:
+            ConfigurationError: The server publishes no `jwks_uri`.
+            AuthServerError: The key set could not be fetched or is not a JWK Set.
+        """
+        if self._jwks is not None and not refresh:
+            return self._jwks
+        url = await self.endpoint("jwks_uri")
+        response = await self.transport.send(HttpRequest("GET", url), timeout=self.timeout)
+        data = _json_object(response)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise AuthServerUnavailable(
+                f"{url} is unavailable: HTTP {response.status_code}", endpoint=url
+            )
+        if response.status_code != 200 or data is None or not isinstance(data.get("keys"), list):
+            raise InvalidTokenResponse(
+                f"no JSON Web Key Set at {url} ({_describe_body(response)}); check the issuer",
+                endpoint=url,
+            )
+        self._jwks = data
+        return data
 
     async def post_form(
         self,

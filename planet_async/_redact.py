@@ -8,7 +8,7 @@ from urllib.parse import quote, quote_plus
 
 from ._errors import ConfigurationError
 
-__all__ = ["MASK", "redact", "require_header_safe", "secret_forms"]
+__all__ = ["MASK", "clean_api_key", "redact", "require_header_safe", "secret_forms"]
 
 MASK = "***"
 
@@ -54,6 +54,22 @@ def require_header_safe(value: str, what: str) -> str:
                 "check where it was copied from"
             )
     return value
+
+
+def clean_api_key(value: str, what: str = "API key") -> str:
+    """An API key as given, without the whitespace around it (the line feed a key file ends with,
+    a space pasted along), if what is left can be sent in an HTTP header.
+
+    Args:
+        value: The key.
+        what: What the key is and where it came from, for the message
+            (``"API key from environment variable PL_API_KEY"``).
+
+    Raises:
+        ConfigurationError: Nothing is left, or it holds whitespace or a control character. The
+            message names `what` and the problem, never the key.
+    """
+    return require_header_safe(value.strip(), what)
 
 
 def _describe(char: str) -> str:

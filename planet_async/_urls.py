@@ -170,6 +170,7 @@ class OriginPolicy:
         self.origins = frozenset(allowed)
         self.loopback_http = loopback_http
         self._decided: dict[tuple[str, str, int | None], bool] = {}
+        self._decided_text: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         listed = sorted(str(o) for o in self.origins)
@@ -192,6 +193,23 @@ class OriginPolicy:
             )
             if len(self._decided) < _REMEMBERED:
                 self._decided[key] = decided
+        return decided
+
+    def allows_url(self, url: str) -> bool:
+        """`allows` for a URL given as text (as `requests` gives it); a URL that cannot be parsed
+        gets no credentials. Decisions are remembered per scheme and authority text."""
+        end = url.find("/", url.find("//") + 2)
+        prefix = url if end < 0 else url[:end]
+        decided = self._decided_text.get(prefix)
+        if decided is None:
+            parts = urlsplit(prefix)
+            try:
+                port = parts.port
+            except ValueError:
+                return False
+            decided = self.allows(parts.scheme, parts.hostname or "", port)
+            if len(self._decided_text) < _REMEMBERED:
+                self._decided_text[prefix] = decided
         return decided
 
     def _decide(self, origin: Origin) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import anyio
 
+from ._display import show_device_login
 from ._errors import LoginError, LoginRequired, LoginTimeout
 from ._manager import TokenManager
 from ._models import TokenSet
@@ -23,12 +24,8 @@ BrowserOpener = Callable[[str], "bool | Awaitable[bool]"]
 """Opens a URL in a browser; returns False when it could not. May be sync or async."""
 
 
-def _print_instructions(pending: DeviceAuthorization) -> None:
-    print(pending.instructions(), flush=True)
-
-
 async def login_with_device(
-    flow: DeviceCodeFlow, *, show: Callable[[DeviceAuthorization], object] = _print_instructions
+    flow: DeviceCodeFlow, *, show: Callable[[DeviceAuthorization], object] = show_device_login
 ) -> TokenSet:
     """Run a device login end to end: start, `show` the user the code, poll until done.
 
@@ -191,7 +188,7 @@ class UserLogin:
         await self.manager.set_token(token)
 
     async def login_with_device(
-        self, show: Callable[[DeviceAuthorization], object] = _print_instructions
+        self, show: Callable[[DeviceAuthorization], object] = show_device_login
     ) -> TokenSet:
         """Log in with a device code (see `login_with_device`) and save the session."""
         token = await login_with_device(self.device_flow(), show=show)

@@ -1,21 +1,18 @@
 """The aiohttp adapter: a client middleware, ``aiohttp.ClientSession(middlewares=(auth,))``.
 
-Installed with the ``aiohttp`` extra: ``pip install 'planet-async[aiohttp]'`` (aiohttp 3.12 or
-newer, which has client middlewares).
+Installed with the ``aiohttp`` extra, from a clone of the repository:
+``python3 -m pip install '.[aiohttp]'`` (aiohttp 3.12 or newer, which has client middlewares).
 """
 
 from __future__ import annotations
 
 from ._adapter import AuthAdapter
-from ._errors import MissingExtra
+from ._extras import missing_extra
 
 try:
     from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 except ImportError:  # pragma: no cover - exercised in a subprocess without the extra
-    raise MissingExtra(
-        "planet_async.aiohttp needs the aiohttp extra (aiohttp 3.12 or newer): "
-        "pip install 'planet-async[aiohttp]'"
-    ) from None
+    raise missing_extra("planet_async.aiohttp", "aiohttp", detail="aiohttp 3.12 or newer") from None
 
 __all__ = ["PlanetAuthMiddleware"]
 

@@ -1,4 +1,7 @@
-"""OpenTelemetry metrics for a `TokenManager`'s events: `pip install 'planet-async[otel]'`.
+"""OpenTelemetry metrics for a `TokenManager`'s events.
+
+Installed with the ``otel`` extra, from a clone of the repository:
+``python3 -m pip install '.[otel]'``.
 
 ```python
 from planet_async.otel import instrument
@@ -31,8 +34,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import MissingExtra
 from ._events import TokenEvent
+from ._extras import missing_extra
 from ._manager import TokenManager
 
 if TYPE_CHECKING:
@@ -71,9 +74,7 @@ def instrument(
     try:
         from opentelemetry import metrics
     except ImportError:
-        raise MissingExtra(
-            "planet_async.otel needs the otel extra: pip install 'planet-async[otel]'"
-        ) from None
+        raise missing_extra("planet_async.otel", "otel") from None
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     instruments = _instruments_for(provider)
     instruments.watch(manager)

@@ -6,10 +6,11 @@ socket) and serves:
     /open/...           200 to anyone (a redirect target that is not allowlisted)
     /always-401         401 to anyone
     /redirect?to=URL    302 to URL
+    /users/SUB/...      as below, and 403 unless the token's `sub` is SUB (a user's own data)
     anything else       200 if the Authorization header holds a token the peer signed and
                         the test did not revoke, or the API key; 401 otherwise
 
-A 200 echoes what arrived: ``{"path", "authorization", "body"}``.
+A 200 echoes what arrived: ``{"path", "authorization", "body", "sub"}`` (`sub`: the token's).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from planet_async._jwt import read_claims_unverified
 
 API_KEY = "PLAKadapters0123456789"
 
@@ -98,6 +101,16 @@ class RevocableApi:
         if url.path.startswith("/open/"):
             return 200, {}, echo
         if url.path != "/always-401" and self._accepts(auth):
+            # The signature was verified just now; the claims are read from the same token.
+            claims = read_claims_unverified((auth or "").partition(" ")[2]) or {}
+            echo["sub"] = claims.get("sub")
+            owner = (
+                urllib.parse.unquote(url.path.split("/")[2])
+                if url.path.startswith("/users/")
+                else None
+            )
+            if owner is not None and claims.get("sub") != owner:
+                return 403, {}, {"error": "forbidden", "sub": claims.get("sub"), "owner": owner}
             return 200, {}, echo
         return 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}, {"error": "unauthorized"}
 

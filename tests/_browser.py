@@ -220,6 +220,47 @@ def approve_device_over_http(
     raise AssertionError(f"the dev pages did not end in success after {max_pages} pages")
 
 
+def log_in_over_http(
+    authorization_url: str,
+    *,
+    login: str = "alice",
+    max_pages: int = 8,
+    http: httpx.Client | None = None,
+) -> str:
+    """Sign in as `login` and consent through the dev pages for an authorization URL, posting
+    their forms with a cookie jar like a browser would; return the URL the provider sends the
+    browser back to (the app's callback with `code`, `state` and `iss`), without fetching it.
+
+    Raises:
+        AssertionError: The pages did not end in a redirect to the authorization's redirect_uri.
+    """
+    redirect_uri = parse_qs(urlsplit(authorization_url).query)["redirect_uri"][0]
+    own = http is None
+    client = http or httpx.Client(timeout=STEP_TIMEOUT, trust_env=False)
+    try:
+        response = client.get(authorization_url)
+        for _ in range(max_pages):
+            if response.is_redirect:
+                location = urljoin(str(response.url), response.headers["location"])
+                if location.startswith(redirect_uri):
+                    return location
+                response = client.get(location)
+                continue
+            response.raise_for_status()
+            parser = _Forms()
+            parser.feed(response.text)
+            assert len(parser.forms) == 1, f"expected one form at {response.url}"
+            form = parser.forms[0]
+            data = dict(form.fields)
+            if "login" in data:
+                data.update(login=login, password=PASSWORD)
+            response = client.post(urljoin(str(response.url), form.action), data=data)
+    finally:
+        if own:
+            client.close()
+    raise AssertionError(f"the dev pages did not redirect back after {max_pages} pages")
+
+
 async def device_login_saved(issuer: str, storage: Storage, session: str) -> TokenSet:
     """Log `native-app` in at the peer with a device code approved over HTTP (asking for a
     refresh token), and save the session to `storage` as `session`."""

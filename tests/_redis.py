@@ -39,8 +39,8 @@ class RedisServer:
 
     `extra` are more `redis-server` arguments (ACL users, persistence). With `tls` the server
     listens only for TLS, on `port`, and `url` is a ``rediss://`` URL that trusts its CA.
-    `stop`, `start`, `pause` and `resume` stand in for a restart, a crash and a stalled server in
-    failure tests.
+    `stop`, `kill`, `start`, `pause` and `resume` stand in for a restart, a crash and a stalled
+    server in failure tests.
     """
 
     def __init__(self, *extra: str, port: int | None = None, tls: TLSFiles | None = None) -> None:
@@ -102,6 +102,14 @@ class RedisServer:
         assert self._proc is not None
         self._proc.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """End the server with SIGKILL, as a crash would (`start` brings it back)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait(timeout=10)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -117,14 +125,6 @@ class RedisServer:
     @property
     def running(self) -> bool:
         return self._proc is not None
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash (a primary lost before its replicas have its writes)."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.kill()
-        proc.wait(timeout=10)
 
     @staticmethod
     def call_port(port: int, *command: str | bytes) -> Any:

@@ -4,7 +4,8 @@ tests/_snippet_runner.py SNIPPET.py``.
 tests/test_snippets.py writes each ```python block of the README and the docs to a file and runs
 it with this script, which does two things before running the snippet as ``__main__``:
 
-- Routes Planet's URLs to loopback *below* authentication. $PLANET_ASYNC_SNIPPET_ROUTES is a JSON
+- Routes Planet's URLs to loopback *below* authentication (httpx async and sync, aiohttp,
+  requests). $PLANET_ASYNC_SNIPPET_ROUTES is a JSON
   object mapping a Planet URL prefix to a local one; every request httpx sends to such a prefix
   goes to the local server instead, after `PlanetAuth` has decided, against the real Planet URL,
   whether it gets a header (aiohttp: in a middleware after every other). So a snippet that
@@ -99,6 +100,41 @@ def _route_aiohttp() -> None:
 
 
 _route_aiohttp()
+
+_send_sync = httpx.HTTPTransport.handle_request
+
+
+def _routed_sync(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+    local, _ = route(str(request.url))
+    if local != str(request.url):
+        request.url = httpx.URL(local)
+        request.headers["Host"] = request.url.netloc.decode("ascii")
+    return _send_sync(self, request)
+
+
+httpx.HTTPTransport.handle_request = _routed_sync  # type: ignore[method-assign]
+
+
+def _route_requests() -> None:
+    """The same routing for requests, in its transport adapter (after the auth has decided)."""
+    try:
+        import requests.adapters
+    except ImportError:
+        return
+    original = requests.adapters.HTTPAdapter.send
+
+    @functools.wraps(original)
+    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        local, _ = route(request.url)
+        if local != request.url:
+            request.url = local
+            request.headers.pop("Host", None)
+        return original(self, request, *args, **kwargs)
+
+    requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign]
+
+
+_route_requests()
 
 if os.environ.get("PLANET_ASYNC_SNIPPET_BACKEND", "asyncio") != "asyncio":
     _run = anyio.run

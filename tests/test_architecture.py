@@ -79,7 +79,7 @@ def test_one_loopback_rule() -> None:
     assert _sources_using('startswith("127.') == set()
 
 
-@pytest.mark.parametrize("library", ["httpx", "aiohttp", "httpx2"])
+@pytest.mark.parametrize("library", ["httpx", "aiohttp", "httpx2", "requests"])
 def test_http_libraries_only_in_the_adapter_and_the_transport(library: str) -> None:
     """Only the adapters and the token-endpoint transport import an HTTP library."""
     users = {
@@ -95,8 +95,14 @@ def test_http_libraries_only_in_the_adapter_and_the_transport(library: str) -> N
         )
     }
     allowed = {
-        "httpx": {"planet_async._auth", "planet_async._http", "planet_async.planet_sdk"},
+        "httpx": {
+            "planet_async._auth",
+            "planet_async._http",
+            "planet_async.planet_sdk",
+            "planet_async.starlette",
+        },
         "httpx2": {"planet_async.httpx2"},
         "aiohttp": {"planet_async.aiohttp"},
+        "requests": {"planet_async.requests"},
     }[library]
     assert users == allowed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 
@@ -12,6 +13,7 @@ from planet_async import (
     TokenManager,
     TokenSet,
 )
+from planet_async._background import renewal_loop
 from planet_async.flows import Grant
 
 pytestmark = pytest.mark.anyio
@@ -21,6 +23,7 @@ class StaticGrant:
     """A grant that hands out one long-lived token, so these tests are about headers only."""
 
     description = "static test grant"
+    renews_without_lock = False
 
     def __init__(self) -> None:
         self.calls = 0
@@ -147,15 +150,32 @@ def test_sync_client_with_api_key_works() -> None:
     assert recorder.auth_of("https://api.planet.com/x") == "api-key PLAK-secret"
 
 
-def test_sync_client_with_oauth_fails_at_once_naming_the_async_client() -> None:
-    """An OAuth2 session in a sync client raises AsyncOnlyError before anything is sent."""
+def test_sync_client_with_oauth_renews_on_the_renewal_loop() -> None:
+    """An OAuth2 session in a sync httpx.Client gets its token from the renewal loop, once, and
+    the next requests read it from memory."""
     recorder = Recorder()
-    with (
-        httpx.Client(auth=oauth(), transport=httpx.MockTransport(recorder)) as client,
-        pytest.raises(AsyncOnlyError, match=r"httpx\.AsyncClient"),
-    ):
-        client.get("https://api.planet.com/x")
-    assert recorder.requests == []
+    auth = oauth()
+    with httpx.Client(auth=auth, transport=httpx.MockTransport(recorder)) as client:
+        for _ in range(3):
+            client.get("https://api.planet.com/x")
+    assert [r.headers["authorization"] for r in recorder.requests] == ["Bearer tok-1"] * 3
+    assert auth.manager is not None
+    assert auth.manager.grant.calls == 1  # type: ignore[attr-defined]
+    assert renewal_loop().drives(auth.manager)
+
+
+def test_a_sync_call_from_the_renewal_thread_is_refused() -> None:
+    """A blocking call made on the renewal loop's own thread (a listener, say) would wait for
+    itself: it raises AsyncOnlyError instead."""
+    auth = oauth()
+    loop = renewal_loop()
+
+    async def from_the_loop() -> str:
+        return auth.header_sync()
+
+    assert auth.manager is not None
+    with pytest.raises(AsyncOnlyError, match="renewal thread"):
+        loop.call(auth.manager, from_the_loop)
 
 
 def test_constructor_needs_exactly_one_credential() -> None:
@@ -171,3 +191,14 @@ def test_constructor_needs_exactly_one_credential() -> None:
 def test_repr_hides_the_api_key() -> None:
     """The API key never shows in a repr."""
     assert "PLAK-secret" not in repr(PlanetAuth.from_api_key("PLAK-secret"))
+
+
+async def test_a_session_entered_on_a_loop_is_refused_to_sync_callers() -> None:
+    """A manager entered (`async with`) on the caller's loop renews there; a sync client asking
+    for it gets a ConfigurationError saying so, instead of racing that loop from another thread."""
+    auth = oauth()
+    assert auth.manager is not None
+    async with auth.manager:
+        with pytest.raises(ConfigurationError, match="entered"):
+            await anyio.to_thread.run_sync(auth.header_sync)
+    assert not renewal_loop().drives(auth.manager)

@@ -11,6 +11,7 @@ in-process with the library.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import anyio
 import httpx
 import pytest
 
-from planet_async import PlanetAuth
+from planet_async import PlanetAuth, TokenSet
 from planet_async.profiles import AuthClientConfig, PlanetHome, choose_session
 from tests._browser import Chromium, approve_device_over_http
 from tests._helpers import VerifyingApi
@@ -186,6 +187,71 @@ def test_m2m_login_saves_a_private_profile_and_makes_it_the_default(cli: Cli, pe
     assert VerifyingApi(peer.issuer).verify(_token_file(cli.home, "m2m")["access_token"])
 
 
+def _save_m2m_token(home: Path, expires_at: float | None) -> None:
+    """A stored token for profile `m2m` that expires at `expires_at` (written in-process)."""
+    token = TokenSet(access_token="at-status", issued_at=time.time() - 3600, expires_at=expires_at)
+    anyio.run(PlanetHome(home).storage().save, "m2m", token)
+
+
+@pytest.mark.parametrize(
+    ("from_now", "says"),
+    [(52 * 60 + 20, "in 52 min"), (-180, "expired 3 min ago"), (None, None)],
+    ids=["valid", "expired", "no-expiry"],
+)
+def test_status_says_when_the_token_expires_in_local_time(
+    cli: Cli, from_now: float | None, says: str | None
+) -> None:
+    """`auth status` prints the expiry in the local time zone ($TZ here) and how long is left
+    (or how long ago it ran out); `--json` keeps the epoch number and the seconds."""
+    home = PlanetHome(cli.home)
+    home.write_auth_client(
+        "m2m", AuthClientConfig.m2m(CLIENT_ID, CLIENT_SECRET, auth_server="https://auth.test/")
+    )
+    expires_at = None if from_now is None else round(time.time() + from_now)
+    _save_m2m_token(cli.home, expires_at)
+    paris = {"TZ": "CET-1"}  # POSIX: named CET, one hour east of UTC, no summer time
+
+    text = cli("--profile", "m2m", "auth", "status", env=paris)
+    data = _json(cli("--profile", "m2m", "--json", "auth", "status", env=paris))
+
+    assert text.returncode == 0, text.stderr
+    lines = dict(line.split(": ", 1) for line in text.stdout.splitlines())
+    assert "expires_at" not in lines
+    assert "expires_in" not in lines
+    assert data["expires_at"] == expires_at
+    if expires_at is None:
+        assert lines["expires"].startswith("unknown")
+        assert data["expires_in"] is None
+        return
+    cet = datetime.timezone(datetime.timedelta(hours=1))
+    stamp = datetime.datetime.fromtimestamp(expires_at, cet).strftime("%Y-%m-%d %H:%M:%S")
+    assert lines["expires"] == f"{stamp} CET ({says})"
+    assert abs(data["expires_in"] - from_now) <= 30  # the seconds, as before
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (0, "0 s"),
+        (42.4, "42 s"),
+        (89, "89 s"),
+        (90, "2 min"),
+        (52 * 60 + 10, "52 min"),
+        (89 * 60, "89 min"),
+        (90 * 60, "1 h 30 min"),
+        (3 * 3600, "3 h"),
+        (47 * 3600 + 59 * 60, "47 h 59 min"),
+        (48 * 3600, "2 days"),
+        (30 * 86400, "30 days"),
+    ],
+)
+def test_durations_read_as_people_say_them(seconds: float, said: str) -> None:
+    """How long is left is said in the largest unit that keeps it exact enough."""
+    from planet_async.cli._main import _duration
+
+    assert _duration(seconds) == said
+
+
 def test_m2m_status_human_and_json(m2m: Cli, peer: Peer) -> None:
     """`auth status` names the profile, its kind, where the choice came from (.planet.json) and
     a positive expiry, in text and in JSON, without any secret and without a grant."""
@@ -199,7 +265,8 @@ def test_m2m_status_human_and_json(m2m: Cli, peer: Peer) -> None:
     assert lines["kind"] == "m2m"
     assert lines["logged_in"] == "True"
     assert lines["source"] == f"{m2m.home / '.planet.json'} (PL_AUTH_PROFILE)"
-    assert 0 < int(lines["expires_in"]) <= 60
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(in \d+ s\)", lines["expires"])
+    assert "expires_at" not in lines
     assert data["profile"] == "m2m"
     assert data["kind"] == "m2m"
     assert data["logged_in"] is True
@@ -624,16 +691,95 @@ def test_wrong_secret_leaves_no_profile(cli: Cli, peer: Peer) -> None:
 
 def test_unreachable_issuer_fails_quickly(cli: Cli) -> None:
     """An issuer on a closed port: exit 1 well inside the timeout, one line naming the URL that
-    could not be reached, and no profile left behind."""
-    issuer = f"http://127.0.0.1:{_closed_port()}"
+    could not be reached and why (refused), and nothing left behind, not even ~/.planet."""
+    port = _closed_port()
+    issuer = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     result = cli(*_m2m_login(issuer, "u"), timeout=15)
     elapsed = time.monotonic() - started
 
     line = _failed(result, 1)
-    assert f"{issuer}/.well-known/openid-configuration could not be reached" in line
+    assert line.endswith(
+        f"{issuer}/.well-known/openid-configuration could not be reached: the connection to "
+        f"127.0.0.1:{port} was refused (is the server running there?)"
+    )
     assert elapsed < 10
-    assert not (cli.home / ".planet" / "u").exists()
+    assert list(cli.home.iterdir()) == []
+
+
+def test_a_login_that_fails_on_tls_leaves_nothing_behind(cli: Cli, peer: Peer) -> None:
+    """An M2M login and a user login against https on the peer's plain-HTTP port: each fails
+    saying TLS failed (perhaps it is plain http), and neither leaves a file or a directory."""
+    issuer = peer.issuer.replace("http://", "https://", 1)
+    m2m = cli("auth", "login", "--client-id", CLIENT_ID, "--client-secret", "x", "--issuer", issuer)
+    user = cli("auth", "login", "--device", "--client-id", USER_CLIENT_ID, "--issuer", issuer)
+
+    for result in (m2m, user):
+        line = _failed(result, 1)
+        assert line.endswith(
+            "could not be reached: TLS failed: wrong version number (is it a plain http server?)"
+        )
+    assert list(cli.home.iterdir()) == []
+
+
+def test_a_failed_login_to_the_profile_in_use_leaves_it_as_it_was(cli: Cli) -> None:
+    """A plain `auth login` to the user profile in use, whose issuer refuses connections: it
+    fails saying so, and the profile's files are exactly as before (none added, none removed)."""
+    issuer = f"http://127.0.0.1:{_closed_port()}"
+    home = PlanetHome(cli.home)
+    home.write_auth_client("me", AuthClientConfig.user(USER_CLIENT_ID, auth_server=issuer))
+    home.set_default_profile("me")
+    before = {p: p.read_bytes() for p in cli.home.rglob("*") if p.is_file()}
+
+    line = _failed(cli("--allow-loopback-http", "auth", "login", "--device"), 1)
+
+    assert "was refused" in line
+    assert {p: p.read_bytes() for p in cli.home.rglob("*") if p.is_file()} == before
+    assert sorted(cli.home.rglob("*")) == sorted(
+        [*before, cli.home / ".planet", home.profile_dir("me")]
+    )
+
+
+def test_a_failed_login_keeps_what_was_there(cli: Cli) -> None:
+    """A failed login into an existing ~/.planet removes only what it made: the directories
+    and files that were there stay."""
+    (cli.home / ".planet" / "other").mkdir(parents=True)
+    (cli.home / ".planet" / "other" / "notes.txt").write_text("mine")
+    issuer = f"http://127.0.0.1:{_closed_port()}"
+    _failed(cli(*_m2m_login(issuer, "u"), timeout=15), 1)
+
+    assert sorted(p.name for p in (cli.home / ".planet").iterdir()) == ["other"]
+    assert (cli.home / ".planet" / "other" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("command", "typo", "meant"),
+    [
+        (("auth", "login"), "planet-usr", "planet-user"),
+        (("auth", "status"), "Planet-M2N", "planet-m2m"),
+        (("profile", "use", "my-profle"), None, "my-profile"),
+        (("profile", "show", "my-prfile"), None, "my-profile"),
+    ],
+)
+def test_a_mistyped_profile_name_gets_a_suggestion(
+    cli: Cli, command: tuple[str, ...], typo: str | None, meant: str
+) -> None:
+    """A profile name close to an existing or built-in one is a usage error that asks "did you
+    mean" that one; nothing is written."""
+    PlanetHome(cli.home).write_auth_client("my-profile", AuthClientConfig.static_api_key(API_KEY))
+    before = sorted(str(p.relative_to(cli.home)) for p in cli.home.rglob("*"))
+    args = ("--profile", typo, *command) if typo else command
+    line = _failed(cli(*args), 2)
+
+    assert f"did you mean {meant!r}?" in line
+    assert sorted(str(p.relative_to(cli.home)) for p in cli.home.rglob("*")) == before
+
+
+def test_a_profile_name_like_none_gets_no_suggestion(cli: Cli) -> None:
+    """A name close to no profile is refused without a guess."""
+    line = _failed(cli("--profile", "production", "auth", "status"), 2)
+    assert "does not exist" in line
+    assert "did you mean" not in line
 
 
 def test_wrong_secret_leaves_an_existing_profile_as_it_was(m2m: Cli, peer: Peer) -> None:

@@ -8,6 +8,8 @@ Chromium through Playwright. A screenshot of the home page is kept in test-outpu
 from __future__ import annotations
 
 import functools
+import html
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +93,43 @@ def test_every_page_and_reference_is_built(built_site: Path) -> None:
     assert "--8&lt;--" not in (built_site / "fleets" / "index.html").read_text()
     benchmarks = (built_site / "benchmarks" / "index.html").read_text()
     assert "storm-stall.svg" in benchmarks
+
+
+# A paragraph with a line that starts like a list item: Markdown made no list of it (a list
+# needs a blank line before it, which a `--8<--` include can swallow).
+_LIST_IN_A_PARAGRAPH = re.compile(r"<p>(?:(?!</p>).)*?\n(?:[-*+]|\d+\.) ", re.DOTALL)
+
+
+def test_lists_render_as_lists(built_site: Path) -> None:
+    """Every Markdown list on the site is an HTML list, not a paragraph of literal dashes; the
+    Fleets page's "How it works" points are items of one <ul>."""
+    broken = [
+        f"{path.relative_to(built_site)}: {found.group(0)[:80]!r}"
+        for path in sorted(built_site.rglob("*.html"))
+        for found in [_LIST_IN_A_PARAGRAPH.search(path.read_text())]
+        if found
+    ]
+    assert broken == []
+    fleets = (built_site / "fleets" / "index.html").read_text()
+    promises = fleets.partition("How it works, and what it promises:")[2]
+    assert promises.startswith("</p>\n<ul>\n<li>")
+    items = promises.partition("</ul>")[0]
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.partition("[start:redis-details]")[2].partition("[end:redis-details]")[0]
+    points = [line for line in snippet.splitlines() if line.startswith("- ")]
+    assert len(points) >= 8
+    assert items.count("<li>") == len(points)
+    assert "<li><strong>Why coredis</strong>" in items
+    assert "<strong>When Redis fails</strong>" in items
+
+
+def test_the_fleet_example_says_how_to_run_it(built_site: Path) -> None:
+    """The Fleets page gives the Dask example's install line (trio included, for the trio run it
+    shows) and its run commands, not only the example's docstring."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", (built_site / "fleets" / "index.html").read_text()))
+    commands = text.partition("Run it from a clone of the repository.")[2]
+    assert "python3 -m pip install '.[redis]' distributed trio" in commands
+    assert "python3 examples/fleet_dask.py --workers 4 --backend trio" in commands
 
 
 def test_home_page_renders(page, site_url: str) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -53,6 +54,7 @@ NOT_SCENARIOS = {
     "download_demo",
     "fleet_dask",
     "sqlite_storage",
+    "web_service",
 }
 # The same service account through the other clients' adapters.
 CLIENTS = ["client_aiohttp", "client_httpx2", "client_planet_sdk"]
@@ -579,6 +581,37 @@ def test_download_demo_prints_the_managers_metrics(home: Path, backend: str) -> 
     assert "result                  OK" in result.output
 
 
+def test_the_docs_state_the_demos_job_as_the_demo_runs_it() -> None:
+    """The README's and the quick start's figures for the demo follow its defaults (files,
+    workers, the API's time per file, so the least time the job can take), and its `--metrics`
+    is described as what it prints, a listener's counts, not OpenTelemetry."""
+    usage = subprocess.run(
+        [sys.executable, "examples/download_demo.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    usage = " ".join(usage.split())
+
+    def default(option: str) -> float:
+        found = re.search(rf"{option} [A-Z_]+ [^-(\[]*\(default (\d+)\)", usage)
+        assert found is not None, (option, usage)
+        return float(found.group(1))
+
+    files, workers, latency = default("--files"), default("--concurrency"), default("--latency-ms")
+    least = files / workers * latency / 1000
+    job = f"at least {least:g} s ({files:,.0f} files, {workers:.0f} at a time, {latency:g} ms each)"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    quickstart = " ".join((ROOT / "docs" / "quickstart.md").read_text().split())
+    for text in (readme, quickstart):
+        assert f"a download job of {files:,.0f} files" in text
+        assert job in text
+    (metrics,) = re.findall(r"[^.]*`python3 tools/nox.py -s demo -- --metrics`[^.]*\.", readme)
+    assert "listener rather than OpenTelemetry" in metrics
+
+
 # -- the download job on a Dask cluster, sharing one session through Redis ----------------------
 
 FLEET_TTL = 5  # seconds the fleet's tokens live
@@ -678,3 +711,65 @@ def test_download_demo_refuses_aiohttp_on_trio(env: dict[str, str]) -> None:
     result = run(command, env, expect_exit=2)
     assert "--client aiohttp runs on asyncio only: use --backend asyncio" in result.output
     assert "starting the test peer" not in result.output
+
+
+# -- the notebook ---------------------------------------------------------------------------------
+
+
+def test_the_notebook_runs_in_a_jupyter_kernel(
+    env: dict[str, str], api: LocalApi, peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/notebook.ipynb runs in a real Jupyter kernel (ipykernel, driven by nbclient): the
+    device login displays a link, the code and a QR code, which this test approves like a user
+    would; then a blocking `requests` call from a cell, inside the kernel's running event loop,
+    and an `httpx` call with top-level await sharing the session, are both answered 200."""
+    import html
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    for name, value in env.items():
+        if name.startswith("PLANET_ASYNC_EXAMPLE_") or name == "HOME":
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # no warning about moving paths
+    shown: list[dict[str, str]] = []
+    approvals: list[concurrent.futures.Future[str]] = []
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as user:
+
+        class Kernel(NotebookClient):
+            def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int):
+                data = msg.get("content", {}).get("data", {})
+                page = data.get("text/html", "")
+                if msg["msg_type"] == "display_data" and "planet-async-device-login" in page:
+                    shown.append(data)
+                    link = re.search(r'href="([^"]+)"', page)
+                    assert link is not None
+                    approvals.append(
+                        user.submit(approve_device_over_http, html.unescape(link.group(1)))
+                    )
+                return super().output(outs, msg, display_id, cell_index)
+
+        notebook = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+        Kernel(
+            notebook,
+            timeout=60,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(EXAMPLES)}},
+        ).execute()
+    assert len(approvals) == 1
+    assert "Sign-in Success" in approvals[0].result(timeout=0)
+    (bundle,) = shown
+    assert "enter the code" in bundle["text/plain"]
+    assert "<code" in bundle["text/html"]
+    assert "<svg" in bundle["text/html"]  # the qr extra is installed for the tests
+    printed = [
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    ]
+    assert "requests: 200\n" in printed
+    assert "httpx: 200\n" in printed
+    assert grants(peer)[DEVICE_GRANT] == 1
+    assert len(api.accepted) == 2

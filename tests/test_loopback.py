@@ -19,6 +19,7 @@ from planet_async import (
     CallbackError,
     ConfigurationError,
     HttpxTransport,
+    IssuerMismatch,
     LoginDenied,
     LoginTimeout,
     LoopbackListener,
@@ -205,8 +206,8 @@ async def test_browser_login_completes(sync_opener: bool) -> None:
     [
         ({"state": "forged-state"}, CallbackError, "state"),
         ({"state": None}, CallbackError, "state"),
-        ({"iss": "https://evil.test"}, CallbackError, "evil.test"),
-        ({"iss": None}, CallbackError, "issuer"),
+        ({"iss": "https://evil.test"}, IssuerMismatch, "evil.test"),
+        ({"iss": None}, IssuerMismatch, "issuer"),
         ({"error": "access_denied", "code": None}, LoginDenied, "declined"),
         ({"error": "server_error", "code": None}, CallbackError, "server_error"),
         ({"code": None}, CallbackError, "no authorization code"),

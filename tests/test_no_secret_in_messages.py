@@ -116,27 +116,44 @@ async def test_refresh_token_and_assertion_echoed_by_the_server_are_redacted(
         ("PLAK123\r\nX-Evil: 1", "carriage return"),
         ("PLAK123\nabc", "line feed"),
         ("PLAK123\x00abc", "NUL"),
-        (" PLAK123abc", "whitespace around it"),
-        ("PLAK123abc\n", "whitespace around it"),
         ("PLAK 123abc", "a space"),
+        (" PLAK\t123abc\n", "a tab"),
         ("", "empty"),
+        (" \n", "empty"),
     ],
 )
 def test_api_key_that_cannot_be_a_header_is_refused_where_given(key: str, problem: str) -> None:
-    """An API key with CR, LF, NUL or surrounding whitespace is a `ConfigurationError` that names
-    the problem, never the key."""
+    """An API key with CR, LF, NUL or whitespace inside (whatever surrounds it), or nothing at
+    all, is a `ConfigurationError` that names the problem, never the key."""
     with pytest.raises(ConfigurationError, match=problem) as info:
         PlanetAuth.from_api_key(key)
     if key.strip():
         assert "PLAK123" not in str(info.value)
 
 
-def test_api_key_from_the_environment_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A key set with a stray line feed in the environment is refused before any request."""
-    monkeypatch.setenv("PL_API_KEY", "PLAKsecret\r\nInjected: yes")
-    with pytest.raises(ConfigurationError, match="carriage return") as info:
+@pytest.mark.parametrize("variable", ["PL_AUTH_API_KEY", "PL_API_KEY"])
+def test_api_key_from_the_environment_is_checked_too(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """A key set with a stray line feed in the environment is refused before any request, and
+    the error names the variable it came from (never the key)."""
+    monkeypatch.setenv(variable, "PLAKsecret\r\nInjected: yes")
+    with pytest.raises(ConfigurationError) as info:
         PlanetAuth.from_user_default_session()
-    assert "PLAKsecret" not in str(info.value)
+    message = str(info.value)
+    assert message.startswith(f"the API key from environment variable {variable} contains a ")
+    assert "carriage return" in message
+    assert "PLAKsecret" not in message
+
+
+def test_api_key_from_planet_json_names_the_file(clean_env: Path) -> None:
+    """A key in ~/.planet.json with a space inside names the file and the setting."""
+    (clean_env / ".planet.json").write_text(json.dumps({"PL_API_KEY": "PLAKsecret 42"}))
+    with pytest.raises(ConfigurationError) as info:
+        PlanetAuth.from_user_default_session()
+    message = str(info.value)
+    assert f"the API key from {clean_env / '.planet.json'} (PL_API_KEY) contains a space" in message
+    assert "PLAKsecret" not in message
 
 
 async def test_access_token_with_a_line_break_from_the_server_is_a_typed_error() -> None:

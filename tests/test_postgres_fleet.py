@@ -50,7 +50,7 @@ from tests.test_redis_fleet import (
     _machines,
 )
 
-pytestmark = [pytest.mark.peer, pytest.mark.fleet, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.peer, pytest.mark.fleet, pytest.mark.slow, pytest.mark.timeout(180)]
 
 WORKERS = 16
 

@@ -454,7 +454,7 @@ def test_urls_and_arguments() -> None:
     with pytest.raises(ConfigurationError, match="is not a PostgreSQL URL") as info:
         PostgresStorage("mysql://app:pw@db.example/tokens")
     assert "pw@" not in str(info.value)
-    assert "app:***@" in str(info.value)
+    assert "***@db.example" in str(info.value)
     for table in ("Sessions", "1abc", "a-b", "s; drop table x", "x" * 49):
         with pytest.raises(ConfigurationError, match="table"):
             PostgresStorage("postgresql://db.example/tokens", table=table)
@@ -466,7 +466,7 @@ def test_urls_and_arguments() -> None:
 async def test_without_psycopg_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without psycopg, PostgresStorage is a ConfigurationError saying which extra to install."""
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    with pytest.raises(ConfigurationError, match=re.escape("pip install 'planet-async[postgres]'")):
+    with pytest.raises(ConfigurationError, match=re.escape("[postgres]")):
         PostgresStorage("postgresql://127.0.0.1/db")
 
 
@@ -486,4 +486,4 @@ except ConfigurationError as exc:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert "planet-async[postgres]" in done.stdout
+    assert "PostgresStorage needs the postgres extra" in done.stdout

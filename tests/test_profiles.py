@@ -692,20 +692,91 @@ def test_from_api_key_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "content",
+    [
+        f"{API_KEY}\n",
+        f"{API_KEY}\r\n",
+        f"  {API_KEY}\n\n",
+        API_KEY,
+        json.dumps({"key": f"{API_KEY}\n"}),
+    ],
+    ids=["newline", "crlf", "padded", "bare", "json-with-newline"],
+)
+def test_an_api_key_read_from_a_file_loses_its_trailing_newline(
+    tmp_path: Path, content: str
+) -> None:
+    """A key file as editors save it (the key, then a newline) works both ways: read by
+    `from_api_key_file`, or read by the program and given to `from_api_key`; the environment's
+    keys are stripped alike."""
+    path = tmp_path / "key.txt"
+    path.write_bytes(content.encode())
+    assert _sent_header(PlanetAuth.from_api_key_file(path)) == f"api-key {API_KEY}"
+    if not content.startswith("{"):
+        with open(path) as file:  # what a user's program does
+            read = file.read()
+        assert _sent_header(PlanetAuth.from_api_key(read)) == f"api-key {API_KEY}"
+
+
+def test_an_api_key_from_the_environment_loses_surrounding_whitespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`PL_AUTH_API_KEY="$(cat key.txt)\n"`-style values work as the command's `--api-key -`
+    does: the whitespace around the key is dropped."""
+    monkeypatch.setenv("PL_AUTH_API_KEY", f" {API_KEY}\n")
+    auth = PlanetAuth.from_user_default_session()
+    assert _sent_header(auth) == f"api-key {API_KEY}"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (f"{API_KEY}\nPLAKsecond0123456789\n", "contains a line feed (LF)"),
+        ("PLAK abcdef\n", "contains a space"),
+        ("\n\n", "is empty"),
+    ],
+)
+def test_a_plain_key_file_that_is_no_key_names_the_file(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    """A file that holds two keys, a key with a space inside, or nothing, is refused naming the
+    file and the problem, never its contents."""
+    path = tmp_path / "key.txt"
+    path.write_text(content)
+    with pytest.raises(ConfigurationError) as info:
+        PlanetAuth.from_api_key_file(path)
+    assert str(info.value).startswith(f"the API key in {path} {problem}")
+    assert "PLAK" not in str(info.value).replace(str(path), "")
+
+
+def test_an_api_key_of_a_profile_names_the_profile(clean_env: Path) -> None:
+    """A profile's saved key with whitespace inside is refused naming the profile."""
+    PlanetHome(clean_env).write_auth_client("keys", AuthClientConfig.static_api_key("PLAK x"))
+    with pytest.raises(ConfigurationError) as info:
+        PlanetAuth.from_profile("keys", home=clean_env)
+    assert str(info.value).startswith("the API key of profile 'keys' contains a space")
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [
         (None, "cannot read an API key"),
-        ("{broken", "cannot read an API key"),
+        ("{broken", "cannot read an API key from .*: it is not valid JSON \\(Expecting"),
+        (b"\xff\xfe", "cannot read an API key from .*: not text"),
         ('{"api_key": "PLAKx"}', 'has no "key"'),
         ('{"key": ""}', 'has no "key"'),
         ('{"key": 42}', 'has no "key"'),
         ('["PLAKx"]', 'has no "key"'),
     ],
 )
-def test_from_api_key_file_errors(tmp_path: Path, content: str | None, message: str) -> None:
-    """A missing, broken or key-less file is a ConfigurationError naming the file."""
+def test_from_api_key_file_errors(
+    tmp_path: Path, content: str | bytes | None, message: str
+) -> None:
+    """A missing, broken or key-less file is a ConfigurationError naming the file and what is
+    wrong with it (not a bare JSON parse error)."""
     path = tmp_path / "key.json"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     with pytest.raises(ConfigurationError, match=message) as info:
         PlanetAuth.from_api_key_file(path)

@@ -26,7 +26,7 @@ from tests._fleet import Fleet
 from tests._peer import Peer
 from tests.test_redis_fleet import _issued
 
-pytestmark = [pytest.mark.peer, pytest.mark.fleet, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.peer, pytest.mark.fleet, pytest.mark.slow, pytest.mark.timeout(180)]
 
 WORKERS = ("asyncio", "trio") * 4
 TTL = 8  # seconds an access token lives

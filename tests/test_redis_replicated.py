@@ -162,6 +162,7 @@ def test_storage_from_url_and_masking() -> None:
 
 
 @pytest.mark.fleet
+@pytest.mark.slow
 async def test_sentinel_failover_keeps_the_session(
     start_redis_topology: Callable[..., Any],
 ) -> None:
@@ -195,6 +196,7 @@ async def test_a_sentinel_storage_without_a_primary_is_a_storage_error(
 
 
 @pytest.mark.fleet
+@pytest.mark.slow
 async def test_cluster_keeps_every_session_when_a_primary_dies(
     start_redis_topology: Callable[..., Any],
 ) -> None:
@@ -232,6 +234,7 @@ async def test_cluster_keeps_every_session_when_a_primary_dies(
 
 
 @pytest.mark.fleet
+@pytest.mark.slow
 @pytest.mark.parametrize("replicas", [0, 1])
 async def test_wait_is_what_tells_a_save_from_one_a_failover_loses(
     start_redis_topology: Callable[..., Any], replicas: int
@@ -267,6 +270,7 @@ async def test_wait_is_what_tells_a_save_from_one_a_failover_loses(
 
 
 @pytest.mark.fleet
+@pytest.mark.slow
 @pytest.mark.parametrize("replicas", [0, 1])
 async def test_a_rotated_refresh_token_survives_a_failover_with_wait(
     peer: Peer, start_redis_topology: Callable[..., Any], replicas: int
@@ -333,6 +337,7 @@ async def test_a_rotated_refresh_token_survives_a_failover_with_wait(
 
 
 @pytest.mark.fleet
+@pytest.mark.slow
 async def test_a_lease_taken_on_a_lost_primary_does_not_hold_the_fleet_back(
     start_redis_topology: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:

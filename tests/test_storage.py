@@ -29,6 +29,7 @@ from planet_async import (
     ClientCredentialsGrant,
     ClientSecretBasic,
     ConfigurationError,
+    EncryptedStorage,
     FileStorage,
     HttpxTransport,
     MemoryStorage,
@@ -73,6 +74,7 @@ def _token(access: str = "at-1", **changes: Any) -> TokenSet:
 
 def _where(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a `kind` of storage keeps its sessions: a path, or the test Redis's URL."""
+    kind = kind.removeprefix("encrypted-")
     if kind == "redis":
         return str(request.getfixturevalue("redis").url)
     if kind == "postgres":
@@ -85,6 +87,8 @@ def _where(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _make(kind: str, where: str, **options: Any) -> Any:
+    if kind.startswith("encrypted-"):  # the wrapper, over a storage of each kind of lock
+        return EncryptedStorage(_make(kind.removeprefix("encrypted-"), where, **options), _KEYS)
     if kind == "memory":
         return MemoryStorage()
     if kind == "file":
@@ -96,8 +100,21 @@ def _make(kind: str, where: str, **options: Any) -> Any:
     return SQLiteStorage(where, **options)
 
 
+_KEYS = {"test-key": b"k" * 32}
+
+
 @pytest.fixture(
-    params=["memory", "file", "sqlite", "redis", "redis-sentinel", "redis-cluster", "postgres"]
+    params=[
+        "memory",
+        "file",
+        "sqlite",
+        "redis",
+        "redis-sentinel",
+        "redis-cluster",
+        "postgres",
+        "encrypted-file",
+        "encrypted-redis",
+    ]
 )
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return _make(request.param, _where(request.param, request, tmp_path))

@@ -37,6 +37,7 @@ from planet_async import (
     RedisStorage,
     RefreshTokenGrant,
     StorageError,
+    TokenEvent,
     TokenManager,
     TokenSet,
 )
@@ -90,15 +91,24 @@ async def _outcome(manager: TokenManager) -> str:
 async def test_m2m_gets_a_token_with_redis_down_at_start(
     peer: Peer, start_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A process started while Redis is down gets its M2M token: one token request, one WARNING
-    saying it renews without coordination; repeated calls cost nothing more. When Redis comes
-    up, the next renewal is coordinated and stored for the others again."""
+    """A process started while Redis is down gets its M2M token: 50 callers at once, one token
+    request, one WARNING saying it renews without coordination; later calls cost nothing more.
+    When Redis comes up, the next renewal is coordinated and stored for the others again."""
     server = start_redis()
     server.stop()
     clock = FakeClock(start=time.time())
     manager = _manager(_m2m(peer), RedisStorage(server.url, timeout=TIMEOUT), clock)
+    headers: list[str] = []
+
+    async def ask() -> None:
+        headers.append(await manager.header())
+
     with caplog.at_level(logging.WARNING, logger="planet_async"):
-        first = await manager.header()
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(ask)
+        first = headers[0]
+        assert headers == [first] * 50
         assert [await manager.header() for _ in range(3)] == [first] * 3
     assert peer.grants("client_credentials") == 1
     (warning,) = _uncoordinated(caplog)
@@ -152,12 +162,14 @@ class _Highest(random.Random):
         return 0.999
 
 
+@pytest.mark.parametrize("end", ["stop", "kill"])
 async def test_an_outage_in_the_renew_ahead_window_costs_no_server_backoff(
-    peer: Peer, start_redis: Callable[..., RedisServer]
+    end: str, peer: Peer, start_redis: Callable[..., RedisServer]
 ) -> None:
-    """Redis down through the last minutes of an hour-long token's renew-ahead window, with a
-    caller every second: each failed lock attempt keeps the token serving, and none stretches
-    the wait (with the server's backoff, 8 of them would put the next attempt two minutes out);
+    """Redis down (stopped, or killed) through the last minutes of an hour-long token's
+    renew-ahead window, with a caller every second: each failed lock attempt keeps the token
+    serving, and none stretches the wait (with the server's backoff, 8 of them would put the
+    next attempt two minutes out);
     once the token is past its hard threshold the next call renews at once, uncoordinated, with
     one token request for this renewal point."""
     peer.set_access_token_ttl(3600)
@@ -168,7 +180,7 @@ async def test_an_outage_in_the_renew_ahead_window_costs_no_server_backoff(
         _m2m(peer), storage=storage, session=SESSION, clock=clock, rng=_Highest()
     )
     first = await manager.header()
-    server.stop()
+    getattr(server, end)()  # stopped, or killed (SIGKILL)
     clock.advance(3400)  # renew-ahead started at 2340 s; the hard threshold is at 3570 s
     for _ in range(170):
         assert await manager.header() == first
@@ -180,6 +192,62 @@ async def test_an_outage_in_the_renew_ahead_window_costs_no_server_backoff(
     assert outcomes == [outcomes[0]] * 5
     assert outcomes[0] != first
     assert peer.grants("client_credentials") == 2  # one request for this renewal point
+
+
+class Settled:
+    """A listener that tells when every renewal started has ended (background ones included)."""
+
+    def __init__(self) -> None:
+        self.started = self.ended = 0
+        self.event = anyio.Event()
+        self.event.set()
+
+    def __call__(self, event: TokenEvent) -> None:
+        if event.kind == "renewal_started":
+            self.started += 1
+            if self.event.is_set():
+                self.event = anyio.Event()
+        elif event.kind in ("renewal_succeeded", "renewal_failed"):
+            self.ended += 1
+            if self.ended == self.started:
+                self.event.set()
+
+
+async def test_background_renewals_in_an_outage_cost_no_server_backoff(
+    peer: Peer, start_redis: Callable[..., RedisServer]
+) -> None:
+    """The same with the manager entered (`async with`), so that each call past the soft
+    threshold starts a renewal in the background, as applications run it: every background
+    attempt fails on the store, the token keeps serving, and past the hard threshold the next
+    call renews at once with one token request."""
+    peer.set_access_token_ttl(3600)
+    server = start_redis()
+    clock = FakeClock(start=time.time())
+    settled = Settled()
+    manager = TokenManager(
+        _m2m(peer),
+        storage=RedisStorage(server.url, timeout=TIMEOUT),
+        session=SESSION,
+        clock=clock,
+        rng=_Highest(),
+        on_event=settled,
+    )
+    async with manager:
+        first = await manager.header()
+        server.stop()
+        clock.advance(3400)
+        for _ in range(170):
+            assert await manager.header() == first
+            with anyio.fail_after(10):
+                await settled.event.wait()
+            clock.advance(1)
+        assert settled.started > 8  # attempted in the background, over and over
+        assert peer.grants("client_credentials") == 1
+        clock.advance(1)
+        outcomes = [await _outcome(manager) for _ in range(5)]
+    assert outcomes[0].startswith("Bearer "), outcomes[0]
+    assert outcomes == [outcomes[0]] * 5 != [first] * 5
+    assert peer.grants("client_credentials") == 2
 
 
 async def test_m2m_renews_while_redis_is_paused(

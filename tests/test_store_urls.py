@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import random
 import traceback
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -17,6 +18,7 @@ import pytest
 from planet_async import ConfigurationError, PlanetAuthError, RedisStorage, TokenSet
 from planet_async.storage import storage_from_environment, storage_from_url
 from planet_async.storage._redis import mask_url
+from planet_async.storage._url import describe_url
 from tests._peer import Peer
 from tests._redis import RedisServer, free_port
 from tests.test_cli import CLIENT_ID, CLIENT_SECRET, Cli
@@ -94,6 +96,51 @@ def test_no_password_in_any_malformed_url(
     for text in seen:
         for form in forms:
             assert form not in text, (form, text)
+
+
+def _random_url(rng: random.Random, core: str) -> tuple[str, str]:
+    """A URL of a random shape, right or wrong, whose user information holds a password made
+    around `core`; returns the URL and the password as it appears in it. Whatever precedes the
+    first colon of the user information is a user name, shown as URLs have it."""
+    reserved = "/?#:@%+=&;[] "
+    password = "".join(rng.choice(reserved + "ab") for _ in range(rng.randint(0, 3)))
+    password += core + "".join(rng.choice(reserved + "yz") for _ in range(rng.randint(0, 3)))
+    if rng.random() < 0.3:
+        password = quote(password, safe="")
+    scheme = rng.choice(["redis", "rediss", "unix", "file", "REDIS", "", "http", "redis+x"])
+    separator = rng.choice(["://", ":/", ":", "//", ":///", "/", "", "://:"])
+    user = rng.choice(["", "u", "user.name", "a/b", "x:y", "-"])
+    if user or rng.random() < 0.7:
+        userinfo = f"{user}:{password}"
+    else:  # a password alone, with no colon: everything before the first colon is a user name
+        password = password.replace(":", "")
+        userinfo = password
+    host = rng.choice(
+        ["127.0.0.1", "h", "[::1]", "[zz]", "h:abc", "h:99999", "", "h:6379/0", "h/0?x=1", "[::1"]
+    )
+    tail = rng.choice(["", "/0", "/x", "?retention=1h", "?password=" + core + "q", "#frag"])
+    return f"{scheme}{separator}{userinfo}@{host}{tail}", password
+
+
+@pytest.mark.usefixtures("redis_connections_fail")
+def test_no_password_in_randomly_malformed_urls() -> None:
+    """3,000 URLs of random shapes (seeded): the password and its core never appear in the
+    masked URL, the quote an error would make of it, a storage's repr, or the error a storage URL
+    raises; percent-encoded or not."""
+    rng = random.Random(18)
+    core = "S3CRETpw"
+    for case in range(3000):
+        url, password = _random_url(rng, core)
+        texts = [mask_url(url), describe_url(url)]
+        if case % 10 == 0:
+            try:
+                texts.append(repr(storage_from_url(url)))
+            except ConfigurationError as exc:
+                texts.append(_texts_of(exc))
+        for text in texts:
+            for secret in {core, password, unquote(password)}:
+                if len(secret) >= 4:
+                    assert secret not in text, (url, text)
 
 
 BAD_URLS = {

@@ -133,6 +133,7 @@ def test_the_command_refuses_a_lookalike_loopback_issuer(tmp_path: Path) -> None
 
 class CountingGrant:
     description = "counting test grant"
+    renews_without_lock = False
 
     def __init__(self) -> None:
         self.calls = 0
@@ -259,3 +260,27 @@ def test_origin_policy_canonicalizes_what_it_is_given() -> None:
     assert policy.allows("http", "::1", 8080)
     assert not policy.allows("http", "::1", 8081)
     assert not policy.allows("https", "api.planet.com", 8443)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://api.planet.com/data/v1?x=1", True),
+        ("https://api.planet.com", True),
+        ("https://api.planet.com?x=1", True),
+        ("https://API.planet.com:443/x", True),
+        ("https://user@api.planet.com/x", True),
+        ("https://api.planet.com:8443/x", False),
+        ("http://api.planet.com/x", False),
+        ("https://api.planet.com.evil.test/x", False),
+        ("https://evil.test/https://api.planet.com/", False),
+        ("https://api.planet.com:99999/x", False),  # no port: unparseable, no credentials
+        ("http://127.0.0.1:8080/x", True),
+    ],
+)
+def test_allows_url_decides_as_allows(url: str, allowed: bool) -> None:
+    """The text form of the allowlist check (requests hands URLs as text) decides as the parsed
+    one, twice in a row (the second from memory)."""
+    policy = OriginPolicy(["https://api.planet.com", "http://127.0.0.1:8080"])
+    assert policy.allows_url(url) is allowed
+    assert policy.allows_url(url) is allowed

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import getpass
 import json
 import logging
@@ -12,6 +14,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,13 +22,14 @@ import anyio
 from .. import __version__
 from .._auth import PlanetAuth, auth_from_source
 from .._errors import ConfigurationError, LoginTimeout, PlanetAuthError
+from .._extras import install_command
 from .._session import SessionSource
 from .._urls import require_secure_url
 from ..flows._device_code import DeviceAuthorization
 from ..profiles import AuthClientConfig, PlanetHome, choose_session
 from ..profiles._clients import PLANET_M2M_ISSUER, PLANET_USER_ISSUER
 from ..profiles._files import STORAGE_FILE, normalize_profile_name
-from ..profiles._sessions import DEFAULT_PROFILE
+from ..profiles._sessions import DEFAULT_PROFILE, did_you_mean
 from ..storage._atomic import write_atomic
 from ..storage._config import STORAGE_VARIABLE, storage_from_url
 from ..storage._protocol import Storage
@@ -63,7 +67,8 @@ def _options(defaults: bool) -> argparse.ArgumentParser:
         default=unset,
         metavar="URL",
         help="keep token sets here instead of ~/.planet: redis://host:port/db, rediss://..., "
-        "file:///dir (default: $PLANET_ASYNC_STORAGE)",
+        "file:///dir (default: $PLANET_ASYNC_STORAGE, else the store the profile was logged "
+        "in to)",
     )
     parser.add_argument(
         "--json",
@@ -511,7 +516,40 @@ async def _status(args: argparse.Namespace, auth: PlanetAuth) -> dict[str, Any]:
         has_refresh_token=stored.refresh_token is not None,
         scope=stored.scope,
     )
-    return result
+    # For people, one line in local time in place of the epoch number and the seconds (which
+    # --json keeps, for programs).
+    lines = [
+        f"expires: {_expiry_text(value, now)}" if key == "expires_at" else f"{key}: {value}"
+        for key, value in result.items()
+        if key != "expires_in" and (value is not None or key == "expires_at")
+    ]
+    return {**result, "_text": "\n".join(lines)}
+
+
+def _expiry_text(expires_at: float | None, now: float) -> str:
+    """When a token expires, in local time, and how long that is from `now`:
+    ``2026-12-06 14:03:11 CET (in 52 min)``, or ``... (expired 3 min ago)``."""
+    if expires_at is None:
+        return "unknown (the server gave no lifetime; the token is used until the API refuses it)"
+    stamp = (
+        datetime.datetime.fromtimestamp(expires_at).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    )
+    left = expires_at - now
+    when = f"in {_duration(left)}" if left >= 0 else f"expired {_duration(-left)} ago"
+    return f"{stamp.strip()} ({when})"
+
+
+def _duration(seconds: float) -> str:
+    """`seconds` as people say it: ``42 s``, ``52 min``, ``3 h 5 min``, ``2 days``."""
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    return f"{round(seconds / 86400)} days"
 
 
 async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
@@ -551,8 +589,9 @@ async def _login(args: argparse.Namespace, home: PlanetHome) -> dict[str, Any]:
             await _user_login(args, auth)
         return await _logged_in(args, home, name, "user")
     name = await anyio.to_thread.run_sync(_user_profile_to_log_in, args, home)
-    auth = await _chosen_auth(args, home, profile=name)
-    await _user_login(args, auth)
+    async with _undone_on_failure(home, name, writes_profile=False):
+        auth = await _chosen_auth(args, home, profile=name)
+        await _user_login(args, auth)
     return await _logged_in(args, home, name, "user")
 
 
@@ -595,19 +634,41 @@ def _read_api_key(given: str) -> str:
 
 
 @asynccontextmanager
-async def _undone_on_failure(home: PlanetHome, name: str) -> AsyncIterator[None]:
-    """A login that fails leaves the profile as it was: a new one removed, an old one restored."""
+async def _undone_on_failure(
+    home: PlanetHome, name: str, *, writes_profile: bool = True
+) -> AsyncIterator[None]:
+    """A login that fails leaves the files as they were: a profile it wrote removed, or restored
+    if there was one, and no directory it created (not even an empty ``~/.planet``).
+
+    `writes_profile` False: the login writes no client configuration (a built-in profile), so
+    only the directories it created are removed; nothing that was there is touched.
+    """
     path = home.profile_dir(name) / "auth_client.json"
-    before = await anyio.to_thread.run_sync(lambda: path.read_bytes() if path.is_file() else None)
+    directories = (home.home, home.profiles_dir, home.profile_dir(name))
+
+    def before() -> tuple[bytes | None, list[Path]]:
+        config = path.read_bytes() if path.is_file() else None
+        return config, [directory for directory in directories if not directory.exists()]
+
+    config, missing = await anyio.to_thread.run_sync(before)
     try:
         yield
     except (PlanetAuthError, _Fail):
-        if before is None:
-            await anyio.to_thread.run_sync(home.delete_profile, name)
-        else:
-            # Byte for byte: the old file need not even be valid JSON.
-            await anyio.to_thread.run_sync(write_atomic, path, before)
+        await anyio.to_thread.run_sync(_undo_login, home, name, writes_profile, config, missing)
         raise
+
+
+def _undo_login(
+    home: PlanetHome, name: str, writes_profile: bool, config: bytes | None, missing: list[Path]
+) -> None:
+    if writes_profile and config is None:
+        home.delete_profile(name)
+    elif writes_profile and config is not None:
+        # Byte for byte: the old file need not even be valid JSON.
+        write_atomic(home.profile_dir(name) / "auth_client.json", config)
+    for directory in reversed(missing):  # innermost first
+        with contextlib.suppress(OSError):  # not empty: something else was put there; keep it
+            directory.rmdir()
 
 
 async def _user_login(args: argparse.Namespace, auth: PlanetAuth) -> None:
@@ -689,7 +750,7 @@ def _qr_text(url: str) -> str:
     try:
         import qrcode  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
-        return "  (install planet-async[qr] for a QR code)\n"
+        return f"  (a QR code needs the qr extra: {install_command('qr')})\n"
     code = qrcode.QRCode(border=2)
     code.add_data(url)
     lines: list[str] = []
@@ -713,12 +774,19 @@ def _profile_command(args: argparse.Namespace, home: PlanetHome) -> dict[str, An
         return {"profiles": names, "default": default, "_text": text}
     if args.command == "use":
         if home.read_auth_client(args.name) is None:
-            raise _Fail(f"no profile {args.name!r}: `planet-async profile list` shows them", 2)
+            raise _Fail(
+                f"no profile {args.name!r}: {did_you_mean(home, args.name)}"
+                "`planet-async profile list` shows them",
+                EXIT_USAGE,
+            )
         home.set_default_profile(args.name)
         return {"default": args.name.lower(), "_text": f"default profile: {args.name.lower()}"}
     name = args.name or choose_session(profile=args.profile, home=home).profile
     config = home.read_auth_client(name) if name else None
     if config is None:
-        raise _Fail(f"no profile {name!r}: `planet-async profile list` shows them", EXIT_USAGE)
+        hint = did_you_mean(home, name) if name else ""
+        raise _Fail(
+            f"no profile {name!r}: {hint}`planet-async profile list` shows them", EXIT_USAGE
+        )
     shown = config.model_dump(mode="json", exclude_none=True)  # secrets come out masked
     return {"profile": name, **shown}

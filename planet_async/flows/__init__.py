@@ -1,6 +1,7 @@
 """Grants and logins: how a session gets its tokens."""
 
 from ._auth_code import AuthorizationCodeFlow as AuthorizationCodeFlow
+from ._auth_code import CompletedLogin as CompletedLogin
 from ._auth_code import PendingAuthorization as PendingAuthorization
 from ._base import Grant as Grant
 from ._client_credentials import ClientCredentialsGrant as ClientCredentialsGrant
@@ -19,6 +20,7 @@ __all__ = [
     "USER_SCOPES",
     "AuthorizationCodeFlow",
     "ClientCredentialsGrant",
+    "CompletedLogin",
     "DeviceAuthorization",
     "DeviceCodeFlow",
     "DeviceFlowState",

@@ -13,16 +13,19 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
-from .._errors import CallbackError, ConfigurationError, LoginDenied, LoginTimeout
+from .._errors import CallbackError, ConfigurationError, IssuerMismatch, LoginDenied, LoginTimeout
+from .._id_token import DEFAULT_LEEWAY, verify_id_token
 from .._models import TokenSet, load_revealed_json, reveal_json
 from .._oauth import AuthorizationServer, ClientAuth
 from ._scopes import OFFLINE_ACCESS, USER_SCOPES, normalize_scopes
 
-__all__ = ["AuthorizationCodeFlow", "PendingAuthorization"]
+__all__ = ["AuthorizationCodeFlow", "CompletedLogin", "PendingAuthorization"]
 
 _MASK = "**********"  # what pydantic shows for a SecretStr
 
@@ -78,6 +81,26 @@ class PendingAuthorization(BaseModel):
         return load_revealed_json(cls, text, "a pending login")
 
 
+@dataclass(frozen=True)
+class CompletedLogin:
+    """What a finished browser login gives: the tokens, and who logged in.
+
+    Attributes:
+        token: The token set from the token endpoint.
+        claims: The ID token's claims, verified (signature, `iss`, `aud`, `exp`, `nonce`); None
+            when the server sent no ID token (no ``openid`` scope) or has no issuer URL to
+            verify one against.
+    """
+
+    token: TokenSet = field(repr=False)
+    claims: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def subject(self) -> str | None:
+        """The verified `sub` of the user who logged in, if an ID token came."""
+        return None if self.claims is None else str(self.claims["sub"])
+
+
 class AuthorizationCodeFlow:
     """Logs a user in with a browser: authorization code, PKCE S256, `state`, and RFC 9207 `iss`.
 
@@ -92,6 +115,7 @@ class AuthorizationCodeFlow:
             then).
         extra_params: More authorization request parameters (e.g. ``audience``).
         lifetime: Seconds a pending login stays usable.
+        leeway: Seconds of clock difference allowed for an ID token's `exp` and `iat`.
         clock: Wall-clock seconds; injectable for tests.
     """
 
@@ -104,6 +128,7 @@ class AuthorizationCodeFlow:
         scopes: str | Iterable[str] = USER_SCOPES,
         extra_params: Mapping[str, str] | None = None,
         lifetime: float = 600.0,
+        leeway: float = DEFAULT_LEEWAY,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.server = server
@@ -112,6 +137,7 @@ class AuthorizationCodeFlow:
         self.scopes = normalize_scopes(scopes)
         self.extra_params = dict(extra_params or {})
         self.lifetime = lifetime
+        self.leeway = leeway
         self._clock = clock
 
     @property
@@ -191,7 +217,7 @@ class AuthorizationCodeFlow:
         checks_iss = pending.issuer is not None and (iss is not None or pending.require_iss)
         if checks_iss and (iss or "").rstrip("/") != (pending.issuer or "").rstrip("/"):
             # RFC 9207: the response must come from the server we sent the user to.
-            raise CallbackError(
+            raise IssuerMismatch(
                 f"the login's redirect came from issuer {iss!r}, not {pending.issuer!r}; "
                 "start the login again"
             )
@@ -211,11 +237,29 @@ class AuthorizationCodeFlow:
         return code
 
     async def finish(self, pending: PendingAuthorization, callback_url: str) -> TokenSet:
-        """Check the redirect back (see `check_callback`) and exchange its code for tokens.
+        """Check the redirect back (see `check_callback`) and exchange its code for tokens; an
+        ID token that comes with them is verified (see `finish_login`).
 
         Raises:
-            LoginError: The redirect was not a valid answer to this login.
+            LoginError: The redirect was not a valid answer to this login, or its ID token is
+                not valid (`InvalidIdToken`).
             AuthServerError: The token endpoint refused the code or failed.
+        """
+        return (await self.finish_login(pending, callback_url)).token
+
+    async def finish_login(
+        self, pending: PendingAuthorization, callback_url: str
+    ) -> CompletedLogin:
+        """As `finish`, and say who logged in: the verified claims of the ID token.
+
+        An ID token comes when the ``openid`` scope was asked for. It is verified against the
+        server's keys (its JWK Set, fetched from the discovered `jwks_uri` and cached), and its
+        `iss`, `aud` (this client), `exp` and `nonce` (this login's) are checked.
+
+        Raises:
+            LoginError: As `finish`; `InvalidIdToken` when the ID token fails a check.
+            AuthServerError: The token endpoint refused the code or failed, or the server's keys
+                could not be fetched.
         """
         code = self.check_callback(pending, callback_url)
         form = {
@@ -224,9 +268,20 @@ class AuthorizationCodeFlow:
             "redirect_uri": pending.redirect_uri,
             "code_verifier": pending.code_verifier.get_secret_value(),
         }
-        return await self.server.request_token(
+        token = await self.server.request_token(
             form, self.client, clock=self._clock, context=self.description
         )
+        if token.id_token is None or self.server.issuer is None:
+            return CompletedLogin(token)
+        claims = await verify_id_token(
+            self.server,
+            token.id_token.get_secret_value(),
+            client_id=self.client.client_id,
+            nonce=pending.nonce.get_secret_value(),
+            now=self._clock(),
+            leeway=self.leeway,
+        )
+        return CompletedLogin(token, claims)
 
 
 def _s256(verifier: str) -> str:

@@ -17,6 +17,13 @@ class Grant(Protocol):
     """
 
     @property
+    def renews_without_lock(self) -> bool:
+        """Whether renewing needs no shared state (client credentials: asking again), so the
+        TokenManager may renew without the storage's lock when it cannot be had. False for a
+        rotating refresh token, which must never be spent twice."""
+        ...
+
+    @property
     def description(self) -> str:
         """Names the grant and client for messages and logs; never a secret."""
         ...

@@ -45,6 +45,13 @@ class ClientCredentialsGrant:
         self.extra_params = dict(extra_params or {})
 
     @property
+    def loop_free(self) -> bool:
+        """Whether `renew` may run on any event loop (the server's transport belongs to none):
+        the TokenManager then makes its requests on the renewal loop. Not for a subclass, whose
+        `renew` may hold state of its owner's loop."""
+        return type(self) is ClientCredentialsGrant and self.server.loop_free
+
+    @property
     def description(self) -> str:
         return f"client_credentials for client {self.client.client_id!r}"
 

@@ -25,6 +25,9 @@ class RefreshTokenGrant:
             default the server keeps the granted ones.
     """
 
+    renews_without_lock = False
+    """A refresh token may be rotated: spending it without the lock could spend it twice."""
+
     def __init__(
         self,
         server: AuthorizationServer,
@@ -35,6 +38,13 @@ class RefreshTokenGrant:
         self.server = server
         self.client = client
         self.scopes = normalize_scopes(scopes)
+
+    @property
+    def loop_free(self) -> bool:
+        """Whether `renew` may run on any event loop (the server's transport belongs to none):
+        the TokenManager then makes its requests on the renewal loop. Not for a subclass, whose
+        `renew` may hold state of its owner's loop."""
+        return type(self) is RefreshTokenGrant and self.server.loop_free
 
     @property
     def description(self) -> str:

@@ -7,6 +7,7 @@ Read leniently (unknown keys are kept), written exactly as `planet` writes them:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 from pathlib import Path
@@ -106,6 +107,16 @@ class PlanetHome:
                 child.name for child in sorted(self.profiles_dir.iterdir()) if _is_profile(child)
             ]
         return found + [name for name in BUILTIN_PROFILES if name not in found]
+
+    def closest_profile(self, name: str) -> str | None:
+        """The profile (on disk or built in) whose name is closest to `name`, for a "did you
+        mean" after a typo (``planet-usr``); None when none is close, or none can be listed."""
+        try:
+            names = self.list_profiles()
+        except OSError:
+            return None
+        close = difflib.get_close_matches(name.strip().lower(), names, n=1, cutoff=0.75)
+        return close[0] if close else None
 
     def read_auth_client(self, profile: str) -> AuthClientConfig | None:
         """A profile's client configuration: from its ``auth_client.json``, or built in.

@@ -31,6 +31,7 @@ from .._oauth import (
     PrivateKeyJWT,
     PublicClient,
 )
+from .._redact import clean_api_key
 from .._session import Credential, SessionSource, user_credential
 from ..flows._client_credentials import ClientCredentialsGrant
 from ..flows._scopes import USER_SCOPES, normalize_scopes
@@ -39,7 +40,13 @@ from ..storage._protocol import Storage
 from ._clients import PLANET_M2M_ISSUER, AuthClientConfig
 from ._files import PlanetHome, normalize_profile_name
 
-__all__ = ["SessionSource", "choose_session", "credential_for_client", "credential_from_source"]
+__all__ = [
+    "SessionSource",
+    "choose_session",
+    "credential_for_client",
+    "credential_from_source",
+    "did_you_mean",
+]
 
 DEFAULT_PROFILE = "planet-user"
 M2M_PROFILE_PREFIX = "planet-m2m-"
@@ -86,9 +93,16 @@ def choose_session(
         if home.read_auth_client(found.profile) is None:
             raise ConfigurationError(
                 f"profile {found.profile!r} (from {found.origin}) does not exist; "
-                "`planet-async profile list` shows the profiles"
+                f"{did_you_mean(home, found.profile)}`planet-async profile list` shows the profiles"
             )
     return found
+
+
+def did_you_mean(home: PlanetHome, profile: str) -> str:
+    """``did you mean 'planet-user'? `` for a profile name close to an existing one, else
+    nothing."""
+    closest = home.closest_profile(profile)
+    return f"did you mean {closest!r}? " if closest and closest != profile else ""
 
 
 def _from_values(values: Mapping[str, Any], origin: str) -> SessionSource | None:
@@ -157,7 +171,9 @@ def credential_from_source(
     storage = storage or storage_from_environment()
     if source.kind == "api_key":
         assert source.api_key is not None
-        return Credential(api_key=source.api_key, source=source)
+        where = "" if source.origin == "argument" else f" from {source.origin}"
+        key = clean_api_key(source.api_key.get_secret_value(), f"API key{where}")
+        return Credential(api_key=SecretStr(key), source=source)
     if source.kind == "client_credentials":
         assert source.client_id is not None
         assert source.client_secret is not None
@@ -190,7 +206,8 @@ def credential_for_client(
         LoginRequired: A legacy profile without a saved API key.
     """
     if config.kind in ("api_key", "legacy"):
-        return Credential(api_key=SecretStr(_api_key_of(config, session, home)))
+        key = clean_api_key(_api_key_of(config, session, home), f"API key of profile {session!r}")
+        return Credential(api_key=SecretStr(key))
     if not config.server_url and "token_endpoint" not in config.endpoints():
         raise ConfigurationError(f"profile {session!r} has no auth_server")
     endpoints: dict[str, Any] = config.endpoints()

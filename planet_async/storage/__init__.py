@@ -3,17 +3,21 @@
 from ._config import STORAGE_VARIABLE as STORAGE_VARIABLE
 from ._config import storage_from_environment as storage_from_environment
 from ._config import storage_from_url as storage_from_url
+from ._encrypted import EncryptedStorage as EncryptedStorage
 from ._file import FileStorage as FileStorage
 from ._memory import MemoryStorage as MemoryStorage
 from ._postgres import PostgresStorage as PostgresStorage
+from ._protocol import RecordStore as RecordStore
 from ._protocol import Storage as Storage
 from ._redis import RedisStorage as RedisStorage
 
 __all__ = [
     "STORAGE_VARIABLE",
+    "EncryptedStorage",
     "FileStorage",
     "MemoryStorage",
     "PostgresStorage",
+    "RecordStore",
     "RedisStorage",
     "Storage",
     "storage_from_environment",

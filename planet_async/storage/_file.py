@@ -67,12 +67,19 @@ class FileStorage:
         lock_timeout: Seconds to wait for another process's lock before raising `StorageError`.
     """
 
+    lock_can_lapse = False
+    """An advisory file lock is held until released (or its holder's process ends)."""
+
     def __init__(self, root: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> None:
         self.root = Path(root).expanduser()
         self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self.root)!r})"
+
+    def watch_deletions(self) -> None:
+        """None: files cannot tell another process that a session was deleted."""
+        return None
 
     def session_dir(self, session: str) -> Path:
         """The directory of a session; profile names are lower-cased as the `planet` CLI does.

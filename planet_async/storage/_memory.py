@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from .._models import TokenSet
 
 __all__ = ["MemoryStorage"]
 
+_WATCH_BUFFER = 1024
+"""Deletions a slow watcher may fall behind by before further ones are dropped (a watcher
+treats a notification as a hint; see `Storage.watch_deletions`)."""
+
 
 class MemoryStorage:
-    """Keeps token sets in a dict. The default storage of a TokenManager."""
+    """Keeps token sets in a dict. The default storage of a TokenManager.
+
+    It is also a `RecordStore` for the pending logins of a web service that runs as one process.
+    Its lock is an `anyio.Lock` per session (it cannot lapse), and `watch_deletions` tells every
+    watcher in this process of each `delete`.
+    """
+
+    lock_can_lapse = False
 
     def __init__(self) -> None:
         self._tokens: dict[str, TokenSet] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        self._records: dict[str, tuple[bytes, float]] = {}
+        self._watchers: set[MemoryObjectSendStream[str]] = set()
 
     def __repr__(self) -> str:
         return f"MemoryStorage(sessions={sorted(self._tokens)!r})"
@@ -30,9 +45,40 @@ class MemoryStorage:
 
     async def delete(self, session: str) -> None:
         self._tokens.pop(session, None)
+        for watcher in tuple(self._watchers):
+            try:
+                watcher.send_nowait(session)
+            except anyio.WouldBlock:
+                pass  # a hint lost; the stored session stays the truth
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._watchers.discard(watcher)
 
     @asynccontextmanager
     async def lock(self, session: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(session, anyio.Lock())
+        # Uncontended, the lock is taken without yielding to the event loop: on a loop busy with
+        # hundreds of downloads each yield of a renewal waits behind every ready task.
+        lock = self._locks.setdefault(session, anyio.Lock(fast_acquire=True))
         async with lock:
             yield
+
+    async def put_record(self, key: str, data: bytes, ttl: float) -> None:
+        now = time.monotonic()
+        # Expired records go on every write, so that abandoned logins do not pile up.
+        for stale in [k for k, (_, until) in self._records.items() if until <= now]:
+            del self._records[stale]
+        self._records[key] = (bytes(data), now + ttl)
+
+    async def take_record(self, key: str) -> bytes | None:
+        data, until = self._records.pop(key, (b"", 0.0))
+        return data if until > time.monotonic() else None
+
+    @asynccontextmanager
+    async def watch_deletions(self) -> AsyncIterator[AsyncIterator[str]]:
+        send, receive = anyio.create_memory_object_stream[str](_WATCH_BUFFER)
+        self._watchers.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._watchers.discard(send)
+            send.close()

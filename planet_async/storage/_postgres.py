@@ -5,7 +5,7 @@ Built on psycopg 3's synchronous API, run in anyio worker threads: psycopg's asy
 and asyncpg both run on asyncio only, and a storage must work the same on trio. A worker thread
 costs about a tenth of a millisecond a call next to a round trip to the server (see
 benchmarks/storage.py), and each call uses a connection kept open between calls. Installed with
-the ``postgres`` extra: ``pip install 'planet-async[postgres]'``.
+the ``postgres`` extra: ``python3 -m pip install '.[postgres]'`` in a clone.
 
 The schema (version 1), created on first use when missing::
 
@@ -41,7 +41,8 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .._errors import ConfigurationError, LockLost, MissingExtra, StorageError
+from .._errors import ConfigurationError, LockLost, StorageError
+from .._extras import missing_extra
 from .._models import TokenSet
 from .._redact import redact
 from ._url import describe_url, mask_url, url_secrets
@@ -142,9 +143,7 @@ def _psycopg() -> Any:
     try:
         import psycopg
     except ImportError:
-        raise MissingExtra(
-            "PostgresStorage needs the postgres extra: pip install 'planet-async[postgres]'"
-        ) from None
+        raise missing_extra("PostgresStorage", "postgres") from None
     return psycopg
 
 
@@ -321,6 +320,10 @@ class PostgresStorage:
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self.url!r}, table={self.table!r})"
+
+    def watch_deletions(self) -> None:
+        """None: deletions are not announced (LISTEN/NOTIFY could, in a later release)."""
+        return None
 
     async def __aenter__(self) -> PostgresStorage:
         return self

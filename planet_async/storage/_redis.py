@@ -1,7 +1,8 @@
 """Storage in Redis, for fleets: workers on many machines share a session and renew it once.
 
 Built on coredis, whose client runs on anyio (asyncio and trio alike); redis-py's asyncio client
-does not run on trio. Installed with the ``redis`` extra: ``pip install 'planet-async[redis]'``.
+does not run on trio. Installed with the ``redis`` extra, from a clone of the repository:
+``python3 -m pip install '.[redis]'``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -24,7 +25,8 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import ConfigurationError, LockLost, MissingExtra, StorageError
+from .._errors import ConfigurationError, LockLost, StorageError
+from .._extras import missing_extra
 from .._models import TokenSet
 from .._redact import redact
 from ._url import check_redis_url, mask_url, url_secrets
@@ -117,6 +119,14 @@ if held and {_HELD} then
 end
 return 0
 """
+# KEYS[1] = the session; ARGV[1] = the deletions channel, ARGV[2] = the session name. Deleting
+# and telling the watchers in one step: no watcher misses a deletion that happened. A user whose
+# ACL forbids the channel still deletes (pcall): watchers then learn it at the next renewal.
+_DELETE = """
+redis.call('DEL', KEYS[1])
+redis.pcall('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
 _RELEASE = f"""
 local held = redis.call('GET', KEYS[1])
 if held and {_HELD} then
@@ -130,9 +140,7 @@ def _coredis() -> Any:
     try:
         import coredis
     except ImportError:
-        raise MissingExtra(
-            "RedisStorage needs the redis extra: pip install 'planet-async[redis]'"
-        ) from None
+        raise missing_extra("RedisStorage", "redis") from None
     return coredis
 
 
@@ -282,6 +290,10 @@ class RedisStorage:
     one Redis Cluster slot. On Sentinel and Cluster a save counts only once `replicas` replicas
     have it (``WAIT``): replication is asynchronous, and a primary that dies before its replicas
     have a rotated refresh token would take the session with it.
+
+    A value that is not a JSON object is moved aside (``...:token.corrupt-<time>-<random>``) with
+    a WARNING, by one reader only and only if it is still that value, in one Lua script: other
+    readers of it load None, and a valid session stored meanwhile is left alone and loaded.
 
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]``, or ``rediss://`` for TLS (coredis
@@ -495,7 +507,64 @@ class RedisStorage:
         return max(1000, math.ceil((until - now) * 1000))
 
     async def delete(self, session: str) -> None:
-        await self._call(lambda c: c.delete([self._key(session, "token")]), "delete", session)
+        key = self._key(session, "token")
+        await self._call(
+            lambda c: c.eval(_DELETE, [key], [self.deletions_channel, session]), "delete", session
+        )
+
+    @property
+    def deletions_channel(self) -> str:
+        """The Redis Pub/Sub channel on which `delete` publishes the deleted session's name.
+
+        A Redis ACL user needs it among its channels (``&planet_async:deleted``) for replicas to
+        hear of sign-outs at once; without it deletions still work, and the others find out when
+        they next renew."""
+        return f"{self.prefix}deleted"
+
+    @asynccontextmanager
+    async def watch_deletions(self) -> AsyncIterator[AsyncIterator[str]]:
+        """Subscribe to `deletions_channel` on a connection of its own, until the block ends.
+
+        Raises:
+            StorageError: Redis cannot be reached (the iterator stops when the connection
+                drops; watchers subscribe again and re-read what they hold).
+        """
+        client = self._coredis.Redis.from_url(
+            self._url,
+            decode_components=True,
+            decode_responses=False,
+            connect_timeout=self.timeout,
+        )
+        try:
+            async with (
+                client,
+                client.pubsub(
+                    channels=[self.deletions_channel],
+                    ignore_subscribe_messages=True,
+                    retry_policy=None,  # a dropped watch must show: deletions may be missed
+                    subscription_timeout=self.timeout,
+                ) as pubsub,
+                aclosing(_session_names(pubsub)) as names,
+            ):
+                yield names
+        except BaseExceptionGroup as group:  # novermin
+            leaf = _first_leaf(group)
+            raise self._error(leaf, "watch deletions of", "*") from None
+        except (OSError, self._coredis.exceptions.RedisError) as exc:
+            raise self._error(exc, "watch deletions of", "*") from exc
+
+    # -- the RecordStore protocol (a web service's pending logins) -----------------------------
+
+    async def put_record(self, key: str, data: bytes, ttl: float) -> None:
+        ms = max(1, math.ceil(ttl * 1000))
+        record = f"{self.prefix}record:{key}"
+        await self._call(lambda c: c.set(record, data, px=ms), "record", key)
+
+    async def take_record(self, key: str) -> bytes | None:
+        # GETDEL (Redis 6.2+) is atomic: of replicas taking one record at once, one gets it.
+        record = f"{self.prefix}record:{key}"
+        raw = await self._call(lambda c: c.getdel(record), "record", key)
+        return None if raw is None else bytes(raw)
 
     @asynccontextmanager
     async def lock(self, session: str) -> AsyncIterator[None]:
@@ -567,7 +636,7 @@ class RedisStorage:
                     session,
                 )
             except StorageError as exc:
-                logger.warning("session %r: %s", session, exc)
+                logger.warning("session %r: %s", session, str(exc))
                 continue  # the fenced save still decides; the lease may yet be ours
             if extended != 1:
                 lease.lost = True
@@ -592,7 +661,7 @@ class RedisStorage:
             )
         except StorageError as exc:
             # The lease lapses by itself; nothing is lost by not deleting it now.
-            logger.warning("session %r: %s; the lease will lapse by itself", session, exc)
+            logger.warning("session %r: %s; the lease will lapse by itself", session, str(exc))
 
     # -- talking to Redis ------------------------------------------------------------------------
 
@@ -764,6 +833,14 @@ class RedisStorage:
             aside,
         )
         return 1
+
+
+async def _session_names(pubsub: Any) -> AsyncGenerator[str, None]:
+    async for message in pubsub:
+        if message.get("type") != "message":
+            continue
+        data = message.get("data")
+        yield data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else str(data)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:  # novermin

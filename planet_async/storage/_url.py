@@ -26,6 +26,21 @@ __all__ = [
 ]
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+_KNOWN_SCHEMES = frozenset(
+    {
+        "redis",
+        "rediss",
+        "redis+sentinel",
+        "redis+cluster",
+        "rediss+cluster",
+        "unix",
+        "postgresql",
+        "postgres",
+        "file",
+        "http",
+        "https",
+    }
+)
 _PLAIN_USER = re.compile(r"[A-Za-z0-9._~\-]+")
 _SECRET_QUERY = re.compile(r"([?&;][^=&;#]*pass[^=&;#]*=)([^&;#]*)", re.IGNORECASE)
 
@@ -46,7 +61,14 @@ def _split(url: str) -> tuple[str, str, str | None, str]:
         return lead, "", None, stripped
     userinfo, tail = stripped[:at], stripped[at:]
     user, colon, password = userinfo.partition(":")
-    if colon and (not user or _PLAIN_USER.fullmatch(user)):
+    # A user name is shown only where the URL is well formed up to it (scheme://user:password):
+    # in any other shape, what looks like one may be part of the password.
+    well_formed = (
+        scheme[:-1].lower() in _KNOWN_SCHEMES
+        and rest.startswith("//")
+        and not rest.startswith("///")
+    )
+    if well_formed and colon and password and (not user or _PLAIN_USER.fullmatch(user)):
         return lead, user + colon, password, tail
     return lead, "", userinfo, tail  # no plain user name: all of it may be the password
 

@@ -6,7 +6,10 @@
 //   API_AUDIENCE    resource / JWT `aud` (default https://api.planet.com/)
 //   AT_FORMAT       jwt (RFC 9068, cannot be introspected/revoked) | opaque (default jwt)
 //   RT_ALWAYS=1     issue refresh tokens even without offline_access
-//   PKJWT_JWKS      public JWKS file; enables the private_key_jwt client `service-pkjwt`
+//   PKJWT_JWKS      public JWKS file; enables the private_key_jwt clients `service-pkjwt` and
+//                   `web-pkjwt` (a web service's login)
+//   WEB_REDIRECT_URIS  comma-separated redirect URIs; registers the confidential web client
+//                   `web-fleet` (secret `web-fleet-secret`) for the replicas of a web service
 //   TOKEN_DELAY_MS  initial delay before /token is handled (change it later via /__config)
 //   JWKS_AS_JSON=1  serve /jwks as application/json (the planet CLI wants that)
 //   DEBUG_OP=1      log error details to stderr
@@ -54,7 +57,7 @@ const clients = [
   { // a web service: confidential, auth code + PKCE; its callback is never fetched in tests
     client_id: 'web-app', client_secret: 'web-app-secret', token_endpoint_auth_method: 'client_secret_basic',
     grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
-    redirect_uris: ['https://app.example/callback'],
+    redirect_uris: ['https://app.example/callback', 'https://app.example/auth/callback'],
   },
   {
     client_id: 'service-basic', client_secret: 'service-basic-secret',
@@ -71,6 +74,20 @@ if (process.env.PKJWT_JWKS) {
   clients.push({
     client_id: 'service-pkjwt', token_endpoint_auth_method: 'private_key_jwt',
     jwks: JSON.parse(fs.readFileSync(process.env.PKJWT_JWKS, 'utf8')), ...service,
+  });
+  clients.push({ // a web service that proves itself with a signed assertion
+    client_id: 'web-pkjwt', token_endpoint_auth_method: 'private_key_jwt',
+    jwks: JSON.parse(fs.readFileSync(process.env.PKJWT_JWKS, 'utf8')),
+    grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
+    redirect_uris: ['https://app.example/callback'],
+  });
+}
+if (process.env.WEB_REDIRECT_URIS) {
+  clients.push({ // the replicas of a web service, each with its own callback
+    client_id: 'web-fleet', client_secret: 'web-fleet-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
+    redirect_uris: process.env.WEB_REDIRECT_URIS.split(','),
   });
 }
 

@@ -1,0 +1,360 @@
+"""SessionPool on a real redis-server: replicas that share users, sign-out, an outage."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack, aclosing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from anyio.streams.text import TextReceiveStream
+
+from planet_async import (
+    AuthorizationServer,
+    EncryptedStorage,
+    RedisStorage,
+    SessionExpired,
+    StorageError,
+    TokenSet,
+)
+from planet_async._oauth import revoke_token
+from planet_async.web import SessionPool
+from tests._fleet import jwt_claims
+from tests._helpers import API, FakeClock, VerifyingApi
+from tests._redis import RedisServer
+from tests._web_login import web_client, web_login
+
+
+def token_requests(peer: Any) -> int:
+    refused = sum(n for k, n in peer.errors().items() if k.startswith("refresh_token"))
+    return int(peer.grants("refresh_token")) + refused
+
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("redis_connections_fail")]
+
+KEY = secrets.token_bytes(32)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def replica(peer: Any, redis_url: str, **kwargs: Any) -> SessionPool:
+    """A pool as one replica of a web service has it: its own Redis client, encrypted."""
+    storage = EncryptedStorage(
+        RedisStorage(redis_url, timeout=kwargs.pop("timeout", 5.0)), {"k": KEY}
+    )
+    return SessionPool(AuthorizationServer(peer.issuer), web_client(), storage, **kwargs)
+
+
+def commands(server: RedisServer) -> dict[str, int]:
+    """Calls per Redis command so far (INFO commandstats), without INFO itself."""
+    text = server.call("INFO", "commandstats").decode()
+    found = {m[1]: int(m[2]) for m in re.finditer(r"cmdstat_([a-z|]+):calls=(\d+)", text)}
+    found.pop("info", None)
+    return found
+
+
+async def test_replicas_renew_each_user_once(peer: Any, redis: RedisServer) -> None:
+    """Two replicas, 4 users with expired tokens, 10 concurrent requests per user on each
+    replica: exactly 4 refresh requests (one per user, under the per-user lease), no
+    invalid_grant, and every request carries its own user's token."""
+    clock = FakeClock(time.time())
+    users = [f"u{i}" for i in range(4)]
+    api = VerifyingApi(peer.issuer)
+    wrong: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sub = jwt_claims(request.headers["authorization"].removeprefix("Bearer "))["sub"]
+        if sub != request.url.params["as"]:
+            wrong.append(sub)
+        return api.handler(request)
+
+    async with (
+        replica(peer, redis.url, clock=clock) as one,
+        replica(peer, redis.url, clock=clock) as two,
+    ):
+        for user in users:
+            await one.sign_in(user, await web_login(peer.issuer, user))
+            await two.header(user)  # both replicas hold every user
+        clock.advance(3600)
+        peer.reset()
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+
+            async def call(pool: SessionPool, user: str) -> None:
+                response = await client.get(f"{API}/x?as={user}", auth=pool.auth(user))
+                assert response.status_code == 200
+
+            async with anyio.create_task_group() as tasks:
+                for _ in range(10):
+                    for user in users:
+                        tasks.start_soon(call, one, user)
+                        tasks.start_soon(call, two, user)
+    assert peer.grants("refresh_token") == len(users)
+    assert peer.errors() == {}
+    assert wrong == []
+    assert api.accepted == 80
+
+
+async def test_the_hot_path_sends_no_redis_command(peer: Any, redis: RedisServer) -> None:
+    """Requests for users whose tokens are held in memory send no command to Redis."""
+    async with replica(peer, redis.url) as pool:
+        for user in ("a", "b", "c"):
+            await pool.sign_in(user, await web_login(peer.issuer, user))
+        before = commands(redis)
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(lambda r: httpx.Response(200))
+        ) as client:
+            for _ in range(100):
+                for user in ("a", "b", "c"):
+                    await client.get(f"{API}/x", auth=pool.auth(user))
+                    await pool.header(user)
+        assert commands(redis) == before
+
+
+async def test_sign_out_reaches_the_other_replica(peer: Any, redis: RedisServer) -> None:
+    """Sign-out on one replica: the other, told through Redis Pub/Sub, drops the user (no
+    timer involved), and its next request for them raises SessionExpired without a token request."""
+    dropped: list[str] = []
+    seen = anyio.Event()
+
+    def on_sign_out(key: str) -> None:
+        dropped.append(key)
+        seen.set()
+
+    async with (
+        replica(peer, redis.url) as one,
+        replica(peer, redis.url, on_sign_out=on_sign_out) as two,
+    ):
+        await one.sign_in("lee", await web_login(peer.issuer, "lee"))
+        await two.sign_in("max", await web_login(peer.issuer, "max"))
+        await two.header("lee")
+        assert "lee" in two
+        peer.reset()
+        assert await one.sign_out("lee") is True
+        assert redis.call("EXISTS", f"planet_async:{{{one.key('lee')}}}:token") == 0
+        with anyio.fail_after(5):  # a guard against a hang; the drop comes in milliseconds
+            await seen.wait()
+        assert dropped == [two.key("lee")]
+        assert "lee" not in two
+        assert "max" in two
+        with pytest.raises(SessionExpired):
+            await two.header("lee")
+        assert (await two.header("max"))["Authorization"].startswith("Bearer ")
+        assert peer.grants("refresh_token") == 0
+
+
+async def test_a_redis_outage_serves_held_tokens_and_renews_nobody(
+    peer: Any, start_redis: Callable[..., RedisServer]
+) -> None:
+    """Redis down: users held with a valid token are served; a user whose token expired gets a
+    StorageError with retry_after (a 503 for the app), and no refresh token is spent; once Redis
+    is back, that user is renewed once."""
+    server = start_redis()
+    clock = FakeClock(time.time())
+    async with replica(peer, server.url, clock=clock, timeout=0.5) as pool:
+        await pool.sign_in("ned", await web_login(peer.issuer, "ned"))
+        await pool.sign_in("ola", await web_login(peer.issuer, "ola"))
+        clock.advance(20)
+        await pool.header("ola")
+        server.stop()
+        peer.reset()
+        clock.advance(30)  # ola (renewed at 20 s... not: still the login token) is valid
+        assert (await pool.header("ola"))["Authorization"].startswith("Bearer ")
+        clock.advance(3600)
+        with pytest.raises(StorageError) as caught:
+            await pool.header("ned")
+        retry_after = caught.value.retry_after
+        assert retry_after is not None
+        assert retry_after > 0
+        del caught  # its traceback holds coredis's failed connection (see redis_connections_fail)
+        with pytest.raises(StorageError):
+            await pool.header("someone-new")
+        assert peer.grants("refresh_token") == 0
+        server.start()
+        clock.advance(retry_after + 1)
+        header = (await pool.header("ned"))["Authorization"]
+        assert jwt_claims(header.removeprefix("Bearer "))["sub"] == "ned"
+        assert peer.grants("refresh_token") == 1
+        assert peer.errors() == {}
+
+
+async def test_sign_out_reaches_a_replica_in_another_process(
+    peer: Any, redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replica in another process holds two users; one signs out here: that process drops
+    them (told by Redis, no polling), then its request for them raises SessionExpired while the
+    other user is still served. The delay is printed (the issue asks for under one second)."""
+    users = ["pia", "quinn"]
+    async with replica(peer, redis.url) as here:
+        for user in users:
+            await here.sign_in(user, await web_login(peer.issuer, user))
+        command = [sys.executable, "-m", "tests._pool_replica", peer.issuer, redis.url]
+        async with await anyio.open_process([*command, KEY.hex(), *users], cwd=ROOT) as process:
+            assert process.stdout is not None
+            async with aclosing(_lines(process.stdout)) as lines:
+                with anyio.fail_after(30):  # a guard against a hang, not a measurement
+                    assert await anext(lines) == "ready"
+                    signed_out = time.time()
+                    assert await here.sign_out("pia") is True
+                    report = json.loads(await anext(lines))
+            assert await process.wait() == 0
+    assert report["dropped"] == here.key("pia")
+    assert report["outcome"] == {"pia": "SessionExpired", "quinn": "served"}
+    with capsys.disabled():
+        print(f"\nsign-out seen by the other process {report['at'] - signed_out:.3f} s later")
+
+
+async def _lines(stream: Any) -> Any:
+    buffered = ""
+    async for chunk in TextReceiveStream(stream):
+        buffered += chunk
+        while "\n" in buffered:
+            line, buffered = buffered.split("\n", 1)
+            yield line
+
+
+async def test_a_refused_session_sends_every_replica_to_the_login(
+    peer: Any, redis: RedisServer
+) -> None:
+    """The server refuses a user's refresh token on one replica: the dead session is deleted,
+    so the other replica tells the user to log in too (SessionExpired, not a 503 from a renewal
+    mark left behind), and neither sends the refused refresh token again."""
+    clock = FakeClock(time.time())
+    token = await web_login(peer.issuer, "rae")
+    assert token.refresh_token is not None
+    async with (
+        replica(peer, redis.url, clock=clock) as one,
+        replica(peer, redis.url, clock=clock) as two,
+    ):
+        await one.sign_in("rae", token)
+        await revoke_token(
+            AuthorizationServer(peer.issuer),
+            web_client(),
+            token.refresh_token.get_secret_value(),
+            hint="refresh_token",
+            clock=time.time,
+        )
+        clock.advance(3600)
+        peer.reset()
+        with pytest.raises(SessionExpired):
+            await one.header("rae")
+        assert redis.call("EXISTS", f"planet_async:{{{one.key('rae')}}}:token") == 0
+        for pool in (two, one, two):
+            with pytest.raises(SessionExpired):
+                await pool.header("rae")
+        assert token_requests(peer) == 1
+
+
+async def test_deletions_are_published_and_a_user_without_the_channel_still_deletes(
+    start_redis: Callable[..., RedisServer],
+) -> None:
+    """`delete` publishes the session on the deletions channel to watchers; an ACL user that
+    may not publish there (Redis 7 grants no channel by default) still deletes."""
+    server = start_redis("--requirepass", "default-pw")
+    for user, channels in (("watcher", "&*"), ("plain", "resetchannels")):
+        reply = server.call(
+            "ACL",
+            "SETUSER",
+            user,
+            "on",
+            f">{user}-pw",
+            "~*",
+            channels,
+            "+@all",
+            auth=("default", "default-pw"),
+        )
+        assert reply == "OK"
+    url = f"redis://{{}}:{{}}-pw@127.0.0.1:{server.port}/0"
+    watching = RedisStorage(url.format("watcher", "watcher"))
+    plain = RedisStorage(url.format("plain", "plain"))
+    token = TokenSet(access_token="at", issued_at=0)
+    watch = watching.watch_deletions()
+    assert watch is not None
+    async with watch as deletions:
+        await watching.save("one", token)
+        await watching.delete("one")
+        with anyio.fail_after(10):  # a guard against a hang
+            assert await anext(deletions) == "one"
+        await plain.save("two", token)
+        await plain.delete("two")
+        assert await plain.load("two") is None
+
+
+async def test_three_replica_processes_renew_each_active_user_once_per_period(
+    peer: Any, redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3 replica processes on one Redis, 24 users logged in through the provider, tokens living
+    8 s, 12 s of requests for random users among 16 of them: every request carries its own
+    user's valid token; no invalid_grant; each token request at the provider gave a token that
+    was used (none wasted on a renewal another replica had made), and each active user's tokens
+    are a refresh period apart; the 8 idle users cost no token request (their stored session
+    is untouched)."""
+    peer.set_access_token_ttl(8)
+    users = [f"fleet-{i}" for i in range(24)]
+    active, idle = users[:16], users[16:]
+    storage = EncryptedStorage(RedisStorage(redis.url), {"k": KEY})
+    initial: dict[str, str] = {}
+    async with SessionPool(AuthorizationServer(peer.issuer), web_client(), storage) as here:
+        for user in users:
+            token = await web_login(peer.issuer, user)
+            initial[user] = _digest(token.access_token.get_secret_value())
+            await here.sign_in(user, token)
+        stored_key = {user: f"planet_async:{{{here.key(user)}}}:token" for user in users}
+    idle_before = {user: redis.call("GET", stored_key[user]) for user in idle}
+    peer.reset()
+
+    command = [sys.executable, "-m", "tests._pool_fleet_worker", peer.issuer, redis.url]
+    command += [KEY.hex(), "12", *active]
+    reports = []
+    async with AsyncExitStack() as stack:
+        processes = [
+            await stack.enter_async_context(await anyio.open_process(command, cwd=ROOT))
+            for _ in range(3)
+        ]
+        readers = [await stack.enter_async_context(aclosing(_lines(p.stdout))) for p in processes]
+        with anyio.fail_after(90):  # a guard against a hang, not a measurement
+            for lines in readers:
+                assert await anext(lines) == "ready"
+            for process in processes:
+                assert process.stdin is not None
+                await process.stdin.send(b"go\n")
+            for lines in readers:
+                reports.append(json.loads(await anext(lines)))
+            for process in processes:
+                assert await process.wait() == 0
+
+    assert peer.errors() == {}
+    for report in reports:
+        assert report["requests"] > 100
+        assert (report["errors"], report["rejected"], report["wrong_user"]) == (0, 0, 0)
+    seen: dict[str, dict[str, int]] = {user: {} for user in active}
+    for report in reports:
+        for user, tokens in report["tokens"].items():
+            seen[user].update(tokens)
+    for user in active:
+        stored = await storage.load(here.key(user))
+        assert stored is not None
+        token = stored.access_token.get_secret_value()
+        seen[user][_digest(token)] = int(jwt_claims(token)["iat"])
+    renewed = sum(len(set(seen[user]) - {initial[user]}) for user in active)
+    assert peer.grants("refresh_token") == renewed
+    assert renewed >= len(active)  # every active user was renewed at least once
+    for user in active:
+        issued = sorted(seen[user].values())
+        assert all(b - a >= 4 for a, b in itertools.pairwise(issued)), (user, issued)
+    assert {user: redis.call("GET", stored_key[user]) for user in idle} == idle_before
+    with capsys.disabled():
+        requests = sum(report["requests"] for report in reports)
+        print(f"\n3 replicas: {requests} requests, {renewed} refresh grants for 16 active users")
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
