@@ -104,10 +104,19 @@ def tests(session: nox.Session) -> None:
     """The test suite, on asyncio and trio, against the local test peer and a real browser.
 
     Two pytest-xdist workers, a test file each at a time (`--dist loadfile`: a file's
-    module-scoped servers start once); arguments replace that: `-s tests -- -k redis`.
+    module-scoped servers start once), without the runs marked `slow` (the `slow` session);
+    arguments replace all that: `-s tests -- -k redis`.
     """
     _sync(session, "--extra", "test")
-    _run_suite(session, *PARALLEL)
+    _run_suite(session, *PARALLEL, "-m", "not slow")
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The runs marked `slow`, which `tests` leaves out: replicas of the web example with real
+    browsers, PostgreSQL fleets across a crash, Sentinel and Cluster failovers. Not in CI."""
+    _sync(session, "--extra", "test")
+    _run_suite(session, *PARALLEL, "-m", "slow")
 
 
 # Much of the suite waits on processes, servers and short-lived tokens rather than computing,
