@@ -179,9 +179,9 @@ def _source_version() -> str:
 
 
 # Nothing machine-local, measured or downloaded belongs in a release; the cap catches what this
-# list does not foresee (the sdist is about 0.3 MB).
+# list does not foresee (the sdist is about 1 MB, most of it uv.lock's hashes).
 _NOT_RELEASED = {"node_modules", "__pycache__", ".nox", ".venv", ".git", "results"}
-_MAX_ARCHIVE_BYTES = 1_000_000
+_MAX_ARCHIVE_BYTES = 1_500_000
 
 
 def _released(name: str) -> bool:

@@ -113,10 +113,10 @@ def test_lists_render_as_lists(built_site: Path) -> None:
     fleets = (built_site / "fleets" / "index.html").read_text()
     promises = fleets.partition("How it works, and what it promises:")[2]
     assert promises.startswith("</p>\n<ul>\n<li>")
-    items = promises.partition("</ul>")[0]
+    items = promises.partition("<h")[0]  # up to the next heading: the list, nested ones too
     readme = (ROOT / "README.md").read_text()
     snippet = readme.partition("[start:redis-details]")[2].partition("[end:redis-details]")[0]
-    points = [line for line in snippet.splitlines() if line.startswith("- ")]
+    points = [line for line in snippet.splitlines() if line.lstrip().startswith("- ")]
     assert len(points) >= 8
     assert items.count("<li>") == len(points)
     assert "<li><strong>Why coredis</strong>" in items
