@@ -387,7 +387,9 @@ def latest(session: nox.Session) -> None:
 def _install_lowest(session: nox.Session) -> None:
     """The lowest versions pyproject.toml allows for every direct dependency: the library's,
     every extra's, and the test tools' (their own dependencies at the newest that fit)."""
-    lowest = Path(session.create_tmp(), "lowest.txt")
+    # Not session.create_tmp(): it points TMPDIR into .nox/, which the PostgreSQL fixture's
+    # unprivileged server user may not be able to reach (a clone under /root).
+    lowest = Path(session.virtualenv.location, "lowest.txt")
     session.run_install(
         "uv",
         "pip",

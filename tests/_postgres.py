@@ -58,7 +58,7 @@ class PostgresServer:
         self.bin = postgres_bin()
         self.port = free_port()
         self.settings = settings
-        self.directory = Path(tempfile.mkdtemp(prefix="planet-postgres-"))
+        self.directory = Path(tempfile.mkdtemp(prefix="planet-postgres-", dir=_server_tmp()))
         self.data = self.directory / "data"
         self._proc: subprocess.Popen[bytes] | None = None
         if os.geteuid() == 0:
@@ -159,3 +159,14 @@ class PostgresServer:
         with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
             cursor = conn.execute(query.encode(), params or None)  # type: ignore[call-overload]
             return cursor.fetchall() if cursor.description is not None else []
+
+
+def _server_tmp() -> str | None:
+    """Where the server's directory goes: the usual temporary directory, unless the server runs
+    as `nobody` (we are root) and cannot reach it (say TMPDIR under a 0700 /root): then /tmp."""
+    if os.geteuid() != 0:
+        return None
+    path = Path(tempfile.gettempdir()).resolve()
+    if all(part.stat().st_mode & 0o001 for part in (path, *path.parents)):
+        return None
+    return "/tmp"
