@@ -263,12 +263,13 @@ class TokenManager:
         This is the per-request fast path: no lock, no I/O, no await. Past the soft threshold it
         also starts a background renewal (when the manager has a task group).
         """
+        fresh = self.fresh_header()
+        if fresh is not None:
+            return fresh
         current = self._current
         if current is None:
             return None
         now = self._clock()
-        if now < current.soft and (self._unsaved is None or now < self._save_not_before):
-            return current.header
         # Past the soft threshold, or holding a token that could not be saved yet: renew, which
         # first saves it (and then finds it still fresh).
         if now >= current.hard:
