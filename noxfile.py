@@ -108,7 +108,10 @@ def tests(session: nox.Session) -> None:
     arguments replace all that: `-s tests -- -k redis`.
     """
     _sync(session, "--extra", "test")
-    _run_suite(session, *PARALLEL, "-m", "not slow")
+    _run_suite(session, *PARALLEL, "-m", "not slow and not serial")
+    if not session.posargs:
+        # Timing-bound runs of several processes, alone on the machine (`serial` marker).
+        session.run("pytest", "-m", "serial and not slow")
 
 
 @nox.session

@@ -26,9 +26,14 @@ import itertools
 import math
 from pathlib import Path
 
+import pytest
+
 from tests._fleet import Fleet, jwt_claims
 from tests._helpers import VerifyingApi
 from tests._peer import Peer
+
+# Its bounds are timing bounds: it runs alone, after the parallel part of the suite.
+pytestmark = pytest.mark.serial
 
 BACKENDS = ("asyncio", "trio", "asyncio", "trio")  # one worker process each
 TTL = 5  # seconds an access token lives, for this test
