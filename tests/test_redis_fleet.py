@@ -50,7 +50,8 @@ from tests._helpers import VerifyingApi
 from tests._peer import Peer
 from tests._redis import RedisServer
 
-pytestmark = pytest.mark.peer
+# Its bounds are timing bounds over 16 processes: it runs alone, after the parallel part.
+pytestmark = [pytest.mark.peer, pytest.mark.serial]
 
 MACHINES = ("machine-a", "machine-b")
 PER_MACHINE = ("asyncio", "trio") * 4  # eight worker processes on each machine

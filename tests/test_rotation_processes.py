@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 from planet_async import (
     AuthorizationServer,
@@ -41,6 +42,9 @@ from tests._browser import device_login_saved
 from tests._fleet import Fleet, jwt_claims
 from tests._helpers import VerifyingApi
 from tests._peer import Peer
+
+# Its bounds are timing bounds: it runs alone, after the parallel part of the suite.
+pytestmark = pytest.mark.serial
 
 BACKENDS = ("asyncio", "trio", "asyncio", "trio")  # one worker process each
 CLIENT_ID = "native-app"
