@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,11 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Ports for servers the tests start are picked below the kernel's ephemeral range (Linux:
+# 32768-60999), so no outgoing connection (another xdist worker's clients) can take one between
+# the pick and the server's bind: asking the kernel for port 0 returned ephemeral ports, and once
+# a cluster node's port was taken that way ("Failed listening on port ... aborting"). The range
+# also keeps a cluster node's bus port (10000 above its own) below the ephemeral range.
+_PORTS = range(10000, 22768)
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, outside the ephemeral range."""
+    for _ in range(200):
+        port = secrets.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port found in 200 tries")
 
 
 @dataclass(frozen=True)
