@@ -172,7 +172,7 @@ class SessionPool:
 
     `sign_out` revokes the user's refresh token at the server (RFC 7009) and deletes the stored
     session; replicas watching the same storage (`Storage.watch_deletions`: Redis publishes each
-    deletion) drop the user at once. With a storage that cannot notify (files), another
+    deletion, PostgreSQL notifies it) drop the user at once. With a storage that cannot notify (files), another
     replica's in-memory token keeps serving until it needs renewing, at most the refresh-ahead
     part of one token lifetime; its renewal then finds no session and raises `SessionExpired`.
 
