@@ -172,9 +172,10 @@ class SessionPool:
 
     `sign_out` revokes the user's refresh token at the server (RFC 7009) and deletes the stored
     session; replicas watching the same storage (`Storage.watch_deletions`: Redis publishes each
-    deletion, PostgreSQL notifies it) drop the user at once. With a storage that cannot notify (files), another
-    replica's in-memory token keeps serving until it needs renewing, at most the refresh-ahead
-    part of one token lifetime; its renewal then finds no session and raises `SessionExpired`.
+    deletion, PostgreSQL notifies it) drop the user at once. With a storage that cannot notify
+    (files), another replica's in-memory token keeps serving until it needs renewing, at most the
+    refresh-ahead part of one token lifetime; its renewal then finds no session and raises
+    `SessionExpired`.
 
     Use the pool as an async context manager (``async with SessionPool(...) as pool:``): it then
     renews ahead of expiry in the background, watches for sign-outs, and on leaving saves what is
