@@ -45,6 +45,7 @@ from .._errors import ConfigurationError, LockLost, StorageError
 from .._extras import missing_extra
 from .._models import TokenSet
 from .._redact import redact
+from ._stored import stored_token
 from ._url import describe_url, mask_url, url_secrets
 
 if TYPE_CHECKING:
@@ -438,13 +439,7 @@ class PostgresStorage:
         if not isinstance(data, dict):
             await self._set_aside(session, data)
             return None
-        try:
-            return TokenSet.from_json_dict(data)
-        except ValueError as exc:
-            raise StorageError(
-                f"session {session!r} in {self.url} holds no usable OAuth token ({exc}); "
-                "log in again to replace it"
-            ) from None
+        return stored_token(data, f"session {session!r} in {self.url}")
 
     async def save(self, session: str, token: TokenSet) -> None:
         payload = json.dumps(token.to_json_dict(), sort_keys=True)

@@ -29,6 +29,7 @@ from .._errors import ConfigurationError, LockLost, StorageError
 from .._extras import missing_extra
 from .._models import TokenSet
 from .._redact import redact
+from ._stored import json_object, stored_token
 from ._url import check_redis_url, mask_url, url_secrets
 
 # `novermin` below marks BaseExceptionGroup: on 3.10 it is this backport (vermin cannot tell).
@@ -472,11 +473,8 @@ class RedisStorage:
             raw = await self._call(lambda c: c.get(self._key(session, "token")), "read", session)
             if raw is None:
                 return None
-            try:
-                data = json.loads(raw)
-            except (ValueError, RecursionError):
-                data = None
-            if isinstance(data, dict):
+            data = json_object(raw)
+            if data is not None:
                 break
             if await self._move_aside(session, raw) <= 0:
                 # 0: another reader moved it already; -1: replaced meanwhile, read that
@@ -484,13 +482,7 @@ class RedisStorage:
             return None
         else:
             return None
-        try:
-            return TokenSet.from_json_dict(data)
-        except ValueError as exc:
-            raise StorageError(
-                f"session {session!r} in {self.url} holds no usable OAuth token ({exc}); "
-                "log in again to replace it"
-            ) from None
+        return stored_token(data, f"session {session!r} in {self.url}")
 
     async def save(self, session: str, token: TokenSet) -> None:
         payload = json.dumps(token.to_json_dict(), indent=2, sort_keys=True)
