@@ -569,3 +569,27 @@ async def test_a_watch_breaks_with_the_server_and_listens_again_after_a_restart(
         assert await _next(names) == "s"
     await watcher.aclose()
     await deleter.aclose()
+
+
+async def test_a_watch_outlives_the_servers_idle_session_timeout(
+    start_postgres: Callable[..., PostgresServer],
+) -> None:
+    """A server that ends idle sessions (idle_session_timeout) does not end a watch, which is
+    idle by design; the watcher's connection has TCP keepalives unless the URL sets its own.
+    (The time passing is itself what is tested.)"""
+    server = start_postgres("idle_session_timeout=200ms")
+    watcher, deleter = PostgresStorage(server.url), PostgresStorage(server.url)
+    async with watcher.watch_deletions() as names:
+        await anyio.sleep(0.6)
+        await deleter.delete("s")
+        assert await _next(names) == "s"
+    listener = PostgresStorage(server.url)._listen()
+    own = PostgresStorage(f"{server.url}?keepalives_idle=7")._listen()
+    try:
+        assert listener.info.get_parameters()["keepalives_idle"] == "30"
+        assert own.info.get_parameters()["keepalives_idle"] == "7"
+    finally:
+        listener.close()
+        own.close()
+    await watcher.aclose()
+    await deleter.aclose()

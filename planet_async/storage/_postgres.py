@@ -150,6 +150,16 @@ _NOTIFY_LIMIT = 8000
 _LISTEN_POLL = 1.0
 """Seconds a watcher's worker thread waits for notices at a time: a watch that ends leaves its
 thread that long at most, and closes its connection then."""
+_LISTENER_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+"""libpq's TCP keepalives for a watcher's connection, unless the URL sets its own: a connection
+that only listens sends nothing, and without them a server lost behind a dead network would
+leave the watch waiting, unaware, for as long as the system's default (over two hours);
+with these it ends within about a minute."""
 
 
 def _psycopg() -> Any:
@@ -253,10 +263,10 @@ class _Listener:
                 self._conn.close()
 
 
-def _connect(driver: Any, url: str, timeout: float) -> psycopg.Connection[Any]:
+def _connect(driver: Any, url: str, timeout: float, **options: Any) -> psycopg.Connection[Any]:
     conn = cast(
         "psycopg.Connection[Any]",
-        driver.connect(url, autocommit=True, connect_timeout=max(2, math.ceil(timeout))),
+        driver.connect(url, autocommit=True, connect_timeout=max(2, math.ceil(timeout)), **options),
     )
     try:
         # The server gives up on a statement that outlives the caller's wait for it.
@@ -574,8 +584,14 @@ class PostgresStorage:
     def _listen(self) -> psycopg.Connection[Any]:
         """In a worker thread: a new connection, listening on the deletions channel."""
         psycopg = self._psycopg
-        conn = _connect(psycopg, self._url, self.timeout)
+        given = psycopg.conninfo.conninfo_to_dict(self._url)
+        keepalives = {k: v for k, v in _LISTENER_KEEPALIVES.items() if k not in given}
+        conn = _connect(psycopg, self._url, self.timeout, **keepalives)
         try:
+            if conn.info.server_version >= 140000:
+                # A listening connection is idle by design: a server that ends idle sessions
+                # (idle_session_timeout, PostgreSQL 14+) would break the watch each time.
+                conn.execute(b"SET idle_session_timeout = 0")
             self._ensure_schema(conn)  # the channel is named after the table's OID
             row = conn.execute(_CHANNEL.encode(), (self.table,)).fetchone()
             assert row is not None
