@@ -185,9 +185,9 @@ class SessionPool:
         server: The authorization server.
         client: The web service's confidential client (`ClientSecretBasic`, `ClientSecretPost`,
             `PrivateKeyJWT`).
-        storage: The shared storage (`RedisStorage`, wrapped in `EncryptedStorage` to keep
-            tokens encrypted at rest). Give Redis a `retention` so that sessions of users who
-            never come back expire there.
+        storage: The shared storage (`RedisStorage` or `PostgresStorage`, wrapped in
+            `EncryptedStorage` to keep tokens encrypted at rest). Give Redis a `retention` so
+            that sessions of users who never come back expire there.
         scopes: Scopes to ask for on refresh; by default the server keeps the granted ones.
         max_sessions: Users held in memory at most.
         idle_after: Seconds after which a user nobody asked for is dropped from memory.
