@@ -193,15 +193,16 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
 
 
 def _wake(done: anyio.Event, caller: anyio.lowlevel.EventLoopToken) -> None:
-    """Set `done` on the caller's loop, from a thread of its own: the renewal loop must not wait
-    for a busy loop to run the call."""
-
-    def wake() -> None:
-        # The caller's loop may have ended meanwhile (its task was cancelled): nothing to wake.
-        with contextlib.suppress(Exception):
-            anyio.from_thread.run_sync(done.set, token=caller)
-
-    threading.Thread(target=wake, name="planet_async-wake", daemon=True).start()
+    """Set `done` on the caller's loop, from the renewal loop, without waiting for it: the
+    renewal loop must not wait for a busy loop to run the call. The call is queued on the
+    caller's loop through its own thread-safe entry (asyncio's ``call_soon_threadsafe``, trio's
+    ``TrioToken.run_sync_soon``), which returns at once."""
+    native: Any = caller.native_token
+    queue = getattr(native, "call_soon_threadsafe", None) or native.run_sync_soon
+    # The caller's loop may have ended meanwhile (its task was cancelled): nothing to wake.
+    # asyncio raises RuntimeError for a closed loop; trio's RunFinishedError is one too.
+    with contextlib.suppress(RuntimeError):
+        queue(done.set)
 
 
 def renewal_loop() -> RenewalLoop:
