@@ -11,7 +11,8 @@ order, so that each user gets its share of the requests. It prints one JSON line
     {"requests": n, "errors": n, "rejected": n, "wrong_user": n,
      "tokens": {user: {sha256 of token: iat}},
      "requested": {user: [wall-clock time of each request]},
-     "grants": [seconds each refresh token request to the server took]}
+     "grants": [seconds each refresh token request to the server took],
+     "obtained": {user: [[sha256 of a token a refresh grant gave, wall-clock time it came]]}}
 
 A watchdog ends the process if something hangs (SECONDS + 90 s after it starts).
 """
@@ -50,19 +51,26 @@ PAUSE = 0.02  # seconds between one task's requests
 
 
 class TimedTransport:
-    """The library's transport, timing each refresh token request (for the grant rate figures)."""
+    """The library's transport, noting each refresh grant: how long the request took, and the
+    token it gave (whose user, its digest, and when it arrived: the manager puts it in use at
+    once, with no await between)."""
 
     def __init__(self) -> None:
         self._inner = HttpxTransport()
         self.refresh_seconds: list[float] = []
+        self.obtained: dict[str, list[tuple[str, float]]] = {}
 
     async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
         started = time.monotonic()
-        try:
-            return await self._inner.send(request, timeout=timeout)
-        finally:
-            if request.form is not None and request.form.get("grant_type") == "refresh_token":
-                self.refresh_seconds.append(round(time.monotonic() - started, 4))
+        response = await self._inner.send(request, timeout=timeout)
+        if request.form is not None and request.form.get("grant_type") == "refresh_token":
+            self.refresh_seconds.append(round(time.monotonic() - started, 4))
+            if response.status_code == 200:
+                token = json.loads(response.content)["access_token"]
+                digest = hashlib.sha256(token.encode()).hexdigest()
+                user = jwt_claims(token)["sub"]
+                self.obtained.setdefault(user, []).append((digest, time.time()))
+        return response
 
 
 async def main(
@@ -121,7 +129,8 @@ async def main(
             for _ in range(concurrency):
                 tasks.start_soon(load)
     report = {**counts, "tokens": tokens, "requested": requested}
-    print(json.dumps({**report, "grants": transport.refresh_seconds}), flush=True)
+    report |= {"grants": transport.refresh_seconds, "obtained": transport.obtained}
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
