@@ -614,13 +614,21 @@ class TokenManager:
             base = (
                 latest if latest is not None else (self._current.token if self._current else None)
             )
+            marked = False
             if base is not None and base.refresh_token is not None:
                 stored = await self._mark_renewing(base, stored)
+                marked = self.storage.lock_can_lapse
             # Once a refresh token is sent it may be spent: its answer must be kept and stored
             # even if the caller is cancelled (leaving `async with manager`, say). The server's
             # timeout bounds the wait.
             with anyio.CancelScope(shield=True):
-                token = await self._spend(base, stored, rejected, force=force)
+                try:
+                    token = await self._spend(base, stored, rejected, force=force)
+                except Exception:
+                    if marked:
+                        assert base is not None
+                        await self._unmark(base)
+                    raise
             return token
 
     async def _spend(
@@ -691,6 +699,50 @@ class TokenManager:
         )
         await self.storage.save(self.session, marked)
         return marked
+
+    async def _unmark(self, base: TokenSet) -> None:
+        """The token request with `base` failed (a 5xx, no connection, `invalid_grant`, no
+        answer in time): store `base` again without this process's mark, while the lease is
+        still ours, so that the others renew it, or meet the real error, instead of waiting up
+        to `_RENEWING_FOR` for a result that will not come.
+
+        A request that was sent and whose answer was lost (a timeout mid-flight) may have spent
+        the refresh token all the same. The mark is removed then too: keeping it would only
+        delay the next attempt (this process, whose own mark never stops it, retries with the
+        same token after its backoff anyway), and whether the token was spent is learnt only by
+        sending it again (a server with a reuse grace period then answers; one without refuses
+        it, and no client can recover a token whose answer never arrived).
+
+        The mark stays where it must: when the lease lapsed (this process stalled, the fenced
+        save is refused) or the stored session is no longer this process's marked one (a
+        `SessionPool` deleted a refused session; another writer stored a newer one). Never
+        raises: the caller raises the renewal's own error.
+        """
+        try:
+            stored = await self._load()
+            mark = stored.extra.get(_RENEWING) if stored is not None else None
+            if (
+                stored is None
+                or not _same_tokens(stored, base)
+                or not isinstance(mark, dict)
+                or mark.get("by") != self._renewer_id()
+            ):
+                return
+            await self.storage.save(self.session, _without_mark(base))
+        except LockLost:
+            logger.info(
+                "session %r: the lease lapsed during the failed renewal; the renewing mark "
+                "stays until it expires",
+                self.session,
+            )
+        except Exception as exc:
+            logger.warning(
+                "session %r: could not remove the renewing mark after the failed renewal (%s); "
+                "other processes wait up to %g s before renewing",
+                self.session,
+                str(self._storage_error(exc, "unmark")),
+                _RENEWING_FOR,
+            )
 
     def _renewer_id(self) -> str:
         if self._id is None:
@@ -930,6 +982,13 @@ def _secrets_of(token: TokenSet | None) -> list[str]:
     if token.refresh_token is not None:
         secrets.append(token.refresh_token.get_secret_value())
     return secrets
+
+
+def _without_mark(token: TokenSet) -> TokenSet:
+    if _RENEWING not in token.extra:
+        return token
+    extra = {key: value for key, value in token.extra.items() if key != _RENEWING}
+    return token.model_copy(update={"extra": extra})
 
 
 def _same_tokens(a: TokenSet, b: TokenSet) -> bool:

@@ -34,8 +34,10 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from planet_async import (
     AuthorizationServer,
+    AuthServerUnavailable,
     ClientCredentialsGrant,
     ClientSecretBasic,
+    InvalidGrantError,
     PlanetAuthError,
     PublicClient,
     RedisStorage,
@@ -43,6 +45,7 @@ from planet_async import (
     StorageError,
     TokenManager,
 )
+from planet_async._oauth import revoke_token
 from tests._browser import device_login_saved
 from tests._helpers import FakeClock, VerifyingApi
 from tests._peer import Peer
@@ -465,3 +468,66 @@ async def test_a_refresh_in_flight_while_redis_is_paused_longer_than_the_lease(
         assert await waiter.header() == renewed
     assert peer.grants("refresh_token") == 1
     assert peer.errors() == {}
+
+
+# -- a failed renewal leaves no mark behind ---------------------------------------------------
+
+
+def _mark(server: RedisServer) -> object:
+    raw = server.call("GET", TOKEN_KEY)
+    return None if raw is None else json.loads(raw).get("_planet_async_renewing")
+
+
+async def test_a_refresh_that_fails_with_a_5xx_lets_the_next_process_renew(
+    peer: Peer, redis: RedisServer
+) -> None:
+    """The first process's refresh is answered 503 (its refresh token never reaches the
+    provider): it puts the stored session back without its renewing mark, so a second process
+    with a storage of its own renews at once with the same refresh token (one grant, no
+    invalid_grant) instead of getting StorageError for the mark's two minutes."""
+    clock = FakeClock(start=time.time())
+    await device_login_saved(peer.issuer, RedisStorage(redis.url), SESSION)
+    first = _manager(_user(peer), RedisStorage(redis.url, lease=LEASE), clock)
+    second = _manager(_user(peer), RedisStorage(redis.url, lease=LEASE), clock)
+    clock.advance(EXPIRED)
+    peer.reset()
+    peer.fail_next_token_requests(1)
+    with anyio.fail_after(10):
+        with pytest.raises(AuthServerUnavailable):
+            await first.header()
+        assert _mark(redis) is None
+        renewed = await second.header()
+    assert peer.injected_failures() == 1
+    assert peer.grants("refresh_token") == 1
+    assert peer.errors() == {}
+    assert _stored(redis) == renewed
+    assert _mark(redis) is None
+
+
+async def test_a_refused_refresh_token_gives_the_next_process_the_real_error(
+    peer: Peer, redis: RedisServer
+) -> None:
+    """The server refuses the refresh token (revoked: invalid_grant) in the first process: the
+    second process meets the same typed error, InvalidGrantError, not a StorageError about a
+    renewal that is not happening."""
+    clock = FakeClock(start=time.time())
+    token = await device_login_saved(peer.issuer, RedisStorage(redis.url), SESSION)
+    assert token.refresh_token is not None
+    await revoke_token(
+        AuthorizationServer(peer.issuer),
+        PublicClient(client_id="native-app"),
+        token.refresh_token.get_secret_value(),
+        hint="refresh_token",
+        clock=time.time,
+    )
+    first = _manager(_user(peer), RedisStorage(redis.url, lease=LEASE), clock)
+    second = _manager(_user(peer), RedisStorage(redis.url, lease=LEASE), clock)
+    clock.advance(EXPIRED)
+    peer.reset()
+    with anyio.fail_after(10):
+        with pytest.raises(InvalidGrantError):
+            await first.header()
+        assert _mark(redis) is None
+        with pytest.raises(InvalidGrantError):
+            await second.header()
+    assert peer.errors() == {"refresh_token:invalid_grant": 2}
