@@ -29,6 +29,7 @@ from ._events import TokenEvent, TokenEventKind, TokenListener
 from ._models import TokenSet
 from ._redact import redact, require_header_safe
 from .flows._base import Grant
+from .storage._generations import Generation, Order, compare
 from .storage._memory import MemoryStorage
 from .storage._protocol import Storage, require_storage
 
@@ -49,6 +50,11 @@ _STORE_RETRY_CAP = 2.0
 """Seconds before another attempt after the storage failed (doubling from the base, capped).
 A store outage is not an authorization-server failure: it has this short schedule of its own and
 never spends the server's backoff budget."""
+
+
+class _Superseded(StorageError):
+    """A conditional save was refused: the storage holds a newer session (see
+    `planet_async.storage.may_replace`). Returned by `_save`, never raised."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,11 @@ class TokenManager:
     the error only when no valid token remains.
 
     Renewal happens under the storage's lock, after re-reading the stored session: if another
-    process renewed meanwhile, its token is used and no request is made.
+    process renewed meanwhile, its token is used and no request is made. Every token set it
+    stores carries a generation (see `planet_async.storage.may_replace`): a stored copy older
+    than the one in memory (a store that lost a save) is overwritten with it, never adopted and
+    its refresh token never spent; a newer one, or another login's, is adopted; and every save of
+    a renewal is conditional, so a newer stored session is never overwritten.
 
     A token set once obtained is never dropped because storage failed. It is adopted in memory
     first; if it cannot be saved (a full disk, a read-only directory, a storage service that is
@@ -389,11 +399,14 @@ class TokenManager:
             StorageError: The storage failed.
         """
         require_header_safe(token.access_token.get_secret_value(), "access token")
+        if Generation.of(token) is None:
+            token = Generation.first().on(token)  # a login: a lineage of its own
         self._adopt(token)
         try:
             async with self.storage.lock(self.session):
                 stored = await self._load()
-                error = await self._save(token, over=stored)
+                # Unconditional: a login replaces whatever is stored, whatever its generation.
+                error = await self._save(token, over=stored, conditional=False)
         except Exception as exc:
             error = self._storage_error(exc, "lock or read", token)
             self._keep_unsaved(token, over=None, error=error)
@@ -646,7 +659,11 @@ class TokenManager:
             # A writer that takes no lock (the `planet` CLI) may have rotated the refresh token
             # meanwhile: if the stored session changed since it was read, it is the newer one.
             again = await self._load()
-            if again is None or (stored is not None and _same_tokens(again, stored)):
+            if (
+                again is None
+                or (stored is not None and _same_tokens(again, stored))
+                or (base is not None and compare(base, again) is Order.HELD)
+            ):
                 raise
             logger.info("session %r: refresh token was rotated elsewhere; retrying", self.session)
             if not force and self._usable(again, rejected):
@@ -654,15 +671,18 @@ class TokenManager:
             stored = again
             token = await self._request(again)
         self._install(token)  # in use before it is saved: a failed save must not lose it
-        if isinstance(await self._save(token, over=stored), LockLost):
-            # Our lease lapsed (this process stalled): whoever holds it now may have stored
-            # a newer session, and that one is the session's.
+        outcome = await self._save(token, over=stored)
+        if isinstance(outcome, (LockLost, _Superseded)):
+            # Our lease lapsed (this process stalled), or the store holds a newer session
+            # (another login, or a higher generation of this one): that one is the session's.
             newer = await self._load()
             if newer is not None and not (stored is not None and _same_tokens(newer, stored)):
                 logger.warning(
-                    "session %r: the lock lapsed during the renewal; using the session "
-                    "another process stored meanwhile",
+                    "session %r: %s; using the session another process stored meanwhile",
                     self.session,
+                    "the lock lapsed during the renewal"
+                    if isinstance(outcome, LockLost)
+                    else "the storage holds a newer session than the one just obtained",
                 )
                 self._unsaved = self._unsaved_over = None
                 return newer
@@ -697,7 +717,13 @@ class TokenManager:
                 "extra": {**base.extra, _RENEWING: {"by": self._renewer_id(), "at": self._clock()}}
             }
         )
-        await self.storage.save(self.session, marked)
+        # Conditional (the mark is the same generation as `base`): never over a newer session
+        # that reached the store since it was read.
+        if not await self.storage.save_if_newer(self.session, marked):
+            raise StorageError(
+                f"session {self.session!r}: the storage received a newer session while this "
+                "process was about to renew it; nothing was spent, the next attempt uses it"
+            )
         return marked
 
     async def _unmark(self, base: TokenSet) -> None:
@@ -728,7 +754,7 @@ class TokenManager:
                 or mark.get("by") != self._renewer_id()
             ):
                 return
-            await self.storage.save(self.session, _without_mark(base))
+            await self.storage.save_if_newer(self.session, _without_mark(base))
         except LockLost:
             logger.info(
                 "session %r: the lease lapsed during the failed renewal; the renewing mark "
@@ -768,6 +794,7 @@ class TokenManager:
             stored is not None
             and not stored.same_access_token(current)
             and not stored.same_access_token(rejected)
+            and not (current is not None and compare(current, stored) is Order.HELD)
             and self._clock() < self._deadlines(stored)[1]
         ):
             logger.warning(
@@ -803,33 +830,53 @@ class TokenManager:
         return stored
 
     async def _reconcile(self, stored: TokenSet | None) -> TokenSet | None:
-        """The newest session: the stored one, or the one this manager could not save yet (which
-        it then tries to save again). Called under the lock."""
+        """The newest session: the stored one, or the one this manager holds when that is newer
+        by generation (see `planet_async.storage.may_replace`), which it then writes back: one
+        it could not save yet, or one the store has lost since (a failover that brought back an
+        older copy). The older stored copy's refresh token is never spent: it may be spent
+        already. Called under the lock."""
         unsaved = self._unsaved
-        if unsaved is None:
+        held = unsaved if unsaved is not None else (self._current.token if self._current else None)
+        if held is None or (stored is None and unsaved is None):
             return stored
-        over = self._unsaved_over
-        if stored is not None and not stored.same_access_token(unsaved):
-            stored_is_older = (
-                stored.same_access_token(over)
-                if over is not None
-                else stored.issued_at < math.floor(unsaved.issued_at)
-            )
-            if not stored_is_older:
+        if stored is None:
+            order = Order.HELD
+        else:
+            replaced = self._unsaved_over if unsaved is not None else None
+            order = compare(held, stored, replaced=replaced)
+        if order is Order.STORED or (order is Order.SAME and unsaved is None):
+            if unsaved is not None:
                 logger.info(
                     "session %r: storage holds a newer session than the unsaved one; using it",
                     self.session,
                 )
                 self._unsaved = self._unsaved_over = None
-                return stored
-        await self._save(unsaved, over=over)
-        return unsaved
+            return stored
+        if unsaved is None:
+            logger.warning(
+                "session %r: the storage holds an older generation of the session than this "
+                "process (it lost writes: a failover, a restore?); writing this one back",
+                self.session,
+            )
+        held = _without_mark(held)
+        if isinstance(await self._save(held, over=stored), _Superseded):
+            return await self._load()
+        return held
 
-    async def _save(self, token: TokenSet, *, over: TokenSet | None) -> PlanetAuthError | None:
-        """Save `token`, which replaces `over` in storage. On failure keep it, to save it later,
-        and return the error; never raise, since the token is already in use."""
+    async def _save(
+        self, token: TokenSet, *, over: TokenSet | None, conditional: bool = True
+    ) -> PlanetAuthError | None:
+        """Save `token`, which replaces `over` in storage: unless the storage holds a newer
+        session (`conditional`; then `_Superseded` is returned and `token` is not kept to save
+        later). On failure keep it, to save it later, and return the error; never raise, since
+        the token is already in use."""
         try:
-            await self.storage.save(self.session, token)
+            if not conditional:
+                await self.storage.save(self.session, token)
+            elif not await self.storage.save_if_newer(self.session, token):
+                self._unsaved = self._unsaved_over = None
+                self._save_failures = 0
+                return _Superseded(f"session {self.session!r}: the storage holds a newer one")
         except Exception as exc:
             error = self._storage_error(exc, "save", token)
             self._keep_unsaved(token, over=over, error=error)
@@ -876,17 +923,18 @@ class TokenManager:
     async def _request(self, base: TokenSet | None) -> TokenSet:
         self.renewals += 1
         logger.debug("session %r: renewing (%s)", self.session, self.grant.description)
+        stamp = Generation.after(base)  # the next generation of `base`'s login
         loop = renewal_loop()
         if self._off_loop and not loop.in_loop_thread():
-            token = self._obtained = await loop.run_here(self._obtain_and_install, base)
+            token = self._obtained = await loop.run_here(self._obtain_and_install, base, stamp)
         else:
-            token = self._obtained = await self.grant.renew(base, clock=self._clock)
+            token = self._obtained = stamp.on(await self.grant.renew(base, clock=self._clock))
         return token
 
-    async def _obtain_and_install(self, base: TokenSet | None) -> TokenSet:
+    async def _obtain_and_install(self, base: TokenSet | None, stamp: Generation) -> TokenSet:
         """On the renewal loop: ask the server, and put the answer in use at once. The caller's
         loop saves it when its turn comes; meanwhile every request already gets the new token."""
-        token = await self.grant.renew(base, clock=self._clock)
+        token = stamp.on(await self.grant.renew(base, clock=self._clock))
         self._install(token)
         return token
 
