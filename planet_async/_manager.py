@@ -45,6 +45,10 @@ _RENEWING = "_planet_async_renewing"
 _RENEWING_FOR = 120.0
 """Seconds such a mark holds other processes back from the refresh token it names."""
 
+_RESTORED = "_planet_async_restored"
+"""Marks a session a process stored again from its memory after finding the storage without it
+(`lost_session_wait`): nobody spends its refresh token before the time it names."""
+
 _STORE_RETRY_BASE = 0.25
 _STORE_RETRY_CAP = 2.0
 """Seconds before another attempt after the storage failed (doubling from the base, capped).
@@ -179,6 +183,19 @@ class TokenManager:
             caller's loop.
         task_group: Run background renewals in this task group (one that many managers share,
             as a `SessionPool` does) instead of one of the manager's own from ``async with``.
+        lost_session_wait: For a store that can come back empty (a Redis restarted without
+            persistence; a lease storage): when this process finds no stored session while it
+            holds one with a refresh token, it stores its copy again, marked so that no process
+            spends that copy's refresh token for this many seconds. A process holding a newer
+            generation of the session writes its own back over the marked copy at its next
+            renewal (see generations), and everyone adopts that one; so an older refresh token
+            is never spent first (with rotating refresh tokens, the server's reuse detection
+            would revoke the whole session). Give at least the token lifetime: an active process
+            renews, and so writes back, within one. Meanwhile the current token keeps serving;
+            past its expiry callers get `StorageError` (with `retry_after`) until the wait ends,
+            and then the copy is renewed. None (the default) renews the copy in memory at once:
+            no wait for a process alone, but a process holding an older refresh token loses the
+            session for every process.
     """
 
     def __init__(
@@ -197,11 +214,17 @@ class TokenManager:
         on_event: TokenListener | None = None,
         off_loop: bool | None = None,
         task_group: anyio.abc.TaskGroup | None = None,
+        lost_session_wait: float | None = None,
     ) -> None:
         if not 0 < refresh_ahead <= 1 or not 0 <= jitter < refresh_ahead:
             raise ConfigurationError("need 0 < refresh_ahead <= 1 and 0 <= jitter < refresh_ahead")
         if backoff_base <= 0 or backoff_cap < backoff_base:
             raise ConfigurationError("need 0 < backoff_base <= backoff_cap")
+        if lost_session_wait is not None and not (
+            math.isfinite(lost_session_wait) and lost_session_wait >= 0
+        ):
+            raise ConfigurationError("lost_session_wait must be None or a number of seconds >= 0")
+        self._lost_session_wait = lost_session_wait
         if not isinstance(getattr(grant, "renews_without_lock", None), bool):
             raise ConfigurationError(
                 f"{type(grant).__name__} is not a planet_async Grant: it needs "
@@ -220,6 +243,7 @@ class TokenManager:
         self._flight: _Flight | None = None
         self._unsaved: TokenSet | None = None  # obtained, adopted, not yet in storage
         self._unsaved_over: TokenSet | None = None  # what storage held when it was obtained
+        self._unsaved_login = False  # the unsaved token is a login's: saved unconditionally
         self._save_failures = 0
         self._save_not_before = 0.0
         self._id: str | None = None  # names this manager in a stored session's marks (lazily)
@@ -409,7 +433,7 @@ class TokenManager:
                 error = await self._save(token, over=stored, conditional=False)
         except Exception as exc:
             error = self._storage_error(exc, "lock or read", token)
-            self._keep_unsaved(token, over=None, error=error)
+            self._keep_unsaved(token, over=None, error=error, login=True)
         if error is not None:
             raise error
 
@@ -698,6 +722,18 @@ class TokenManager:
             StorageError: Another process's mark is fresh, or the mark cannot be stored (then
                 nothing is spent).
         """
+        restored = base.extra.get(_RESTORED)
+        if (
+            isinstance(restored, dict)
+            and isinstance(restored.get("until"), (int, float))
+            and self._clock() < restored["until"]
+        ):
+            raise StorageError(
+                f"session {self.session!r}: the storage lost it and a process stored it again "
+                "from memory; its refresh token is not spent for another "
+                f"{restored['until'] - self._clock():.0f} s, so that a process holding a newer "
+                "one can store that first"
+            )
         mark = base.extra.get(_RENEWING)
         if (
             isinstance(mark, dict)
@@ -837,8 +873,12 @@ class TokenManager:
         already. Called under the lock."""
         unsaved = self._unsaved
         held = unsaved if unsaved is not None else (self._current.token if self._current else None)
-        if held is None or (stored is None and unsaved is None):
+        if held is None:
             return stored
+        if stored is None and unsaved is None:
+            return await self._restore_lost(held)
+        if unsaved is not None and self._unsaved_login:
+            return await self._reconcile_login(unsaved, stored)
         if stored is None:
             order = Order.HELD
         else:
@@ -863,6 +903,57 @@ class TokenManager:
             return await self._load()
         return held
 
+    async def _reconcile_login(self, unsaved: TokenSet, stored: TokenSet | None) -> TokenSet | None:
+        """A login not stored yet: a new lineage, which generations cannot order against what
+        is stored. It replaces what it found stored, or (when the storage could not even be read
+        then) anything stored before it; a session stored since (another login, or a renewal of
+        one) wins. Saved unconditionally, as a login is."""
+        over = self._unsaved_over
+        if stored is not None and not stored.same_access_token(unsaved):
+            stored_is_older = (
+                stored.same_access_token(over)
+                if over is not None
+                else stored.issued_at < math.floor(unsaved.issued_at)
+            )
+            if not stored_is_older:
+                logger.info(
+                    "session %r: storage holds a newer session than the unsaved login; using it",
+                    self.session,
+                )
+                self._unsaved = self._unsaved_over = None
+                return stored
+        await self._save(unsaved, over=over, conditional=False)
+        return unsaved
+
+    async def _restore_lost(self, held: TokenSet) -> TokenSet | None:
+        """The storage holds no session though this process holds one: a store that came back
+        empty, or a deletion nobody told this process of. With `lost_session_wait`, store the
+        copy again, marked so that its refresh token is not spent before the wait ends (see the
+        argument); return what is stored now. Without it (or with nothing to protect: no
+        refresh token, a lock that cannot lapse, so a store that does not lose data), None: the
+        copy in memory is renewed as it is."""
+        wait = self._lost_session_wait
+        if wait is None or held.refresh_token is None or not self.storage.lock_can_lapse:
+            return None
+        held = _without_mark(held)
+        marked = held.model_copy(
+            update={"extra": {**held.extra, _RESTORED: {"until": self._clock() + wait}}}
+        )
+        try:
+            written = await self.storage.save_if_newer(self.session, marked)
+        except Exception as exc:
+            raise self._storage_error(exc, "store again", marked) from exc
+        if not written:
+            return await self._load()  # a newer one arrived meanwhile
+        logger.warning(
+            "session %r: the storage holds no session, though this process holds one (a store "
+            "that came back empty?); stored it again, and its refresh token is not spent for "
+            "%g s, so that a process holding a newer one can store that first",
+            self.session,
+            wait,
+        )
+        return marked
+
     async def _save(
         self, token: TokenSet, *, over: TokenSet | None, conditional: bool = True
     ) -> PlanetAuthError | None:
@@ -879,7 +970,7 @@ class TokenManager:
                 return _Superseded(f"session {self.session!r}: the storage holds a newer one")
         except Exception as exc:
             error = self._storage_error(exc, "save", token)
-            self._keep_unsaved(token, over=over, error=error)
+            self._keep_unsaved(token, over=over, error=error, login=not conditional)
             return error
         if self._unsaved is not None:
             logger.info(
@@ -889,7 +980,9 @@ class TokenManager:
         self._save_failures = 0
         return None
 
-    def _keep_unsaved(self, token: TokenSet, *, over: TokenSet | None, error: Exception) -> None:
+    def _keep_unsaved(
+        self, token: TokenSet, *, over: TokenSet | None, error: Exception, login: bool = False
+    ) -> None:
         if self._unsaved is None:  # one warning per episode, not one per attempt
             logger.warning(
                 "session %r: could not save the new token (%s); it keeps serving from memory, "
@@ -897,11 +990,14 @@ class TokenManager:
                 self.session,
                 str(error),
             )
-        self._remember_unsaved(token, over)
+        self._remember_unsaved(token, over, login=login)
 
-    def _remember_unsaved(self, token: TokenSet, over: TokenSet | None) -> None:
+    def _remember_unsaved(
+        self, token: TokenSet, over: TokenSet | None, *, login: bool = False
+    ) -> None:
         """Keep `token` to save later (after a backoff), as replacing `over` in storage."""
         self._unsaved, self._unsaved_over = token, over
+        self._unsaved_login = login
         self._save_failures += 1
         self._save_not_before = self._clock() + self._store_backoff(self._save_failures)
 

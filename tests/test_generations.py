@@ -21,6 +21,7 @@ from planet_async import (
     PublicClient,
     RedisStorage,
     RefreshTokenGrant,
+    StorageError,
     TokenManager,
     TokenSet,
 )
@@ -240,3 +241,31 @@ async def test_a_failover_that_lost_a_renewal_on_redis(peer: Peer, redis: RedisS
     assert _stored(redis)[GENERATION_KEY]["number"] == 3  # type: ignore[index]
     assert peer.grants("refresh_token") == 2
     assert peer.errors() == {}
+
+
+async def test_a_login_whose_save_failed_still_replaces_the_previous_login() -> None:
+    """A login is saved unconditionally, also when its first save failed and it is saved again
+    later: the previous login's higher-numbered copy in storage does not win over it."""
+
+    class FailingOnce(MemoryStorage):
+        failures = 1
+
+        async def save(self, session: str, token: TokenSet) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk full")
+            await super().save(session, token)
+
+    endpoint = FakeTokenEndpoint(FakeClock())
+    storage = FailingOnce()
+    previous = Generation("L", 5, "p").on(token("at-prev", endpoint.clock, refresh_token="rt-p"))
+    await MemoryStorage.save(storage, "default", previous)
+    manager = _user_manager(endpoint, storage)
+    with pytest.raises(StorageError):
+        await manager.set_token(token("at-login", endpoint.clock, refresh_token="rt-login"))
+    endpoint.clock.advance(5)  # past the wait before saving again
+    assert await manager.header() == "Bearer at-login"
+    stored = await storage.load("default")
+    assert stored is not None
+    assert stored.access_token.get_secret_value() == "at-login"
+    assert endpoint.calls == 0

@@ -531,3 +531,89 @@ async def test_a_refused_refresh_token_gives_the_next_process_the_real_error(
         with pytest.raises(InvalidGrantError):
             await second.header()
     assert peer.errors() == {"refresh_token:invalid_grant": 2}
+
+
+# -- a store that comes back empty -------------------------------------------------------------
+
+SOFT = 48  # seconds into a 60 s token: past every soft threshold, before the hard one (54 s)
+
+
+async def test_a_store_that_comes_back_empty_keeps_the_newest_refresh_token(
+    peer: Peer, start_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes on a rotating user session; one renewed last (it alone holds the newest
+    refresh token), then Redis restarts without its data. The other, holding the older refresh
+    token, finds the store empty first: with `lost_session_wait` it stores its copy again,
+    marked, and does not spend it (its token keeps serving; past expiry its callers get
+    StorageError). At its own renewal the holder of the newest copy writes it back over the
+    marked older one and renews with it; the other then adopts the result. One refresh grant,
+    0 invalid_grant: the session survives."""
+    server = start_redis()  # keeps nothing over a restart
+    await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
+    clock = FakeClock(start=time.time())
+
+    def manager() -> TokenManager:
+        storage = RedisStorage(server.url, lease=LEASE, timeout=TIMEOUT)
+        return TokenManager(
+            _user(peer), storage=storage, session=SESSION, clock=clock, lost_session_wait=60
+        )
+
+    newest, older = manager(), manager()
+    login = await newest.header()
+    assert await older.header() == login
+    clock.advance(SOFT)
+    peer.reset()
+    with anyio.fail_after(10):
+        renewed = await newest.header()  # generation 2, held by `newest` alone after the restart
+    assert renewed != login
+    assert peer.grants("refresh_token") == 1
+    server.stop()
+    server.start()
+    assert server.call("KEYS", "*") == []
+
+    with anyio.fail_after(10), caplog.at_level(logging.WARNING, logger="planet_async"):
+        assert await older.header() == login  # stored again, not spent; its token still serves
+        assert "stored it again" in caplog.text
+        clock.advance(10)  # past the older token's expiry, within the wait
+        with pytest.raises(StorageError, match="not spent for another"):
+            await older.header()
+        clock.advance(SOFT - 10)  # the newest copy's renewal point
+        third = await newest.header()
+        clock.advance(PAST_BACKOFF / 100)  # past the short wait between store attempts
+        assert await older.header() == third
+    assert third != renewed
+    assert _stored(server) == third
+    assert peer.grants("refresh_token") == 2
+    assert peer.errors() == {}
+
+
+async def test_a_lone_holder_of_a_lost_session_renews_it_once_the_wait_is_over(
+    peer: Peer, start_redis: Callable[..., RedisServer]
+) -> None:
+    """With nobody holding a newer copy, the process that stored the session again renews it
+    from its copy once `lost_session_wait` is over: one refresh grant, no error; until then it
+    spends nothing."""
+    server = start_redis()
+    await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
+    clock = FakeClock(start=time.time())
+    storage = RedisStorage(server.url, lease=LEASE, timeout=TIMEOUT)
+    alone = TokenManager(
+        _user(peer), storage=storage, session=SESSION, clock=clock, lost_session_wait=30
+    )
+    login = await alone.header()
+    server.stop()
+    server.start()
+    peer.reset()
+    clock.advance(SOFT)
+    with anyio.fail_after(10):
+        assert await alone.header() == login  # stored again; the token still serves
+        clock.advance(EXPIRED - SOFT)
+        with pytest.raises(StorageError, match="not spent for another"):
+            await alone.header()
+        assert peer.grants("refresh_token") == 0
+        clock.advance(30)
+        renewed = await alone.header()
+    assert renewed != login
+    assert _stored(server) == renewed
+    assert peer.grants("refresh_token") == 1
+    assert peer.errors() == {}
