@@ -43,7 +43,9 @@ _RENEWING = "_planet_async_renewing"
 """Marks a stored session whose refresh token a process is spending right now (lease storages)."""
 
 _RENEWING_FOR = 120.0
-"""Seconds such a mark holds other processes back from the refresh token it names."""
+"""Seconds such a mark holds other processes back from the refresh token it names. A renewal
+whose token request fails takes its mark away again while its lease holds (`_unmark`): only a
+process that stalled past its lease leaves one behind."""
 
 _RESTORED = "_planet_async_restored"
 """Marks a session a process stored again from its memory after finding the storage without it
