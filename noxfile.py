@@ -117,9 +117,13 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def slow(session: nox.Session) -> None:
     """The runs marked `slow`, which `tests` leaves out: replicas of the web example with real
-    browsers, PostgreSQL fleets across a crash, Sentinel and Cluster failovers. Not in CI."""
+    browsers, PostgreSQL fleets across a crash, Sentinel and Cluster failovers, the session
+    pool's 1,000 users on 3 replicas. Not in CI. Those also marked `serial` run alone after the
+    parallel part; arguments replace all that."""
     _sync(session, "--extra", "test")
-    _run_suite(session, *PARALLEL, "-m", "slow")
+    _run_suite(session, *PARALLEL, "-m", "slow and not serial")
+    if not session.posargs:
+        session.run("pytest", "-m", "slow and serial")
 
 
 # Much of the suite waits on processes, servers and short-lived tokens rather than computing,

@@ -31,6 +31,8 @@ no token, client secret, API key, authorization code or PKCE verifier.
 
 from __future__ import annotations
 
+import copy
+
 __all__ = [
     "AsyncOnlyError",
     "AuthServerError",
@@ -227,3 +229,13 @@ def _rebuild(
     exc.args = args
     exc.__dict__.update(state)
     return exc
+
+
+def fresh_copy(error: BaseException) -> BaseException:
+    """A copy of a shared error, so each waiter raises its own with its own traceback."""
+    try:
+        clone = copy.copy(error)
+    except Exception:  # pragma: no cover - exotic exception types
+        return error
+    clone.__cause__ = error.__cause__
+    return clone

@@ -42,7 +42,8 @@ async def verify_id_token(
     """Verify an ID token from `server`'s token endpoint and return its claims.
 
     The signature is checked against the server's JWK Set (fetched from its discovered
-    `jwks_uri`, cached, and fetched again once when the token names a key the cache lacks);
+    `jwks_uri`, cached, and fetched again when the token names a key the cache lacks, at most
+    once every `JWKS_REFETCH_INTERVAL` seconds);
     then `iss` (the server's issuer), `aud` (`client_id`, and `azp` when present), `exp` and
     `iat` (with `leeway` seconds of clock difference), `nonce` (this login's), and `sub`.
 
@@ -63,9 +64,9 @@ async def verify_id_token(
             f"the ID token is signed with {alg!r}; only the provider's public-key signatures "
             f"({', '.join(sorted(_ALGORITHMS))}) are accepted"
         )
-    key = _find_key(await server.jwks(), kid, alg)
+    key = _find_key(await server.jwks(now=now), kid, alg)
     if key is None:  # the provider may have rotated its keys since they were cached
-        key = _find_key(await server.jwks(refresh=True), kid, alg)
+        key = _find_key(await server.jwks(refresh=True, now=now), kid, alg)
     if key is None:
         raise InvalidIdToken(f"the provider's key set has no key {kid!r} for {alg}")
     try:

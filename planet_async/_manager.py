@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
@@ -24,6 +23,7 @@ from ._errors import (
     LockLost,
     PlanetAuthError,
     StorageError,
+    fresh_copy,
 )
 from ._events import TokenEvent, TokenEventKind, TokenListener
 from ._models import TokenSet
@@ -353,7 +353,7 @@ class TokenManager:
                 assert self._last_error is not None
                 # A caller retrying in a loop must still let other tasks run.
                 await anyio.lowlevel.checkpoint()
-                raise _fresh(self._last_error)
+                raise fresh_copy(self._last_error)
             flight = self._start_flight(None)
             await self._launch(flight)
         return await self._outcome(flight)
@@ -588,7 +588,7 @@ class TokenManager:
             return current.header  # a renewal ahead of time failed; the token still serves
         error = flight.error
         assert error is not None
-        raise _fresh(error)
+        raise fresh_copy(error)
 
     async def _fly(self, flight: _Flight) -> None:
         before = self._current.token if self._current is not None else None
@@ -1139,13 +1139,3 @@ def _without_mark(token: TokenSet) -> TokenSet:
 
 def _same_tokens(a: TokenSet, b: TokenSet) -> bool:
     return a.same_access_token(b) and a.same_refresh_token(b)
-
-
-def _fresh(error: BaseException) -> BaseException:
-    """A copy of a shared error, so each waiter raises its own with its own traceback."""
-    try:
-        clone = copy.copy(error)
-    except Exception:  # pragma: no cover - exotic exception types
-        return error
-    clone.__cause__ = error.__cause__
-    return clone

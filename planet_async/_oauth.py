@@ -13,11 +13,14 @@ import email.utils
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timezone
 from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
+import anyio
+import anyio.lowlevel
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, field_validator
 
 from ._errors import (
@@ -28,6 +31,7 @@ from ._errors import (
     InvalidGrantError,
     InvalidTokenResponse,
     OAuthError,
+    fresh_copy,
 )
 from ._http import HttpxTransport
 from ._jwt import PrivateKey, check_signing_key, load_private_key, sign_client_assertion
@@ -384,6 +388,28 @@ def _well_known_urls(issuer: str) -> list[str]:
     ]
 
 
+JWKS_REFETCH_INTERVAL = 30.0
+"""Seconds between two fetches of a provider's key set prompted by an unknown key id."""
+
+
+class _KeySetFetch:
+    """A fetch of a JWK Set under way on one event loop; callers on that loop share it."""
+
+    __slots__ = ("done", "error", "loop", "result")
+
+    def __init__(self, loop: anyio.lowlevel.EventLoopToken) -> None:
+        self.loop = loop
+        self.done = anyio.Event()
+        self.result: dict[str, Any] = {}
+        self.error: Exception | None = None
+
+    async def outcome(self) -> dict[str, Any]:
+        await self.done.wait()
+        if self.error is not None:
+            raise fresh_copy(self.error)
+        return self.result
+
+
 class AuthorizationServer:
     """An OAuth 2.0 authorization server: where tokens come from.
 
@@ -422,6 +448,8 @@ class AuthorizationServer:
         self._transport = transport
         self.timeout = timeout
         self._jwks: dict[str, Any] | None = None
+        self._jwks_at = -math.inf  # `now` of the last fetch of the key set
+        self._jwks_fetch: _KeySetFetch | None = None
 
     def __repr__(self) -> str:
         return f"AuthorizationServer(issuer={self.issuer!r})"
@@ -499,16 +527,48 @@ class AuthorizationServer:
         assert last is not None
         raise last
 
-    async def jwks(self, *, refresh: bool = False) -> dict[str, Any]:
+    async def jwks(self, *, refresh: bool = False, now: float | None = None) -> dict[str, Any]:
         """The server's signing keys (its JWK Set, from the discovered `jwks_uri`), cached on
-        this object; `refresh` fetches them again (a key the cache lacks may be a new one).
+        this object.
+
+        `refresh` fetches them again (a key the cache lacks may be a new one), but at most once
+        every `JWKS_REFETCH_INTERVAL` seconds by `now` (default: the system clock): an ID token
+        naming a key the set fetched a moment ago lacked does not send another request, so
+        callbacks with made-up key ids cannot make this process flood the provider. Callers
+        that ask while a fetch is under way on the same event loop share its result, or its
+        error: one request however many logins complete at once.
 
         Raises:
             ConfigurationError: The server publishes no `jwks_uri`.
             AuthServerError: The key set could not be fetched or is not a JWK Set.
         """
-        if self._jwks is not None and not refresh:
-            return self._jwks
+        cached = self._jwks
+        if cached is not None and not refresh:
+            return cached
+        loop = anyio.lowlevel.current_token()
+        fetch = self._jwks_fetch
+        if fetch is not None and fetch.loop == loop:
+            return await fetch.outcome()
+        when = time.time() if now is None else now
+        if cached is not None and abs(when - self._jwks_at) < JWKS_REFETCH_INTERVAL:
+            return cached
+        fetch = self._jwks_fetch = _KeySetFetch(loop)
+        try:
+            fetch.result = await self._fetch_jwks()
+        except Exception as exc:
+            fetch.error = exc
+            raise
+        except BaseException:
+            fetch.error = AuthServerError(f"fetching the key set of {self.issuer} was cancelled")
+            raise
+        finally:
+            fetch.done.set()
+            if self._jwks_fetch is fetch:
+                self._jwks_fetch = None
+        self._jwks, self._jwks_at = fetch.result, when
+        return fetch.result
+
+    async def _fetch_jwks(self) -> dict[str, Any]:
         url = await self.endpoint("jwks_uri")
         response = await self.transport.send(HttpRequest("GET", url), timeout=self.timeout)
         data = _json_object(response)
@@ -521,7 +581,6 @@ class AuthorizationServer:
                 f"no JSON Web Key Set at {url} ({_describe_body(response)}); check the issuer",
                 endpoint=url,
             )
-        self._jwks = data
         return data
 
     async def post_form(

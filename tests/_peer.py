@@ -114,8 +114,14 @@ class Peer:
             return json.loads(resp.read())
 
     def stats(self) -> dict:
-        """{"grant_success": {grant_type: n}, "grant_error": {"grant_type:error": n}}"""
+        """{"grant_success": {grant_type: n}, "grant_error": {"grant_type:error": n},
+        "refreshed": {sub: [ms since the epoch of each refresh grant]}}"""
         return self._get("/__stats")
+
+    def refreshed(self) -> dict[str, list[int]]:
+        """When each user (`sub`) was given tokens by a refresh grant since the last reset, in
+        the order granted: milliseconds since the epoch, the server's clock."""
+        return {sub: [int(t) for t in times] for sub, times in self.stats()["refreshed"].items()}
 
     def grants(self, grant_type: str) -> int:
         """Successful grants of `grant_type` (e.g. "client_credentials") since the last reset."""

@@ -1,15 +1,20 @@
 """One replica of a web service under load, for tests/test_session_pool_redis.py.
 
-``python -m tests._pool_fleet_worker ISSUER REDIS_URL KEY_HEX SECONDS USER...`` builds a
-`SessionPool` on an encrypted `RedisStorage`, prints ``ready``, waits for ``go`` on stdin, then
-for SECONDS seconds sends requests for users picked at random among USERS (4 at a time) to a
-stand-in API that verifies each token (signature, issuer, audience, expiry) and checks that its
-``sub`` is the user the request was for. It prints one JSON line:
+``python -m tests._pool_fleet_worker ISSUER REDIS_URL KEY_HEX SECONDS CONCURRENCY USER...`` builds
+a `SessionPool` on an encrypted `RedisStorage` (entered, so that renewals share one connection
+to Redis, as a long-running replica's would), prints ``ready``, waits for ``go`` on stdin, then
+for SECONDS seconds sends requests (CONCURRENCY at a time) to a stand-in API that verifies each
+token (signature, issuer, audience, expiry) and checks that its ``sub`` is the user the request
+was for. The users are requested in rounds, each round every one of USERS once in a fresh random
+order, so that each user gets its share of the requests. It prints one JSON line:
 
     {"requests": n, "errors": n, "rejected": n, "wrong_user": n,
-     "tokens": {user: {sha256 of token: iat}}}
+     "tokens": {user: {sha256 of token: iat}},
+     "requested": {user: [wall-clock time of each request]},
+     "grants": [seconds each refresh token request to the server took],
+     "obtained": {user: [[sha256 of a token a refresh grant gave, wall-clock time it came]]}}
 
-A watchdog ends the process if something hangs.
+A watchdog ends the process if something hangs (SECONDS + 90 s after it starts).
 """
 
 from __future__ import annotations
@@ -29,19 +34,51 @@ if __package__ in (None, ""):  # run by path: make `tests` and `planet_async` im
 import anyio
 import httpx
 
-from planet_async import AuthorizationServer, EncryptedStorage, RedisStorage
+from planet_async import (
+    AuthorizationServer,
+    EncryptedStorage,
+    HttpRequest,
+    HttpResponse,
+    HttpxTransport,
+    RedisStorage,
+)
 from planet_async.web import SessionPool
 from tests._fleet import jwt_claims
 from tests._helpers import API, VerifyingApi
 from tests._web_login import web_client
 
-CONCURRENCY = 4
 PAUSE = 0.02  # seconds between one task's requests
 
 
-async def main(issuer: str, redis_url: str, key: bytes, seconds: float, users: list[str]) -> None:
+class TimedTransport:
+    """The library's transport, noting each refresh grant: how long the request took, and the
+    token it gave (whose user, its digest, and when it arrived: the manager puts it in use at
+    once, with no await between)."""
+
+    def __init__(self) -> None:
+        self._inner = HttpxTransport()
+        self.refresh_seconds: list[float] = []
+        self.obtained: dict[str, list[tuple[str, float]]] = {}
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        started = time.monotonic()
+        response = await self._inner.send(request, timeout=timeout)
+        if request.form is not None and request.form.get("grant_type") == "refresh_token":
+            self.refresh_seconds.append(round(time.monotonic() - started, 4))
+            if response.status_code == 200:
+                token = json.loads(response.content)["access_token"]
+                digest = hashlib.sha256(token.encode()).hexdigest()
+                user = jwt_claims(token)["sub"]
+                self.obtained.setdefault(user, []).append((digest, time.time()))
+        return response
+
+
+async def main(
+    issuer: str, redis_url: str, key: bytes, seconds: float, concurrency: int, users: list[str]
+) -> None:
     api = VerifyingApi(issuer)
     tokens: dict[str, dict[str, int]] = {user: {} for user in users}
+    requested: dict[str, list[float]] = {user: [] for user in users}
     counts = {"requests": 0, "errors": 0, "rejected": 0, "wrong_user": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -54,10 +91,20 @@ async def main(issuer: str, redis_url: str, key: bytes, seconds: float, users: l
         tokens[user][digest] = int(claims["iat"])
         return api.handler(request)
 
-    storage = EncryptedStorage(RedisStorage(redis_url), {"k": key})
+    transport = TimedTransport()
+    server = AuthorizationServer(issuer, transport=transport)
     rng = random.Random()
+    order: list[str] = []  # what is left of this round, in a random order
+
+    def next_user() -> str:
+        if not order:
+            order.extend(users)
+            rng.shuffle(order)
+        return order.pop()
+
     async with (
-        SessionPool(AuthorizationServer(issuer), web_client(), storage) as pool,
+        RedisStorage(redis_url) as redis,  # one connection for the replica's renewals
+        SessionPool(server, web_client(), EncryptedStorage(redis, {"k": key})) as pool,
         httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
     ):
         print("ready", flush=True)
@@ -66,8 +113,9 @@ async def main(issuer: str, redis_url: str, key: bytes, seconds: float, users: l
 
         async def load() -> None:
             while time.monotonic() < deadline:
-                user = rng.choice(users)
+                user = next_user()
                 counts["requests"] += 1
+                requested[user].append(round(time.time(), 3))
                 try:
                     response = await client.get(f"{API}/x?as={user}", auth=pool.auth(user))
                 except Exception as exc:
@@ -78,14 +126,18 @@ async def main(issuer: str, redis_url: str, key: bytes, seconds: float, users: l
                 await anyio.sleep(PAUSE)
 
         async with anyio.create_task_group() as tasks:
-            for _ in range(CONCURRENCY):
+            for _ in range(concurrency):
                 tasks.start_soon(load)
-    print(json.dumps({**counts, "tokens": tokens}), flush=True)
+    report = {**counts, "tokens": tokens, "requested": requested}
+    report |= {"grants": transport.refresh_seconds, "obtained": transport.obtained}
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
-    timer = threading.Timer(120.0, lambda: os._exit(3))
+    issuer, redis_url, key_hex, seconds, concurrency, *users = sys.argv[1:]
+    timer = threading.Timer(float(seconds) + 90.0, lambda: os._exit(3))
     timer.daemon = True
     timer.start()
-    issuer, redis_url, key_hex, seconds, *users = sys.argv[1:]
-    anyio.run(main, issuer, redis_url, bytes.fromhex(key_hex), float(seconds), users)
+    anyio.run(
+        main, issuer, redis_url, bytes.fromhex(key_hex), float(seconds), int(concurrency), users
+    )

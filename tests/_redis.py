@@ -142,13 +142,17 @@ class RedisServer:
         return self._proc is not None
 
     @staticmethod
-    def call_port(port: int, *command: str | bytes) -> Any:
-        """Send one command to whatever Redis (or sentinel) listens on `port`, without TLS."""
+    def call_port(port: int, *command: str | bytes, password: str | None = None) -> Any:
+        """Send one command to whatever Redis (or sentinel) listens on `port`, without TLS,
+        after ``AUTH password`` if given."""
+        commands = [("AUTH", password), command] if password is not None else [command]
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         with sock, sock.makefile("rwb") as stream:
-            stream.write(_encode(command))
+            for each in commands:
+                stream.write(_encode(each))
             stream.flush()
-            return _reply(stream)
+            replies = [_reply(stream) for _ in commands]
+        return replies[-1]
 
     def flush(self) -> None:
         """Forget every key (between tests)."""

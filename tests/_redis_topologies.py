@@ -39,15 +39,27 @@ class SentinelGroup:
     """One primary, two replicas and three sentinels watching them as `NAME`.
 
     `url` is the ``redis+sentinel://`` URL of the three sentinels; `kill_primary` SIGKILLs the
-    current primary and `wait_for_failover` waits until every sentinel names another one.
+    current primary and `wait_for_failover` waits until every sentinel names another one. With
+    `password` the data nodes require it (``requirepass``, and the sentinels and replicas are
+    given it); with `sentinel_password` the sentinels require one of their own.
     """
 
     NAME = "mymaster"
 
-    def __init__(self, replicas: int = 2, sentinels: int = 3) -> None:
-        self.primary = RedisServer(*FAST_SYNC)
+    def __init__(
+        self,
+        replicas: int = 2,
+        sentinels: int = 3,
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
+        self.password = password
+        self.sentinel_password = sentinel_password
+        auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        self.primary = RedisServer(*FAST_SYNC, *auth)
         self.replicas = [
-            RedisServer(*FAST_SYNC, "--replicaof", "127.0.0.1", str(self.primary.port))
+            RedisServer(*FAST_SYNC, *auth, "--replicaof", "127.0.0.1", str(self.primary.port))
             for _ in range(replicas)
         ]
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
@@ -67,9 +79,10 @@ class SentinelGroup:
         self.primary.start()
         for replica in self.replicas:
             replica.start()
+        auth = ("default", self.password) if self.password else None
         _wait_for(
             lambda: (
-                self.primary.call("INFO", "replication").count(b"state=online")
+                self.primary.call("INFO", "replication", auth=auth).count(b"state=online")
                 == len(self.replicas)
             ),
             "the replicas did not come online",
@@ -86,6 +99,8 @@ class SentinelGroup:
                 f"sentinel monitor {self.NAME} 127.0.0.1 {self.primary.port} 2\n"
                 f"sentinel down-after-milliseconds {self.NAME} 1000\n"
                 f"sentinel failover-timeout {self.NAME} 3000\n"
+                + (f"sentinel auth-pass {self.NAME} {self.password}\n" if self.password else "")
+                + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else "")
             )
             log = open(home / "sentinel.log", "wb")  # noqa: SIM115 - the child writes it
             self._sentinels.append(
@@ -96,14 +111,18 @@ class SentinelGroup:
             log.close()
         for port in self.sentinel_ports:
             _wait_for(
-                lambda port=port: self.sentinel_call(port, "SENTINEL", "REPLICAS", self.NAME),
+                lambda port=port: (
+                    self.sentinel_call(port, "SENTINEL", "REPLICAS", self.NAME)
+                    if self.replicas
+                    else self.sentinel_call(port, "PING") == "PONG"
+                ),
                 "the sentinels did not see the replicas",
                 20,
             )
         return self
 
     def sentinel_call(self, port: int, *command: str) -> object:
-        return RedisServer.call_port(port, *command)
+        return RedisServer.call_port(port, *command, password=self.sentinel_password)
 
     def primary_port(self, sentinel_port: int | None = None) -> int:
         """The primary's port as a sentinel names it."""

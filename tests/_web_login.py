@@ -48,10 +48,13 @@ def _user_part(authorization_url: str, login: str, max_steps: int = 12) -> str:
     raise AssertionError(f"no redirect to {REDIRECT_URI} after {max_steps} steps")
 
 
-async def web_login(issuer: str, login: str) -> TokenSet:
-    """A token set of `web-app` for the peer user `login` (its `sub`), with a refresh token."""
+async def web_login(issuer: str, login: str, server: AuthorizationServer | None = None) -> TokenSet:
+    """A token set of `web-app` for the peer user `login` (its `sub`), with a refresh token.
+
+    Logging many users in, pass one `server` for all of them: it fetches the provider's metadata
+    and keys once instead of once per login."""
     flow = AuthorizationCodeFlow(
-        AuthorizationServer(issuer),
+        server or AuthorizationServer(issuer),
         web_client(),
         redirect_uri=REDIRECT_URI,
         scopes=("openid", "offline_access"),

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,8 +198,8 @@ def start_redis_topology() -> Iterator[Callable[..., SentinelGroup | ClusterGrou
     to fail over; stopped after it."""
     groups: list[SentinelGroup | ClusterGroup] = []
 
-    def start(kind: str) -> SentinelGroup | ClusterGroup:
-        groups.append(SentinelGroup() if kind == "sentinel" else ClusterGroup())
+    def start(kind: str, **options: Any) -> SentinelGroup | ClusterGroup:
+        groups.append(SentinelGroup(**options) if kind == "sentinel" else ClusterGroup())
         return groups[-1].start()
 
     with _coredis_leaves_streams_unclosed():

@@ -497,6 +497,60 @@ def test_a_forked_child_keeps_working(peer: Peer, api: RevocableApi) -> None:
     assert peer.grants("client_credentials") == 3
 
 
+class _HeldTransport(HttpxTransport):
+    """The httpx transport, whose token requests wait for `release` once `hold` is set, and
+    which notes (for any thread) when one is waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.waiting = threading.Event()
+        self.release = threading.Event()
+
+    async def send(self, request: Any, *, timeout: float) -> Any:
+        if self.hold and request.url.endswith("/token"):
+            self.waiting.set()
+            await anyio.to_thread.run_sync(self.release.wait, 60)
+        return await super().send(request, timeout=timeout)
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_during_a_renewal_renews_on_its_own(peer: Peer, api: RevocableApi) -> None:
+    """A fork while the parent's renewal is in flight (the renewal loop holding the session's
+    MemoryStorage lock, its token request unanswered) leaves the child a session it can renew:
+    the lock the parent held is not held in the child, which renews with one token request of
+    its own; the parent's renewal then completes as well."""
+    transport = _HeldTransport()
+    server = AuthorizationServer(peer.issuer, transport=transport)
+    client = ClientSecretBasic(client_id="service-basic", client_secret="service-basic-secret")
+    manager = TokenManager(ClientCredentialsGrant(server, client))
+    auth = RequestsAuth(manager, allowed_origins=[api.origin])
+    with _sync_get("requests", auth) as get:
+        status, header = get(f"{api.origin}/data")
+        assert status == 200
+        api.revoke(header)  # the next request is refused: the parent renews, and is held
+        transport.hold = True
+        parent: list[tuple[int, str | None]] = []
+        renewing = threading.Thread(target=lambda: parent.append(get(f"{api.origin}/data")))
+        renewing.start()
+        assert transport.waiting.wait(30)
+        transport.hold = False  # the child's own token request goes through
+        context = multiprocessing.get_context("fork")
+        out = context.Queue()
+        child = context.Process(
+            target=_child_after_fork, args=(auth, f"{api.origin}/data", header, out)
+        )
+        child.start()
+        result = out.get(timeout=60)
+        child.join(timeout=60)
+        transport.release.set()
+        renewing.join(timeout=60)
+    assert result == ("ok", 200, True)
+    assert child.exitcode == 0
+    assert [status for status, _ in parent] == [200]
+    assert peer.grants("client_credentials") == 3  # the first, the child's, the parent's
+
+
 # -- async callers: a renewal outlives a cancelled caller ------------------------------------------
 
 

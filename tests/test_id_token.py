@@ -7,11 +7,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
 import pytest
 from joserfc import jwk, jwt
 
-from planet_async import AuthorizationServer, HttpRequest, HttpResponse, InvalidIdToken
+from planet_async import (
+    AuthorizationServer,
+    AuthServerUnavailable,
+    HttpRequest,
+    HttpResponse,
+    InvalidIdToken,
+)
 from planet_async._id_token import verify_id_token
+from planet_async._oauth import JWKS_REFETCH_INTERVAL
 
 pytestmark = pytest.mark.anyio
 
@@ -126,7 +134,8 @@ async def test_unsigned_and_symmetric_tokens_are_refused(key: jwk.RSAKey, alg: s
 
 async def test_an_unknown_kid_fetches_the_keys_once_more(key: jwk.RSAKey) -> None:
     """After the provider rotates its keys, the first token with the new kid refetches the JWK
-    Set once and passes; a kid that is still unknown after that refetch is refused."""
+    Set once and passes; a kid that is still unknown is refused without another request until
+    JWKS_REFETCH_INTERVAL has passed, then it prompts one more fetch."""
     provider = Provider(key)
     server = AuthorizationServer(ISSUER, transport=provider)
     await verify_id_token(server, _token(key), client_id="web-app", nonce="n-1", now=NOW)
@@ -134,13 +143,95 @@ async def test_an_unknown_kid_fetches_the_keys_once_more(key: jwk.RSAKey) -> Non
 
     new = _key("k2")
     provider.keys = [key, new]
-    claims = await verify_id_token(server, _token(new), client_id="web-app", nonce="n-1", now=NOW)
+    later = NOW + JWKS_REFETCH_INTERVAL
+    claims = await verify_id_token(server, _token(new), client_id="web-app", nonce="n-1", now=later)
     assert claims["sub"] == "alice"
     assert provider.jwks_fetches == 2
 
+    unknown = _token(_key("k3"))
+    for now in (later, later + JWKS_REFETCH_INTERVAL - 1):
+        with pytest.raises(InvalidIdToken, match="no key"):
+            await verify_id_token(server, unknown, client_id="web-app", nonce="n-1", now=now)
+    assert provider.jwks_fetches == 2
     with pytest.raises(InvalidIdToken, match="no key"):
-        await verify_id_token(server, _token(_key("k3")), client_id="web-app", nonce="n-1", now=NOW)
+        await verify_id_token(
+            server, unknown, client_id="web-app", nonce="n-1", now=later + JWKS_REFETCH_INTERVAL
+        )
     assert provider.jwks_fetches == 3
+
+
+class SlowProvider(Provider):
+    """A Provider whose key set answers only when `answer` is set, or fails with `failure`."""
+
+    def __init__(self, *keys: jwk.Key) -> None:
+        super().__init__(*keys)
+        self.answer = anyio.Event()
+        self.failure: int | None = None
+
+    async def send(self, request: HttpRequest, *, timeout: float) -> HttpResponse:
+        if request.url.endswith("/jwks"):
+            await self.answer.wait()
+            if self.failure is not None:
+                self.jwks_fetches += 1
+                return HttpResponse(self.failure, {}, b"")
+        return await super().send(request, timeout=timeout)
+
+
+@pytest.mark.parametrize("kid_known", [True, False], ids=["cold-cache", "new-kid"])
+async def test_logins_completing_at_once_fetch_the_keys_once(
+    key: jwk.RSAKey, kid_known: bool
+) -> None:
+    """50 callbacks verifying at once send one request for the key set: with a cold cache, and
+    when their tokens name a key the cached set lacks."""
+    new = _key("k2")
+    provider = SlowProvider(key)
+    server = AuthorizationServer(ISSUER, transport=provider)
+    if not kid_known:
+        provider.answer.set()
+        await verify_id_token(server, _token(key), client_id="web-app", nonce="n-1", now=NOW)
+        provider.answer = anyio.Event()
+        provider.keys = [key, new]
+    token = _token(key if kid_known else new)
+    later = NOW + JWKS_REFETCH_INTERVAL
+    subjects: list[str] = []
+
+    async def verify() -> None:
+        claims = await verify_id_token(server, token, client_id="web-app", nonce="n-1", now=later)
+        subjects.append(claims["sub"])
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(50):
+            tasks.start_soon(verify)
+        await anyio.wait_all_tasks_blocked()
+        provider.answer.set()
+    assert subjects == ["alice"] * 50
+    assert provider.jwks_fetches == (1 if kid_known else 2)
+
+
+async def test_callers_sharing_a_failed_fetch_all_get_its_error(key: jwk.RSAKey) -> None:
+    """When the one shared fetch fails (a 503), every caller waiting on it gets that error, and
+    no caller sends a request of its own; the next call fetches again."""
+    provider = SlowProvider(key)
+    provider.failure = 503
+    server = AuthorizationServer(ISSUER, transport=provider)
+    errors: list[BaseException] = []
+
+    async def verify() -> None:
+        try:
+            await verify_id_token(server, _token(key), client_id="web-app", nonce="n-1", now=NOW)
+        except AuthServerUnavailable as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(20):
+            tasks.start_soon(verify)
+        await anyio.wait_all_tasks_blocked()
+        provider.answer.set()
+    assert len(errors) == 20
+    assert provider.jwks_fetches == 1
+    provider.failure = None
+    claims = await verify_id_token(server, _token(key), client_id="web-app", nonce="n-1", now=NOW)
+    assert claims["sub"] == "alice"
 
 
 async def test_garbage_is_not_a_token(key: jwk.RSAKey) -> None:

@@ -487,3 +487,109 @@ except ConfigurationError as exc:
     )
     assert done.returncode == 0, done.stderr
     assert "PostgresStorage needs the postgres extra" in done.stdout
+
+
+# -- deletion notices (LISTEN/NOTIFY) --------------------------------------------------------
+
+
+async def _next(names: Any) -> str:
+    with anyio.fail_after(10):  # a guard against a hang; a notice comes in milliseconds
+        return str(await names.__anext__())
+
+
+async def test_a_deletion_reaches_a_watcher_on_another_storage(postgres: PostgresServer) -> None:
+    """A delete on one storage is told to a watcher on another (its own connection), and only
+    deletions of its own table: another app's table on the same database, and a session name
+    too long for a NOTIFY payload (deleted all the same), are not announced to it."""
+    one, two = PostgresStorage(postgres.url), PostgresStorage(postgres.url)
+    other_app = PostgresStorage(postgres.url, table="other_app")
+    await one.save("lee", _token("lee"))
+    too_long, longest = "x" * 8000, "é" * 3999 + "y"  # bytes: 8000 and 7999 (the limit)
+    await one.save(too_long, _token("long"))
+    async with two.watch_deletions() as names:
+        await other_app.delete("lee")
+        await one.delete(too_long)
+        await one.delete("lee")
+        assert await _next(names) == "lee"
+        assert _stored(postgres, too_long) is None
+        await one.delete(longest)
+        assert await _next(names) == longest
+        await one.delete("never-stored")  # told as well, as Redis does: a hint, not a fact
+        assert await _next(names) == "never-stored"
+    postgres.sql("DROP TABLE other_app, other_app_schema")
+    for storage in (one, two, other_app):
+        await storage.aclose()
+
+
+async def test_a_watch_ends_when_left_or_cancelled_and_closes_its_connection(
+    postgres: PostgresServer,
+) -> None:
+    """Leaving a watch, or cancelling a task waiting in it, returns at once (the worker thread
+    is abandoned), and the listening connection is closed when its wait ends."""
+    storage = PostgresStorage(postgres.url)
+    listening = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %'"
+    for leave in ("cancel", "leave"):
+        with anyio.CancelScope() as scope:
+            async with storage.watch_deletions() as names:
+                (pid,) = postgres.sql(listening)
+                if leave == "cancel":
+                    scope.cancel()
+                    await names.__anext__()
+        assert scope.cancelled_caught is (leave == "cancel")
+        deadline = time.monotonic() + 10
+        while postgres.sql(listening) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+        assert pid not in postgres.sql(listening)
+        assert pid not in _backends(postgres)
+    await storage.aclose()
+
+
+async def test_a_watch_breaks_with_the_server_and_listens_again_after_a_restart(
+    start_postgres: Callable[..., PostgresServer],
+) -> None:
+    """A server restart ends a watch with a StorageError (notices sent meanwhile are missed, so
+    the watcher must know); a new watch hears deletions again. An unreachable server is a
+    StorageError when the watch starts, its password masked."""
+    server = start_postgres()
+    url = server.url.replace("postgres@", "postgres:s3cret-pw@")
+    watcher, deleter = PostgresStorage(url, timeout=2), PostgresStorage(url, timeout=2)
+    async with watcher.watch_deletions() as names:
+        server.stop()
+        with anyio.fail_after(10), pytest.raises(StorageError) as broke:
+            await names.__anext__()
+    assert "s3cret-pw" not in str(broke.value)
+    assert str(broke.value).startswith(f"cannot watch deletions of session '*' in {watcher.url}")
+    with pytest.raises(StorageError) as down:
+        async with watcher.watch_deletions():
+            pytest.fail("watched a stopped server")
+    assert "s3cret-pw" not in str(down.value)
+    server.start()
+    async with watcher.watch_deletions() as names:
+        await deleter.delete("s")
+        assert await _next(names) == "s"
+    await watcher.aclose()
+    await deleter.aclose()
+
+
+async def test_a_watch_outlives_the_servers_idle_session_timeout(
+    start_postgres: Callable[..., PostgresServer],
+) -> None:
+    """A server that ends idle sessions (idle_session_timeout) does not end a watch, which is
+    idle by design; the watcher's connection has TCP keepalives unless the URL sets its own.
+    (The time passing is itself what is tested.)"""
+    server = start_postgres("idle_session_timeout=200ms")
+    watcher, deleter = PostgresStorage(server.url), PostgresStorage(server.url)
+    async with watcher.watch_deletions() as names:
+        await anyio.sleep(0.6)
+        await deleter.delete("s")
+        assert await _next(names) == "s"
+    listener = PostgresStorage(server.url)._listen()
+    own = PostgresStorage(f"{server.url}?keepalives_idle=7")._listen()
+    try:
+        assert listener.info.get_parameters()["keepalives_idle"] == "30"
+        assert own.info.get_parameters()["keepalives_idle"] == "7"
+    finally:
+        listener.close()
+        own.close()
+    await watcher.aclose()
+    await deleter.aclose()

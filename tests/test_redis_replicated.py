@@ -194,6 +194,56 @@ async def test_a_sentinel_storage_without_a_primary_is_a_storage_error(
         await storage.load("s")
 
 
+def test_sentinel_credentials_in_the_url() -> None:
+    """The sentinels' own password and user come from ``sentinel_password`` and
+    ``sentinel_username`` (percent-decoded), not from the user information (the data nodes'),
+    and are not passed on to coredis; they are masked wherever the URL is shown; a URL without
+    sentinels, or with a user but no password, is refused without quoting them."""
+    url = "redis+sentinel://:data-s3cret@s1/mymaster?sentinel_username=watch&sentinel_password=s%2Fnt-s3cret&replicas=0"
+    single, topology = _split_topology(url)
+    assert _take_replicas(single)[0] == "redis://:data-s3cret@s1"
+    assert (topology.sentinel_username, topology.sentinel_password) == ("watch", "s/nt-s3cret")
+    assert "s3cret" not in repr(topology)
+    storage = RedisStorage(url)
+    assert storage.url == (
+        "redis+sentinel://:***@s1/mymaster?sentinel_username=watch&sentinel_password=***&replicas=0"
+    )
+    assert "s3cret" not in repr(storage)
+    for bad, problem in [
+        ("redis+cluster://n1?sentinel_password=s3cret", "belong to redis+sentinel"),
+        ("redis+sentinel://s1/mymaster?sentinel_username=watch", "needs a sentinel_password"),
+        ("redis+sentinel://s1/mymaster?sentinel_password=", "empty sentinel credential"),
+    ]:
+        with pytest.raises(ConfigurationError, match=re.escape(problem)) as info:
+            storage_from_url(bad)
+        assert "s3cret" not in str(info.value)
+
+
+async def test_sentinels_with_a_password_of_their_own(
+    start_redis_topology: Callable[..., Any],
+) -> None:
+    """Sentinels that require a password (``requirepass`` on the sentinel), other than the data
+    node's: the URL's ``sentinel_password`` reaches them, its user information the primary, and
+    a session saves and loads; a wrong sentinel password is one StorageError, no password of
+    either kind quoted in it."""
+    group = start_redis_topology(
+        "sentinel", replicas=0, sentinels=1, password="data-s3cret", sentinel_password="s3nt"
+    )
+    (port,) = group.sentinel_ports
+    base = f"redis+sentinel://:data-s3cret@127.0.0.1:{port}/{group.NAME}/0?replicas=0"
+    storage = RedisStorage(f"{base}&sentinel_password=s3nt", timeout=2)
+    async with storage.lock("s"):
+        await storage.save("s", _token("through-sentinel"))
+    assert _access(await storage.load("s")) == "through-sentinel"
+    assert group.primary.call("EXISTS", "planet_async:{s}:token", auth=("default", "data-s3cret"))
+    wrong = RedisStorage(f"{base}&sentinel_password=wr0ng-s3nt", timeout=2)
+    with anyio.fail_after(20), pytest.raises(StorageError, match="session 's'") as info:
+        await wrong.load("s")
+    assert "AuthenticationFailureError" in str(info.value)  # the sentinel refused it
+    for secret in ("data-s3cret", "wr0ng-s3nt", "s3nt"):
+        assert secret not in str(info.value)
+
+
 @pytest.mark.fleet
 @pytest.mark.slow
 async def test_cluster_keeps_every_session_when_a_primary_dies(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import json
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -288,41 +290,122 @@ async def test_deletions_are_published_and_a_user_without_the_channel_still_dele
         assert await plain.load("two") is None
 
 
+@dataclass(frozen=True)
+class Scale:
+    """How big a fleet run is: users logged in, how many of them are requested, for how long,
+    by how many tasks in each replica, and how many logins run at once."""
+
+    users: int
+    active: int
+    seconds: float
+    concurrency: int
+    logins_at_once: int = 12
+    every_user_covered: bool = True  # each replica requests each active user often enough
+
+
+LIFETIME = 8  # seconds an access token lives at the peer in the fleet runs
+# How soon after one refresh grant the next one for the same user may come. A manager renews
+# once a token's soft threshold has passed: `refresh_ahead` (0.75) of the lifetime less up to
+# `jitter` (0.1) of it, so more than 0.65 of it (the pool's managers keep TokenManager's
+# defaults), counted from the token's `issued_at`. The replica that renewed has `issued_at` as
+# the moment the response reached it, after the provider granted it; the other replicas read
+# the token from the store, whose format (the `planet` CLI's `_iat`) keeps whole seconds, so
+# theirs can be up to 1 s earlier. So a user's next grant comes more than 0.65 * 8 - 1 = 4.2 s
+# after the one before (4,200 ms or more on the provider's millisecond clock).
+SHORTEST_PERIOD = 0.65 * LIFETIME - 1
+
+
+@pytest.mark.fleet
+@pytest.mark.parametrize(
+    "scale",
+    [
+        pytest.param(Scale(users=24, active=16, seconds=12, concurrency=4), id="24-users"),
+        pytest.param(
+            Scale(users=1000, active=800, seconds=60, concurrency=64, every_user_covered=False),
+            id="1000-users",
+            marks=[pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(600)],
+        ),
+    ],
+)
 async def test_three_replica_processes_renew_each_active_user_once_per_period(
-    peer: Any, redis: RedisServer, capsys: pytest.CaptureFixture[str]
+    peer: Any,
+    redis: RedisServer,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    scale: Scale,
 ) -> None:
-    """3 replica processes on one Redis, 24 users logged in through the provider, tokens living
-    8 s, 12 s of requests for random users among 16 of them: every request carries its own
-    user's valid token; no invalid_grant; each token request at the provider gave a token that
-    was used (none wasted on a renewal another replica had made), and each active user's tokens
-    are a refresh period apart; the 8 idle users cost no token request (their stored session
-    is untouched)."""
-    peer.set_access_token_ttl(8)
-    users = [f"fleet-{i}" for i in range(24)]
-    active, idle = users[:16], users[16:]
+    """3 replica processes on one Redis, `scale.users` users logged in through the provider
+    (without a browser, a bounded number at once), tokens living 8 s, `scale.seconds` of
+    requests for the first `scale.active` users in random order (issue 19 asks for 1,000 users
+    and 60 s: the `1000-users` case, marked slow):
+
+    - every request carries its own user's valid token (0 errors, 0 rejected, 0 wrong-user in
+      every replica) and the provider refused nothing (0 invalid_grant: with rotating refresh
+      tokens, two replicas renewing one user for one period would spend a refresh token twice);
+    - at most one renewal per user per refresh period, counted at the provider: each active
+      user's refresh grants came at least `SHORTEST_PERIOD` (4.2 s, see there) apart, and so no
+      more than 1 + (run length // 4.2) of them, the run length being from `go` to the last
+      replica's exit (no renewal happens outside it);
+    - every grant's token reached a replica, and none was wasted, or only for want of requests:
+      each token a refresh grant gave was used by some replica or is the one stored, unless the
+      replica that obtained it got no request for that user in the 4.2 s after (it puts the
+      token in use at once and keeps it until its own next renewal, which only a request of its
+      own past the soft threshold, 5.2 s or more later, starts, and that request still carries
+      the token). A user left unrequested that long can have a token renewed ahead of expiry
+      and never used before another replica renews again: refresh-ahead's price, not a second
+      renewal in one period (the spacing at the provider rules that out);
+    - with 24 users, each replica requests every active user at least every 4.2 s after their
+      first renewal (`every_user_covered`), so none is wasted at all and each user gets exactly
+      one renewal per refresh period: at most one (the spacing) and at least one (every request
+      got a valid token, and every token was used). With 1,000 users (800 active) the replicas
+      cannot do that on a 2-core machine: each user's renewal and the other 2 replicas' reads of
+      it cost about 10 ms of CPU per refresh period, the 3 replicas then keep about 1.2 cores
+      busy, and each comes back to a given user only every 8 s or so; the run prints how many
+      tokens went unused;
+    - the idle users cost no token request (the provider counted none for them) and their
+      stored sessions are byte-for-byte untouched.
+    """
+    peer.set_access_token_ttl(LIFETIME)
+    users = [f"fleet-{i}" for i in range(scale.users)]
+    active, idle = users[: scale.active], users[scale.active :]
     storage = EncryptedStorage(RedisStorage(redis.url), {"k": KEY})
     initial: dict[str, str] = {}
-    async with SessionPool(AuthorizationServer(peer.issuer), web_client(), storage) as here:
-        for user in users:
-            token = await web_login(peer.issuer, user)
+    limiter = anyio.CapacityLimiter(scale.logins_at_once)
+    started = time.monotonic()
+    server = AuthorizationServer(peer.issuer)
+    async with SessionPool(server, web_client(), storage) as here:
+
+        async def log_in(user: str) -> None:
+            async with limiter:
+                token = await web_login(peer.issuer, user, server)
+                await here.sign_in(user, token)
             initial[user] = _digest(token.access_token.get_secret_value())
-            await here.sign_in(user, token)
+
+        async with anyio.create_task_group() as logins:
+            for user in users:
+                logins.start_soon(log_in, user)
         stored_key = {user: f"planet_async:{{{here.key(user)}}}:token" for user in users}
+    login_seconds = time.monotonic() - started
+    with capsys.disabled():
+        print(f"\n{scale.users} users logged in in {login_seconds:.1f} s", end="")
     idle_before = {user: redis.call("GET", stored_key[user]) for user in idle}
     peer.reset()
 
     command = [sys.executable, "-m", "tests._pool_fleet_worker", peer.issuer, redis.url]
-    command += [KEY.hex(), "12", *active]
+    command += [KEY.hex(), str(scale.seconds), str(scale.concurrency), *active]
     reports = []
     async with AsyncExitStack() as stack:
+        # What a replica writes to stderr goes to a file: an undrained pipe would block it.
+        logs = [stack.enter_context((tmp_path / f"replica-{i}.log").open("wb")) for i in range(3)]
         processes = [
-            await stack.enter_async_context(await anyio.open_process(command, cwd=ROOT))
-            for _ in range(3)
+            await stack.enter_async_context(await anyio.open_process(command, cwd=ROOT, stderr=log))
+            for log in logs
         ]
         readers = [await stack.enter_async_context(aclosing(_lines(p.stdout))) for p in processes]
-        with anyio.fail_after(90):  # a guard against a hang, not a measurement
+        with anyio.fail_after(scale.seconds + 80):  # a guard against a hang, not a measurement
             for lines in readers:
                 assert await anext(lines) == "ready"
+            go = time.time()
             for process in processes:
                 assert process.stdin is not None
                 await process.stdin.send(b"go\n")
@@ -330,11 +413,8 @@ async def test_three_replica_processes_renew_each_active_user_once_per_period(
                 reports.append(json.loads(await anext(lines)))
             for process in processes:
                 assert await process.wait() == 0
+            end = time.time()
 
-    assert peer.errors() == {}
-    for report in reports:
-        assert report["requests"] > 100
-        assert (report["errors"], report["rejected"], report["wrong_user"]) == (0, 0, 0)
     seen: dict[str, dict[str, int]] = {user: {} for user in active}
     for report in reports:
         for user, tokens in report["tokens"].items():
@@ -344,16 +424,75 @@ async def test_three_replica_processes_renew_each_active_user_once_per_period(
         assert stored is not None
         token = stored.access_token.get_secret_value()
         seen[user][_digest(token)] = int(jwt_claims(token)["iat"])
-    renewed = sum(len(set(seen[user]) - {initial[user]}) for user in active)
-    assert peer.grants("refresh_token") == renewed
-    assert renewed >= len(active)  # every active user was renewed at least once
+    # Each token a refresh grant gave, as the replica that asked for it noted it.
+    obtained: dict[str, tuple[int, str, float]] = {}  # digest -> (replica, user, arrival)
+    for replica, report in enumerate(reports):
+        for user, tokens in report["obtained"].items():
+            obtained |= {digest: (replica, user, at) for digest, at in tokens}
+    used = {digest for user in active for digest in seen[user]}  # or stored
+    unused = {digest: noted for digest, noted in obtained.items() if digest not in used}
+    granted_ms = peer.refreshed()  # user -> when the provider granted each renewal
+    granted = {sub: [ms / 1000 for ms in times] for sub, times in granted_ms.items()}
+    # The longest stretch without a request for each active user in each replica, from their
+    # first renewal (before it, the token from the login had expired or was about to) to the end
+    # of the requests.
+    unrequested: dict[str, float] = {}
     for user in active:
-        issued = sorted(seen[user].values())
-        assert all(b - a >= 4 for a, b in itertools.pairwise(issued)), (user, issued)
-    assert {user: redis.call("GET", stored_key[user]) for user in idle} == idle_before
+        first = granted[user][0] if granted.get(user) else go
+        for report in reports:
+            times = (t for t in report["requested"][user] if t > first)
+            marks = sorted([first, *times, go + scale.seconds])
+            gap = max(b - a for a, b in itertools.pairwise(marks))
+            unrequested[user] = max(gap, unrequested.get(user, 0.0))
+    covered = [user for user in active if unrequested[user] < SHORTEST_PERIOD]
+    most = 1 + int((end - go) // SHORTEST_PERIOD)
+    grant_seconds = sorted(s for report in reports for s in report["grants"])
+    spread = dict(sorted(collections.Counter(len(t) for t in granted.values()).items()))
     with capsys.disabled():
-        requests = sum(report["requests"] for report in reports)
-        print(f"\n3 replicas: {requests} requests, {renewed} refresh grants for 16 active users")
+        print(
+            f"\n{scale.users} users ({scale.active} active), 3 replicas, {scale.seconds:g} s:"
+            f" login {login_seconds:.1f} s ({scale.logins_at_once} at once), run {end - go:.1f} s,"
+            f" requests {[report['requests'] for report in reports]}; longest stretch without"
+            f" a request for a user in a replica {max(unrequested.values()):.2f} s, under"
+            f" {SHORTEST_PERIOD:g} s for {len(covered)} users;"
+            f" {peer.grants('refresh_token')} refresh grants"
+            f" ({peer.grants('refresh_token') / (end - go):.0f}/s), {len(unused)} of their"
+            f" tokens unused; refresh grants per user {spread} (at most {most}); time per grant:"
+            f" median {_quantile(grant_seconds, 0.5):.3f} s,"
+            f" p99 {_quantile(grant_seconds, 0.99):.3f} s, max {grant_seconds[-1]:.3f} s"
+        )
+
+    assert peer.errors() == {}
+    for i, report in enumerate(reports):
+        log = (tmp_path / f"replica-{i}.log").read_text()[-4000:]
+        assert (report["errors"], report["rejected"], report["wrong_user"]) == (0, 0, 0), log
+    # Counted at the provider: idle users made no token request, and no active user was renewed
+    # twice in one refresh period (each grant at least the shortest period after the one before).
+    assert sum(map(len, granted.values())) == peer.grants("refresh_token")
+    assert set(granted) <= set(active)
+    for user in active:
+        times = granted_ms.get(user, [])
+        assert all(b - a >= round(SHORTEST_PERIOD * 1000) for a, b in itertools.pairwise(times)), (
+            user,
+            [b - a for a, b in itertools.pairwise(times)],
+        )
+        assert 1 <= len(times) <= most, (user, times)
+    assert {user: redis.call("GET", stored_key[user]) for user in idle} == idle_before
+    # Every grant's token reached a replica, and every renewed token used came from a grant.
+    assert len(obtained) == peer.grants("refresh_token")
+    assert used - set(initial.values()) <= set(obtained)
+    # None wasted, or only for want of requests: a token that no request carried was obtained
+    # by a replica that got no request for that user in the 4.2 s after it.
+    for replica, user, at in unused.values():
+        asked = [t for t in reports[replica]["requested"][user] if at < t < at + SHORTEST_PERIOD]
+        assert asked == [], (replica, user, at)
+    if scale.every_user_covered:
+        assert {u: round(unrequested[u], 2) for u in active if u not in covered} == {}
+        assert unused == {}
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _digest(token: str) -> str:

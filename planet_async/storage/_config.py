@@ -24,9 +24,9 @@ def storage_from_url(url: str) -> Storage:
 
     - ``redis://[[user]:password@]host[:port][/db][?retention=30d]``, ``rediss://...`` (TLS)
       or ``unix://...``: a `RedisStorage` (needs the ``redis`` extra);
-      ``redis+sentinel://host:port[,host:port...]/service[/db]`` names the primary some
-      sentinels watch, ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``) a
-      Redis Cluster.
+      ``redis+sentinel://host:port[,host:port...]/service[/db][?sentinel_password=...]``
+      names the primary some sentinels watch, ``redis+cluster://host:port[,host:port...]``
+      (``rediss+cluster://``) a Redis Cluster.
     - ``postgresql://[user[:password]@]host[:port]/dbname[?param=value]`` (or ``postgres://``):
       a `PostgresStorage` (needs the ``postgres`` extra).
     - ``file:///path/to/dir``: a `FileStorage` rooted there (the `planet` CLI's layout).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import time
@@ -19,6 +18,7 @@ from .._models import TokenSet
 from ._atomic import make_private_dirs, refuse_symlink, write_json_atomic
 from ._generations import may_replace
 from ._platform import open_no_follow, try_lock, unlock
+from ._stored import json_object, stored_token
 
 __all__ = ["FileStorage", "name_problem"]
 
@@ -167,25 +167,16 @@ class FileStorage:
                 return None
             except OSError as exc:
                 raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
-            try:
-                data = json.loads(raw)
-            except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
-                data = None
-            if isinstance(data, dict):
+            data = json_object(raw)
+            if data is not None:
                 break
             if not self._move_aside(path, identity):
                 continue  # moved by another reader, or replaced meanwhile: read again
             return None
         else:
             return None
-        try:
-            return TokenSet.from_json_dict(data)
-        except ValueError as exc:
-            # Valid JSON we do not understand (another tool's format?): never destroy it.
-            raise StorageError(
-                f"{path} holds no usable OAuth token ({exc}); "
-                "log in again to replace it, or move it away"
-            ) from None
+        # Valid JSON we do not understand (another tool's format?): never destroy it.
+        return stored_token(data, str(path), "log in again to replace it, or move it away")
 
     @staticmethod
     def _move_aside(path: Path, identity: tuple[int, int]) -> bool:

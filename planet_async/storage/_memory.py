@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +27,10 @@ class MemoryStorage:
     It is also a `RecordStore` for the pending logins of a web service that runs as one process.
     Its lock is an `anyio.Lock` per session (it cannot lapse), and `watch_deletions` tells every
     watcher in this process of each `delete`.
+
+    After ``fork`` the child keeps the stored sessions and starts with no lock held and no
+    watcher: a lock the parent held at the fork (a renewal in flight on another thread) belongs
+    to a task the child does not have, and would otherwise never be released there.
     """
 
     lock_can_lapse = False
@@ -34,6 +40,11 @@ class MemoryStorage:
         self._locks: dict[str, anyio.Lock] = {}
         self._records: dict[str, tuple[bytes, float]] = {}
         self._watchers: set[MemoryObjectSendStream[str]] = set()
+        _instances.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._locks = {}
+        self._watchers = set()
 
     def __repr__(self) -> str:
         return f"MemoryStorage(sessions={sorted(self._tokens)!r})"
@@ -91,3 +102,15 @@ class MemoryStorage:
         finally:
             self._watchers.discard(send)
             send.close()
+
+
+_instances: weakref.WeakSet[MemoryStorage] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for storage in list(_instances):
+        storage._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -38,8 +38,8 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -51,6 +51,7 @@ from .._extras import missing_extra
 from .._models import TokenSet
 from .._redact import redact
 from ._generations import Generation
+from ._stored import stored_token
 from ._url import describe_url, mask_url, url_secrets
 
 if TYPE_CHECKING:
@@ -177,6 +178,28 @@ WHERE session = %s AND lease_owner = %s
 """
 )
 _VERSION = "SELECT max(version) FROM {table}_schema"
+# Deletion notices: one channel per sessions table, named after the table's OID, which is unique
+# in the database (LISTEN/NOTIFY's scope) even for tables of one name in different schemas, so
+# apps sharing a database never hear each other's. Channel names are at most 63 bytes; this one
+# is at most 30 whatever the table is called. The notice is sent in the delete's transaction: it
+# reaches the listeners when the delete commits, and never for a delete rolled back.
+_CHANNEL = "SELECT 'planet_async_deleted_' || %s::regclass::oid"
+_NOTIFY = "SELECT pg_notify('planet_async_deleted_' || %s::regclass::oid, %s)"
+_NOTIFY_LIMIT = 8000
+"""Bytes a NOTIFY payload may have (PostgreSQL's limit); a longer session name is not announced."""
+_LISTEN_POLL = 1.0
+"""Seconds a watcher's worker thread waits for notices at a time: a watch that ends leaves its
+thread that long at most, and closes its connection then."""
+_LISTENER_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+"""libpq's TCP keepalives for a watcher's connection, unless the URL sets its own: a connection
+that only listens sends nothing, and without them a server lost behind a dead network would
+leave the watch waiting, unaware, for as long as the system's default (over two hours);
+with these it ends within about a minute."""
 
 
 def _psycopg() -> Any:
@@ -232,10 +255,58 @@ class _Connections:
             conn.close()
 
 
-def _connect(driver: Any, url: str, timeout: float) -> psycopg.Connection[Any]:
+class _Listener:
+    """A connection that LISTENs, used by one worker thread at a time and closed by whichever of
+    that thread and `stop` comes last: a watch that is cancelled stops waiting for its thread at
+    once, and the thread, when it returns, closes what it opened or still holds."""
+
+    def __init__(self) -> None:
+        self._conn: psycopg.Connection[Any] | None = None
+        self._state = threading.Lock()  # held for no more than a look at the flags
+        self._busy = False
+        self._stopped = False
+
+    def open(self, connect: Callable[[], psycopg.Connection[Any]]) -> None:
+        """Connect (and LISTEN) with `connect`, unless stopped meanwhile."""
+        self._use(lambda: setattr(self, "_conn", connect()))
+
+    def poll(self, wait: float) -> list[str]:
+        """The session names notified within `wait` seconds (none once stopped)."""
+        names: list[str] = []
+
+        def receive() -> None:
+            assert self._conn is not None
+            names.extend(notice.payload for notice in self._conn.notifies(timeout=wait))
+
+        self._use(receive)
+        return names
+
+    def stop(self) -> None:
+        with self._state:
+            self._stopped = True
+            close = not self._busy
+        if close and self._conn is not None:
+            self._conn.close()
+
+    def _use(self, work: Callable[[], None]) -> None:
+        with self._state:
+            if self._stopped:
+                return
+            self._busy = True
+        try:
+            work()
+        finally:
+            with self._state:
+                self._busy = False
+                close = self._stopped
+            if close and self._conn is not None:
+                self._conn.close()
+
+
+def _connect(driver: Any, url: str, timeout: float, **options: Any) -> psycopg.Connection[Any]:
     conn = cast(
         "psycopg.Connection[Any]",
-        driver.connect(url, autocommit=True, connect_timeout=max(2, math.ceil(timeout))),
+        driver.connect(url, autocommit=True, connect_timeout=max(2, math.ceil(timeout)), **options),
     )
     try:
         # The server gives up on a statement that outlives the caller's wait for it.
@@ -364,9 +435,36 @@ class PostgresStorage:
     def __repr__(self) -> str:
         return f"PostgresStorage({self.url!r}, table={self.table!r})"
 
-    def watch_deletions(self) -> None:
-        """None: deletions are not announced (LISTEN/NOTIFY could, in a later release)."""
-        return None
+    @asynccontextmanager
+    async def watch_deletions(self) -> AsyncIterator[AsyncIterator[str]]:
+        """Listen for deleted sessions (``LISTEN``) on a connection of its own, until the block
+        ends: `delete` sends the session's name (``pg_notify``) in the delete's transaction, on
+        the channel ``planet_async_deleted_<OID of the table>``.
+
+        The notices arrive in a worker thread that waits at most a second at a time, so leaving
+        the block (or cancelling it) is immediate; that thread closes the connection when its
+        wait ends.
+
+        Raises:
+            StorageError: PostgreSQL cannot be reached, or the connection is lost while
+                listening (a restart): the iterator raises it, and the notices sent meanwhile are
+                missed, so watchers listen again and re-read what they hold (`SessionPool` does).
+        """
+        listener = _Listener()
+        try:
+            try:
+                with anyio.fail_after(self.timeout):
+                    await self._in_listener(functools.partial(listener.open, self._listen))
+            except TimeoutError:
+                raise StorageError(
+                    f"cannot watch deletions of session '*' in {self.url}: no answer within "
+                    f"{self.timeout:g} s"
+                ) from None
+            async with aclosing(self._notices(listener)) as names:
+                yield names
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(listener.stop)
 
     async def __aenter__(self) -> PostgresStorage:
         return self
@@ -394,13 +492,7 @@ class PostgresStorage:
         if not isinstance(data, dict):
             await self._set_aside(session, data)
             return None
-        try:
-            return TokenSet.from_json_dict(data)
-        except ValueError as exc:
-            raise StorageError(
-                f"session {session!r} in {self.url} holds no usable OAuth token ({exc}); "
-                "log in again to replace it"
-            ) from None
+        return stored_token(data, f"session {session!r} in {self.url}")
 
     async def save(self, session: str, token: TokenSet) -> None:
         payload = json.dumps(token.to_json_dict(), sort_keys=True)
@@ -460,7 +552,16 @@ class PostgresStorage:
         return written == 1
 
     async def delete(self, session: str) -> None:
-        await self._call(lambda c: c.execute(self._sql["delete"], (session,)), "delete", session)
+        await self._call(lambda c: self._delete_and_notify(c, session), "delete", session)
+
+    def _delete_and_notify(self, conn: psycopg.Connection[Any], session: str) -> None:
+        with conn.transaction():
+            conn.execute(self._sql["delete"], (session,))
+            if len(session.encode()) < _NOTIFY_LIMIT:
+                conn.execute(_NOTIFY.encode(), (self.table, session))
+            else:
+                # No watcher hears of it: they find the session gone at their next renewal.
+                logger.info("session name of %d bytes: its deletion is not announced", len(session))
 
     @asynccontextmanager
     async def lock(self, session: str) -> AsyncIterator[None]:
@@ -557,6 +658,42 @@ class PostgresStorage:
             )
         except StorageError as exc:
             logger.warning("session %r: %s; the lease will lapse by itself", lease.session, exc)
+
+    # -- deletion notices ------------------------------------------------------------------------
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        """In a worker thread: a new connection, listening on the deletions channel."""
+        psycopg = self._psycopg
+        given = psycopg.conninfo.conninfo_to_dict(self._url)
+        keepalives = {k: v for k, v in _LISTENER_KEEPALIVES.items() if k not in given}
+        conn = _connect(psycopg, self._url, self.timeout, **keepalives)
+        try:
+            if conn.info.server_version >= 140000:
+                # A listening connection is idle by design: a server that ends idle sessions
+                # (idle_session_timeout, PostgreSQL 14+) would break the watch each time.
+                conn.execute(b"SET idle_session_timeout = 0")
+            self._ensure_schema(conn)  # the channel is named after the table's OID
+            row = conn.execute(_CHANNEL.encode(), (self.table,)).fetchone()
+            assert row is not None
+            conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(row[0])))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _in_listener(self, work: Callable[[], _T]) -> _T:
+        """`work` in a worker thread, its driver errors as `StorageError`s."""
+        try:
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except StorageError:
+            raise
+        except self._psycopg.Error as exc:
+            raise self._error(exc, "watch deletions of", "*") from None
+
+    async def _notices(self, listener: _Listener) -> AsyncGenerator[str, None]:
+        while True:
+            for name in await self._in_listener(functools.partial(listener.poll, _LISTEN_POLL)):
+                yield name
 
     # -- talking to PostgreSQL -------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from .._extras import missing_extra
 from .._models import TokenSet
 from .._redact import redact
 from ._generations import GENERATION_KEY, Generation
+from ._stored import json_object, stored_token
 from ._url import check_redis_url, mask_url, url_secrets
 
 # `novermin` below marks BaseExceptionGroup: on 3.10 it is this backport (vermin cannot tell).
@@ -211,6 +212,10 @@ class _Topology:
     hosts: tuple[tuple[str, int], ...] = ()
     service: str = ""  # the name the sentinels know the primary by
     db: int = 0
+    # The sentinels' own credentials (``requirepass`` / an ACL user on the sentinels), which
+    # are not the data nodes'.
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
 
 
 def _split_topology(url: str) -> tuple[str, _Topology]:
@@ -218,8 +223,11 @@ def _split_topology(url: str) -> tuple[str, _Topology]:
     it) and the topology `url` names; a plain Redis URL is returned as it is.
 
     ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db][?options]``:
-    the sentinels (port 26379 by default) and the name of the primary they watch; the password
-    is the data nodes' (sentinels without one). ``redis+cluster://[[user]:password@]host:port
+    the sentinels (port 26379 by default) and the name of the primary they watch; the user and
+    password are the data nodes'. Sentinels that require a password of their own take it as
+    ``?sentinel_password=...`` (and ``&sentinel_username=...`` for an ACL user), percent-encoded,
+    as Redis-Sentinel-Url's ``sentinel_`` options and the ``sentinel_password`` settings of
+    go-redis-based tools and Kong name it. ``redis+cluster://[[user]:password@]host:port
     [,host:port...][?options]`` (``rediss+cluster://`` for TLS): nodes to discover the cluster
     from (port 6379 by default).
 
@@ -263,9 +271,47 @@ def _split_topology(url: str) -> tuple[str, _Topology]:
             db = int(segments[1])
     elif segments not in ([], ["0"]):
         raise ConfigurationError(f"not a usable {scheme} URL: a cluster has only database 0")
+    query, sentinel_username, sentinel_password = _take_sentinel_credentials(scheme, kind, query)
     first = hostlist.split(",")[0]
-    single = f"{base}://{userinfo}{first}" + (f"/{db}" if db else "") + mark + query
-    return single, _Topology(kind, tuple(hosts), service, db)
+    single = f"{base}://{userinfo}{first}" + (f"/{db}" if db else "") + (mark if query else "")
+    single += query
+    return single, _Topology(kind, tuple(hosts), service, db, sentinel_username, sentinel_password)
+
+
+_SENTINEL_CREDENTIALS = ("sentinel_username", "sentinel_password")
+
+
+def _take_sentinel_credentials(
+    scheme: str, kind: str, query: str
+) -> tuple[str, str | None, str | None]:
+    """`query` without the sentinels' credentials, and those (percent-decoded; None: absent).
+
+    Raises:
+        ConfigurationError: They are given on a URL that has no sentinels, a user name comes
+            without a password, or one is empty; never quoting them.
+    """
+    query, hash_mark, fragment = query.partition("#")
+    found: dict[str, str] = {}
+    kept = []
+    for pair in query.split("&") if query else []:
+        name, _, value = pair.partition("=")
+        if name in _SENTINEL_CREDENTIALS:
+            found[name] = unquote(value)
+        else:
+            kept.append(pair)
+    if found and kind != "sentinel":
+        raise ConfigurationError(
+            f"not a usable {scheme} URL: sentinel_username and sentinel_password belong to "
+            "redis+sentinel:// URLs"
+        )
+    if any(not value for value in found.values()):
+        raise ConfigurationError(f"not a usable {scheme} URL: an empty sentinel credential")
+    if "sentinel_username" in found and "sentinel_password" not in found:
+        raise ConfigurationError(
+            f"not a usable {scheme} URL: sentinel_username needs a sentinel_password"
+        )
+    rest = "&".join(kept) + hash_mark + fragment
+    return rest, found.get("sentinel_username"), found.get("sentinel_password")
 
 
 def _take_replicas(url: str) -> tuple[str, int | None]:
@@ -336,7 +382,9 @@ class RedisStorage:
             URL options such as ``?ssl_ca_certs=...`` pass through); ``?retention=30d`` sets
             `retention`. ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service
             [/db]`` names the primary that sentinels (port 26379 by default) watch as
-            `service`; ``redis+cluster://[[user]:password@]host:port[,host:port...]`` (or
+            `service` (the user and password are the data nodes'; sentinels with a password of
+            their own take ``?sentinel_password=...``, and ``&sentinel_username=...``);
+            ``redis+cluster://[[user]:password@]host:port[,host:port...]`` (or
             ``rediss+cluster://``) a Redis Cluster, discovered from those nodes. A password with
             reserved characters (``/ ? # @ :``) is percent-encoded.
         prefix: Prefix of every key this storage uses.
@@ -461,11 +509,8 @@ class RedisStorage:
             raw = await self._call(lambda c: c.get(self._key(session, "token")), "read", session)
             if raw is None:
                 return None
-            try:
-                data = json.loads(raw)
-            except (ValueError, RecursionError):
-                data = None
-            if isinstance(data, dict):
+            data = json_object(raw)
+            if data is not None:
                 break
             if await self._move_aside(session, raw) <= 0:
                 # 0: another reader moved it already; -1: replaced meanwhile, read that
@@ -473,13 +518,7 @@ class RedisStorage:
             return None
         else:
             return None
-        try:
-            return TokenSet.from_json_dict(data)
-        except ValueError as exc:
-            raise StorageError(
-                f"session {session!r} in {self.url} holds no usable OAuth token ({exc}); "
-                "log in again to replace it"
-            ) from None
+        return stored_token(data, f"session {session!r} in {self.url}")
 
     async def save(self, session: str, token: TokenSet) -> None:
         payload = json.dumps(token.to_json_dict(), indent=2, sort_keys=True)
@@ -850,7 +889,16 @@ class RedisStorage:
             "username": unquote(parts.username) if parts.username else None,
             "password": unquote(parts.password) if parts.password else None,
         }
-        async with coredis.Sentinel(locations, **options) as sentinel:
+        sentinel_options: dict[str, Any] = {}
+        if topology.sentinel_password is not None:
+            # Given, these replace what coredis would otherwise take over from `options`.
+            sentinel_options["sentinel_kwargs"] = {
+                "connect_timeout": self.timeout,
+                "stream_timeout": self.timeout,
+                "username": topology.sentinel_username,
+                "password": topology.sentinel_password,
+            }
+        async with coredis.Sentinel(locations, **sentinel_options, **options) as sentinel:
             primary = sentinel.primary_for(topology.service, db=topology.db, **credentials)
             async with primary:
                 yield primary

@@ -174,9 +174,10 @@ class SessionPool:
 
     `sign_out` revokes the user's refresh token at the server (RFC 7009) and deletes the stored
     session; replicas watching the same storage (`Storage.watch_deletions`: Redis publishes each
-    deletion) drop the user at once. With a storage that cannot notify (files), another
-    replica's in-memory token keeps serving until it needs renewing, at most the refresh-ahead
-    part of one token lifetime; its renewal then finds no session and raises `SessionExpired`.
+    deletion, PostgreSQL notifies it) drop the user at once. With a storage that cannot notify
+    (files), another replica's in-memory token keeps serving until it needs renewing, at most the
+    refresh-ahead part of one token lifetime; its renewal then finds no session and raises
+    `SessionExpired`.
 
     Use the pool as an async context manager (``async with SessionPool(...) as pool:``): it then
     renews ahead of expiry in the background, watches for sign-outs, and on leaving saves what is
@@ -186,9 +187,9 @@ class SessionPool:
         server: The authorization server.
         client: The web service's confidential client (`ClientSecretBasic`, `ClientSecretPost`,
             `PrivateKeyJWT`).
-        storage: The shared storage (`RedisStorage`, wrapped in `EncryptedStorage` to keep
-            tokens encrypted at rest). Give Redis a `retention` so that sessions of users who
-            never come back expire there.
+        storage: The shared storage (`RedisStorage` or `PostgresStorage`, wrapped in
+            `EncryptedStorage` to keep tokens encrypted at rest). Give Redis a `retention` so
+            that sessions of users who never come back expire there.
         scopes: Scopes to ask for on refresh; by default the server keeps the granted ones.
         max_sessions: Users held in memory at most.
         idle_after: Seconds after which a user nobody asked for is dropped from memory.

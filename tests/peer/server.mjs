@@ -15,13 +15,14 @@
 //   DEBUG_OP=1      log error details to stderr
 //   PLANET_SCOPES=1 accept Planet's user scopes (`planet offline_access`, no `openid`) as Planet's
 //                   login does: a `planet` scope, and a login's nonce ignored without `openid`
-// Test-only endpoints: GET /__stats, GET /__reset (zeroes the counters),
+// Test-only endpoints: GET /__stats, GET /__reset (zeroes the counters and refresh times),
 //   GET /__config[?token_delay_ms=N] (sets the delay, returns the current config).
 // Once listening, prints one JSON line {"issuer": ..., "port": ...} to stdout.
 import * as http from 'node:http';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import Provider, { errors } from 'oidc-provider';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 function intEnv(name, fallback) {
   const raw = process.env[name] ?? String(fallback);
@@ -43,6 +44,44 @@ const config = {
   refresh_expires_in: 0,
   token_fail_next: 0, // > 0: that many /token requests are answered 503 before reaching the provider
 };
+
+// oidc-provider's in-memory adapter keeps its records in an LRU of 1,000 entries, and a login
+// leaves several (interaction, session, grant, code, refresh token, indexes): with 1,000 users
+// logged in, the first 800 users' refresh tokens were dropped and each one's next refresh was an
+// invalid_grant. The same adapter over this store keeps every record until it expires (expired
+// ones are swept every 10,000 writes).
+class ExpiringStore {
+  #entries = new Map();
+
+  #writes = 0;
+
+  get(key) {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiry !== undefined && entry.expiry <= Date.now()) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return entry.value;
+  }
+
+  set(key, value, options) {
+    const expiry = typeof options?.maxAge === 'number' ? Date.now() + options.maxAge : undefined;
+    this.#entries.set(key, { value, expiry });
+    this.#writes += 1;
+    if (this.#writes % 10000 === 0) {
+      const now = Date.now();
+      for (const [k, entry] of this.#entries) {
+        if (entry.expiry !== undefined && entry.expiry <= now) this.#entries.delete(k);
+      }
+    }
+  }
+
+  delete(key) {
+    this.#entries.delete(key);
+  }
+}
+const store = new ExpiringStore();
 
 // fresh signing key on every start
 const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
@@ -98,6 +137,7 @@ server.listen(PORT, '127.0.0.1', () => {
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
     clients,
+    adapter: (model) => new MemoryAdapter(model, store),
     jwks: { keys: [{ ...rsa, use: 'sig', alg: 'RS256', kid: 'rs256-1' }] },
     cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
     scopes: process.env.PLANET_SCOPES === '1'
@@ -170,11 +210,16 @@ server.listen(PORT, '127.0.0.1', () => {
     }
   }
 
-  // counters so tests can assert how many token requests really reached the server
-  const stats = { grant_success: {}, grant_error: {}, injected_failures: 0 };
+  // counters so tests can assert how many token requests really reached the server; `refreshed`
+  // has the time (ms since the epoch) of each successful refresh grant, per user (`sub`)
+  const stats = { grant_success: {}, grant_error: {}, refreshed: {}, injected_failures: 0 };
   provider.on('grant.success', (ctx) => {
     const g = ctx.oidc.params.grant_type;
     stats.grant_success[g] = (stats.grant_success[g] ?? 0) + 1;
+    const sub = ctx.oidc.entities.RefreshToken?.accountId;
+    if (g === 'refresh_token' && sub !== undefined) {
+      (stats.refreshed[sub] ??= []).push(Date.now());
+    }
   });
   provider.on('grant.error', (ctx, err) => {
     const k = `${ctx.oidc?.params?.grant_type}:${err?.error}`;
@@ -191,8 +236,8 @@ server.listen(PORT, '127.0.0.1', () => {
     const url = new URL(req.url, issuer);
     if (url.pathname === '/__stats') { sendJson(res, 200, stats); return; }
     if (url.pathname === '/__reset') {
-      stats.grant_success = {}; stats.grant_error = {}; stats.injected_failures = 0;
-      config.token_fail_next = 0;
+      stats.grant_success = {}; stats.grant_error = {}; stats.refreshed = {};
+      stats.injected_failures = 0; config.token_fail_next = 0;
       sendJson(res, 200, {}); return;
     }
     if (url.pathname === '/__config') {
