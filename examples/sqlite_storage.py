@@ -36,6 +36,7 @@ from typing import TypeVar
 import anyio
 
 from planet_async import StorageError, TokenSet
+from planet_async.storage import may_replace
 
 __all__ = ["SQLiteStorage"]
 
@@ -111,6 +112,11 @@ class SQLiteStorage:
             session,
             text,
         )
+
+    async def save_if_newer(self, session: str, token: TokenSet) -> bool:
+        # The check and the write in one transaction (BEGIN IMMEDIATE: SQLite's write lock),
+        # since this lock is a lease that a stalled holder can lose.
+        return await self._run(self._save_if_newer, session, token)
 
     async def delete(self, session: str) -> None:
         await self._run(self._execute, "DELETE FROM tokens WHERE session = ?", session)
@@ -191,6 +197,28 @@ class SQLiteStorage:
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(_SCHEMA)
         self._ready = True  # a race to here is harmless: every statement above is idempotent
+
+    def _save_if_newer(self, session: str, token: TokenSet) -> bool:
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT token FROM tokens WHERE session = ?", (session,)
+                ).fetchone()
+                try:
+                    stored = TokenSet.from_json_dict(json.loads(row[0])) if row else None
+                except (ValueError, TypeError, AttributeError):
+                    stored = None  # unreadable: replaced, as `load` treats it as absent
+                if not may_replace(token, stored):
+                    return False
+                db.execute(
+                    "INSERT INTO tokens (session, token) VALUES (?, ?) "
+                    "ON CONFLICT (session) DO UPDATE SET token = excluded.token",
+                    (session, json.dumps(token.to_json_dict())),
+                )
+                return True
+            finally:
+                db.execute("COMMIT")
 
     def _execute(self, sql: str, *params: object) -> int:
         with closing(self._connect()) as db:

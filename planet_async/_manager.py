@@ -29,6 +29,7 @@ from ._events import TokenEvent, TokenEventKind, TokenListener
 from ._models import TokenSet
 from ._redact import redact, require_header_safe
 from .flows._base import Grant
+from .storage._generations import Generation, Order, compare
 from .storage._memory import MemoryStorage
 from .storage._protocol import Storage, require_storage
 
@@ -42,13 +43,24 @@ _RENEWING = "_planet_async_renewing"
 """Marks a stored session whose refresh token a process is spending right now (lease storages)."""
 
 _RENEWING_FOR = 120.0
-"""Seconds such a mark holds other processes back from the refresh token it names."""
+"""Seconds such a mark holds other processes back from the refresh token it names. A renewal
+whose token request fails takes its mark away again while its lease holds (`_unmark`): only a
+process that stalled past its lease leaves one behind."""
+
+_RESTORED = "_planet_async_restored"
+"""Marks a session a process stored again from its memory after finding the storage without it
+(`lost_session_wait`): nobody spends its refresh token before the time it names."""
 
 _STORE_RETRY_BASE = 0.25
 _STORE_RETRY_CAP = 2.0
 """Seconds before another attempt after the storage failed (doubling from the base, capped).
 A store outage is not an authorization-server failure: it has this short schedule of its own and
 never spends the server's backoff budget."""
+
+
+class _Superseded(StorageError):
+    """A conditional save was refused: the storage holds a newer session (see
+    `planet_async.storage.may_replace`). Returned by `_save`, never raised."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +136,11 @@ class TokenManager:
     the error only when no valid token remains.
 
     Renewal happens under the storage's lock, after re-reading the stored session: if another
-    process renewed meanwhile, its token is used and no request is made.
+    process renewed meanwhile, its token is used and no request is made. Every token set it
+    stores carries a generation (see `planet_async.storage.may_replace`): a stored copy older
+    than the one in memory (a store that lost a save) is overwritten with it, never adopted and
+    its refresh token never spent; a newer one, or another login's, is adopted; and every save of
+    a renewal is conditional, so a newer stored session is never overwritten.
 
     A token set once obtained is never dropped because storage failed. It is adopted in memory
     first; if it cannot be saved (a full disk, a read-only directory, a storage service that is
@@ -169,6 +185,19 @@ class TokenManager:
             caller's loop.
         task_group: Run background renewals in this task group (one that many managers share,
             as a `SessionPool` does) instead of one of the manager's own from ``async with``.
+        lost_session_wait: For a store that can come back empty (a Redis restarted without
+            persistence; a lease storage): when this process finds no stored session while it
+            holds one with a refresh token, it stores its copy again, marked so that no process
+            spends that copy's refresh token for this many seconds. A process holding a newer
+            generation of the session writes its own back over the marked copy at its next
+            renewal (see generations), and everyone adopts that one; so an older refresh token
+            is never spent first (with rotating refresh tokens, the server's reuse detection
+            would revoke the whole session). Give at least the token lifetime: an active process
+            renews, and so writes back, within one. Meanwhile the current token keeps serving;
+            past its expiry callers get `StorageError` (with `retry_after`) until the wait ends,
+            and then the copy is renewed. None (the default) renews the copy in memory at once:
+            no wait for a process alone, but a process holding an older refresh token loses the
+            session for every process.
     """
 
     def __init__(
@@ -187,11 +216,17 @@ class TokenManager:
         on_event: TokenListener | None = None,
         off_loop: bool | None = None,
         task_group: anyio.abc.TaskGroup | None = None,
+        lost_session_wait: float | None = None,
     ) -> None:
         if not 0 < refresh_ahead <= 1 or not 0 <= jitter < refresh_ahead:
             raise ConfigurationError("need 0 < refresh_ahead <= 1 and 0 <= jitter < refresh_ahead")
         if backoff_base <= 0 or backoff_cap < backoff_base:
             raise ConfigurationError("need 0 < backoff_base <= backoff_cap")
+        if lost_session_wait is not None and not (
+            math.isfinite(lost_session_wait) and lost_session_wait >= 0
+        ):
+            raise ConfigurationError("lost_session_wait must be None or a number of seconds >= 0")
+        self._lost_session_wait = lost_session_wait
         if not isinstance(getattr(grant, "renews_without_lock", None), bool):
             raise ConfigurationError(
                 f"{type(grant).__name__} is not a planet_async Grant: it needs "
@@ -210,6 +245,7 @@ class TokenManager:
         self._flight: _Flight | None = None
         self._unsaved: TokenSet | None = None  # obtained, adopted, not yet in storage
         self._unsaved_over: TokenSet | None = None  # what storage held when it was obtained
+        self._unsaved_login = False  # the unsaved token is a login's: saved unconditionally
         self._save_failures = 0
         self._save_not_before = 0.0
         self._id: str | None = None  # names this manager in a stored session's marks (lazily)
@@ -389,14 +425,17 @@ class TokenManager:
             StorageError: The storage failed.
         """
         require_header_safe(token.access_token.get_secret_value(), "access token")
+        if Generation.of(token) is None:
+            token = Generation.first().on(token)  # a login: a lineage of its own
         self._adopt(token)
         try:
             async with self.storage.lock(self.session):
                 stored = await self._load()
-                error = await self._save(token, over=stored)
+                # Unconditional: a login replaces whatever is stored, whatever its generation.
+                error = await self._save(token, over=stored, conditional=False)
         except Exception as exc:
             error = self._storage_error(exc, "lock or read", token)
-            self._keep_unsaved(token, over=None, error=error)
+            self._keep_unsaved(token, over=None, error=error, login=True)
         if error is not None:
             raise error
 
@@ -614,13 +653,21 @@ class TokenManager:
             base = (
                 latest if latest is not None else (self._current.token if self._current else None)
             )
+            marked = False
             if base is not None and base.refresh_token is not None:
                 stored = await self._mark_renewing(base, stored)
+                marked = self.storage.lock_can_lapse
             # Once a refresh token is sent it may be spent: its answer must be kept and stored
             # even if the caller is cancelled (leaving `async with manager`, say). The server's
             # timeout bounds the wait.
             with anyio.CancelScope(shield=True):
-                token = await self._spend(base, stored, rejected, force=force)
+                try:
+                    token = await self._spend(base, stored, rejected, force=force)
+                except Exception:
+                    if marked:
+                        assert base is not None
+                        await self._unmark(base)
+                    raise
             return token
 
     async def _spend(
@@ -638,7 +685,11 @@ class TokenManager:
             # A writer that takes no lock (the `planet` CLI) may have rotated the refresh token
             # meanwhile: if the stored session changed since it was read, it is the newer one.
             again = await self._load()
-            if again is None or (stored is not None and _same_tokens(again, stored)):
+            if (
+                again is None
+                or (stored is not None and _same_tokens(again, stored))
+                or (base is not None and compare(base, again) is Order.HELD)
+            ):
                 raise
             logger.info("session %r: refresh token was rotated elsewhere; retrying", self.session)
             if not force and self._usable(again, rejected):
@@ -646,15 +697,18 @@ class TokenManager:
             stored = again
             token = await self._request(again)
         self._install(token)  # in use before it is saved: a failed save must not lose it
-        if isinstance(await self._save(token, over=stored), LockLost):
-            # Our lease lapsed (this process stalled): whoever holds it now may have stored
-            # a newer session, and that one is the session's.
+        outcome = await self._save(token, over=stored)
+        if isinstance(outcome, (LockLost, _Superseded)):
+            # Our lease lapsed (this process stalled), or the store holds a newer session
+            # (another login, or a higher generation of this one): that one is the session's.
             newer = await self._load()
             if newer is not None and not (stored is not None and _same_tokens(newer, stored)):
                 logger.warning(
-                    "session %r: the lock lapsed during the renewal; using the session "
-                    "another process stored meanwhile",
+                    "session %r: %s; using the session another process stored meanwhile",
                     self.session,
+                    "the lock lapsed during the renewal"
+                    if isinstance(outcome, LockLost)
+                    else "the storage holds a newer session than the one just obtained",
                 )
                 self._unsaved = self._unsaved_over = None
                 return newer
@@ -670,6 +724,18 @@ class TokenManager:
             StorageError: Another process's mark is fresh, or the mark cannot be stored (then
                 nothing is spent).
         """
+        restored = base.extra.get(_RESTORED)
+        if (
+            isinstance(restored, dict)
+            and isinstance(restored.get("until"), (int, float))
+            and self._clock() < restored["until"]
+        ):
+            raise StorageError(
+                f"session {self.session!r}: the storage lost it and a process stored it again "
+                "from memory; its refresh token is not spent for another "
+                f"{restored['until'] - self._clock():.0f} s, so that a process holding a newer "
+                "one can store that first"
+            )
         mark = base.extra.get(_RENEWING)
         if (
             isinstance(mark, dict)
@@ -689,8 +755,58 @@ class TokenManager:
                 "extra": {**base.extra, _RENEWING: {"by": self._renewer_id(), "at": self._clock()}}
             }
         )
-        await self.storage.save(self.session, marked)
+        # Conditional (the mark is the same generation as `base`): never over a newer session
+        # that reached the store since it was read.
+        if not await self.storage.save_if_newer(self.session, marked):
+            raise StorageError(
+                f"session {self.session!r}: the storage received a newer session while this "
+                "process was about to renew it; nothing was spent, the next attempt uses it"
+            )
         return marked
+
+    async def _unmark(self, base: TokenSet) -> None:
+        """The token request with `base` failed (a 5xx, no connection, `invalid_grant`, no
+        answer in time): store `base` again without this process's mark, while the lease is
+        still ours, so that the others renew it, or meet the real error, instead of waiting up
+        to `_RENEWING_FOR` for a result that will not come.
+
+        A request that was sent and whose answer was lost (a timeout mid-flight) may have spent
+        the refresh token all the same. The mark is removed then too: keeping it would only
+        delay the next attempt (this process, whose own mark never stops it, retries with the
+        same token after its backoff anyway), and whether the token was spent is learnt only by
+        sending it again (a server with a reuse grace period then answers; one without refuses
+        it, and no client can recover a token whose answer never arrived).
+
+        The mark stays where it must: when the lease lapsed (this process stalled, the fenced
+        save is refused) or the stored session is no longer this process's marked one (a
+        `SessionPool` deleted a refused session; another writer stored a newer one). Never
+        raises: the caller raises the renewal's own error.
+        """
+        try:
+            stored = await self._load()
+            mark = stored.extra.get(_RENEWING) if stored is not None else None
+            if (
+                stored is None
+                or not _same_tokens(stored, base)
+                or not isinstance(mark, dict)
+                or mark.get("by") != self._renewer_id()
+            ):
+                return
+            await self.storage.save_if_newer(self.session, _without_mark(base))
+        except LockLost:
+            logger.info(
+                "session %r: the lease lapsed during the failed renewal; the renewing mark "
+                "stays until it expires",
+                self.session,
+            )
+        except Exception as exc:
+            logger.warning(
+                "session %r: could not remove the renewing mark after the failed renewal (%s); "
+                "other processes wait up to %g s before renewing",
+                self.session,
+                str(self._storage_error(exc, "unmark")),
+                _RENEWING_FOR,
+            )
 
     def _renewer_id(self) -> str:
         if self._id is None:
@@ -716,6 +832,7 @@ class TokenManager:
             stored is not None
             and not stored.same_access_token(current)
             and not stored.same_access_token(rejected)
+            and not (current is not None and compare(current, stored) is Order.HELD)
             and self._clock() < self._deadlines(stored)[1]
         ):
             logger.warning(
@@ -751,11 +868,48 @@ class TokenManager:
         return stored
 
     async def _reconcile(self, stored: TokenSet | None) -> TokenSet | None:
-        """The newest session: the stored one, or the one this manager could not save yet (which
-        it then tries to save again). Called under the lock."""
+        """The newest session: the stored one, or the one this manager holds when that is newer
+        by generation (see `planet_async.storage.may_replace`), which it then writes back: one
+        it could not save yet, or one the store has lost since (a failover that brought back an
+        older copy). The older stored copy's refresh token is never spent: it may be spent
+        already. Called under the lock."""
         unsaved = self._unsaved
-        if unsaved is None:
+        held = unsaved if unsaved is not None else (self._current.token if self._current else None)
+        if held is None:
             return stored
+        if stored is None and unsaved is None:
+            return await self._restore_lost(held)
+        if unsaved is not None and self._unsaved_login:
+            return await self._reconcile_login(unsaved, stored)
+        if stored is None:
+            order = Order.HELD
+        else:
+            replaced = self._unsaved_over if unsaved is not None else None
+            order = compare(held, stored, replaced=replaced)
+        if order is Order.STORED or (order is Order.SAME and unsaved is None):
+            if unsaved is not None:
+                logger.info(
+                    "session %r: storage holds a newer session than the unsaved one; using it",
+                    self.session,
+                )
+                self._unsaved = self._unsaved_over = None
+            return stored
+        if unsaved is None:
+            logger.warning(
+                "session %r: the storage holds an older generation of the session than this "
+                "process (it lost writes: a failover, a restore?); writing this one back",
+                self.session,
+            )
+        held = _without_mark(held)
+        if isinstance(await self._save(held, over=stored), _Superseded):
+            return await self._load()
+        return held
+
+    async def _reconcile_login(self, unsaved: TokenSet, stored: TokenSet | None) -> TokenSet | None:
+        """A login not stored yet: a new lineage, which generations cannot order against what
+        is stored. It replaces what it found stored, or (when the storage could not even be read
+        then) anything stored before it; a session stored since (another login, or a renewal of
+        one) wins. Saved unconditionally, as a login is."""
         over = self._unsaved_over
         if stored is not None and not stored.same_access_token(unsaved):
             stored_is_older = (
@@ -765,22 +919,60 @@ class TokenManager:
             )
             if not stored_is_older:
                 logger.info(
-                    "session %r: storage holds a newer session than the unsaved one; using it",
+                    "session %r: storage holds a newer session than the unsaved login; using it",
                     self.session,
                 )
                 self._unsaved = self._unsaved_over = None
                 return stored
-        await self._save(unsaved, over=over)
+        await self._save(unsaved, over=over, conditional=False)
         return unsaved
 
-    async def _save(self, token: TokenSet, *, over: TokenSet | None) -> PlanetAuthError | None:
-        """Save `token`, which replaces `over` in storage. On failure keep it, to save it later,
-        and return the error; never raise, since the token is already in use."""
+    async def _restore_lost(self, held: TokenSet) -> TokenSet | None:
+        """The storage holds no session though this process holds one: a store that came back
+        empty, or a deletion nobody told this process of. With `lost_session_wait`, store the
+        copy again, marked so that its refresh token is not spent before the wait ends (see the
+        argument); return what is stored now. Without it (or with nothing to protect: no
+        refresh token, a lock that cannot lapse, so a store that does not lose data), None: the
+        copy in memory is renewed as it is."""
+        wait = self._lost_session_wait
+        if wait is None or held.refresh_token is None or not self.storage.lock_can_lapse:
+            return None
+        held = _without_mark(held)
+        marked = held.model_copy(
+            update={"extra": {**held.extra, _RESTORED: {"until": self._clock() + wait}}}
+        )
         try:
-            await self.storage.save(self.session, token)
+            written = await self.storage.save_if_newer(self.session, marked)
+        except Exception as exc:
+            raise self._storage_error(exc, "store again", marked) from exc
+        if not written:
+            return await self._load()  # a newer one arrived meanwhile
+        logger.warning(
+            "session %r: the storage holds no session, though this process holds one (a store "
+            "that came back empty?); stored it again, and its refresh token is not spent for "
+            "%g s, so that a process holding a newer one can store that first",
+            self.session,
+            wait,
+        )
+        return marked
+
+    async def _save(
+        self, token: TokenSet, *, over: TokenSet | None, conditional: bool = True
+    ) -> PlanetAuthError | None:
+        """Save `token`, which replaces `over` in storage: unless the storage holds a newer
+        session (`conditional`; then `_Superseded` is returned and `token` is not kept to save
+        later). On failure keep it, to save it later, and return the error; never raise, since
+        the token is already in use."""
+        try:
+            if not conditional:
+                await self.storage.save(self.session, token)
+            elif not await self.storage.save_if_newer(self.session, token):
+                self._unsaved = self._unsaved_over = None
+                self._save_failures = 0
+                return _Superseded(f"session {self.session!r}: the storage holds a newer one")
         except Exception as exc:
             error = self._storage_error(exc, "save", token)
-            self._keep_unsaved(token, over=over, error=error)
+            self._keep_unsaved(token, over=over, error=error, login=not conditional)
             return error
         if self._unsaved is not None:
             logger.info(
@@ -790,7 +982,9 @@ class TokenManager:
         self._save_failures = 0
         return None
 
-    def _keep_unsaved(self, token: TokenSet, *, over: TokenSet | None, error: Exception) -> None:
+    def _keep_unsaved(
+        self, token: TokenSet, *, over: TokenSet | None, error: Exception, login: bool = False
+    ) -> None:
         if self._unsaved is None:  # one warning per episode, not one per attempt
             logger.warning(
                 "session %r: could not save the new token (%s); it keeps serving from memory, "
@@ -798,11 +992,14 @@ class TokenManager:
                 self.session,
                 str(error),
             )
-        self._remember_unsaved(token, over)
+        self._remember_unsaved(token, over, login=login)
 
-    def _remember_unsaved(self, token: TokenSet, over: TokenSet | None) -> None:
+    def _remember_unsaved(
+        self, token: TokenSet, over: TokenSet | None, *, login: bool = False
+    ) -> None:
         """Keep `token` to save later (after a backoff), as replacing `over` in storage."""
         self._unsaved, self._unsaved_over = token, over
+        self._unsaved_login = login
         self._save_failures += 1
         self._save_not_before = self._clock() + self._store_backoff(self._save_failures)
 
@@ -824,17 +1021,18 @@ class TokenManager:
     async def _request(self, base: TokenSet | None) -> TokenSet:
         self.renewals += 1
         logger.debug("session %r: renewing (%s)", self.session, self.grant.description)
+        stamp = Generation.after(base)  # the next generation of `base`'s login
         loop = renewal_loop()
         if self._off_loop and not loop.in_loop_thread():
-            token = self._obtained = await loop.run_here(self._obtain_and_install, base)
+            token = self._obtained = await loop.run_here(self._obtain_and_install, base, stamp)
         else:
-            token = self._obtained = await self.grant.renew(base, clock=self._clock)
+            token = self._obtained = stamp.on(await self.grant.renew(base, clock=self._clock))
         return token
 
-    async def _obtain_and_install(self, base: TokenSet | None) -> TokenSet:
+    async def _obtain_and_install(self, base: TokenSet | None, stamp: Generation) -> TokenSet:
         """On the renewal loop: ask the server, and put the answer in use at once. The caller's
         loop saves it when its turn comes; meanwhile every request already gets the new token."""
-        token = await self.grant.renew(base, clock=self._clock)
+        token = stamp.on(await self.grant.renew(base, clock=self._clock))
         self._install(token)
         return token
 
@@ -930,6 +1128,13 @@ def _secrets_of(token: TokenSet | None) -> list[str]:
     if token.refresh_token is not None:
         secrets.append(token.refresh_token.get_secret_value())
     return secrets
+
+
+def _without_mark(token: TokenSet) -> TokenSet:
+    if _RENEWING not in token.extra:
+        return token
+    extra = {key: value for key, value in token.extra.items() if key != _RENEWING}
+    return token.model_copy(update={"extra": extra})
 
 
 def _same_tokens(a: TokenSet, b: TokenSet) -> bool:

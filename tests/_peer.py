@@ -140,6 +140,15 @@ class Peer:
         query = urllib.parse.urlencode({"token_delay_ms": int(ms)})
         self._get(f"/__config?{query}")
 
+    def fail_next_token_requests(self, count: int) -> None:
+        """Answer the next `count` /token requests with a 503 that never reaches the provider (a
+        refresh token sent in one is not spent); `reset` clears what is left."""
+        self._get(f"/__config?token_fail_next={int(count)}")
+
+    def injected_failures(self) -> int:
+        """/token requests answered 503 by `fail_next_token_requests` since the last reset."""
+        return int(self.stats().get("injected_failures", 0))
+
     def set_access_token_ttl(self, seconds: int) -> None:
         """Access tokens issued from now on live `seconds` seconds."""
         self._get(f"/__config?at_ttl={int(seconds)}")

@@ -21,6 +21,7 @@ from planet_async import (
     StorageError,
     TokenSet,
 )
+from planet_async.storage import Generation
 from planet_async.storage._encrypted import _kid_of
 from planet_async.web import SessionPool
 from tests._fleet import jwt_claims
@@ -84,6 +85,26 @@ async def test_a_value_copied_under_another_session_is_refused() -> None:
     await inner.save("mallory", copied)
     with pytest.raises(StorageError, match="belongs to another session"):
         await storage.load("mallory")
+
+
+async def test_the_generation_is_readable_outside_and_checked_inside() -> None:
+    """The stamp is copied in clear beside the JWE, where the inner storage compares it in its
+    conditional save; a clear stamp that is not the sealed one (altered) does not load."""
+    inner = MemoryStorage()
+    storage = EncryptedStorage(inner, {"k1": K1})
+    stamp = Generation("L", 4, "t")
+    assert await storage.save_if_newer("s", stamp.on(token()))
+    stored = await inner.load("s")
+    assert stored is not None
+    assert Generation.of(stored) == stamp
+    assert not await storage.save_if_newer("s", Generation("L", 3, "u").on(token("older")))
+    loaded = await storage.load("s")
+    assert loaded is not None
+    assert Generation.of(loaded) == stamp
+    forged = Generation("L", 99, "t").on(stored)  # so that no later renewal could replace it
+    await inner.save("s", forged)
+    with pytest.raises(StorageError, match="generation stored in clear"):
+        await storage.load("s")
 
 
 async def test_a_missing_or_wrong_key_is_an_error_naming_the_key_id() -> None:

@@ -211,7 +211,16 @@ async def test_m2m_session_written_by_us_is_used_by_planet(peer: Peer, clean_env
     assert peer.grants("client_credentials") == 1
     saved = _token_file(clean_env, "svc")
     assert sent == f"Bearer {saved['access_token']}"
-    assert set(saved) == {"_exp", "_iat", "access_token", "expires_in", "scope", "token_type"}
+    # ... and our session's generation, a member the planet CLI keeps and ignores
+    assert set(saved) == {
+        "_exp",
+        "_iat",
+        "_planet_async_generation",
+        "access_token",
+        "expires_in",
+        "scope",
+        "token_type",
+    }
 
     theirs = planet.Auth.from_profile("svc")
     assert await _planet_get_in_thread(theirs, api.handler) == sent

@@ -34,8 +34,10 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from planet_async import (
     AuthorizationServer,
+    AuthServerUnavailable,
     ClientCredentialsGrant,
     ClientSecretBasic,
+    InvalidGrantError,
     PlanetAuthError,
     PublicClient,
     RedisStorage,
@@ -43,6 +45,7 @@ from planet_async import (
     StorageError,
     TokenManager,
 )
+from planet_async._oauth import revoke_token
 from tests._browser import device_login_saved
 from tests._helpers import FakeClock, VerifyingApi
 from tests._peer import Peer
@@ -463,5 +466,154 @@ async def test_a_refresh_in_flight_while_redis_is_paused_longer_than_the_lease(
         assert await holder.header() == renewed  # saves it first, and it is still fresh
         assert _stored(server) == renewed
         assert await waiter.header() == renewed
+    assert peer.grants("refresh_token") == 1
+    assert peer.errors() == {}
+
+
+# -- a failed renewal leaves no mark behind ---------------------------------------------------
+
+
+def _mark(server: RedisServer) -> object:
+    raw = server.call("GET", TOKEN_KEY)
+    return None if raw is None else json.loads(raw).get("_planet_async_renewing")
+
+
+async def test_a_refresh_that_fails_with_a_5xx_lets_the_next_process_renew(
+    peer: Peer, redis: RedisServer
+) -> None:
+    """The first process's refresh is answered 503 (its refresh token never reaches the
+    provider): it puts the stored session back without its renewing mark, so a second process
+    with a storage of its own renews at once with the same refresh token (one grant, no
+    invalid_grant) instead of getting StorageError for the mark's two minutes."""
+    clock = FakeClock(start=time.time())
+    await device_login_saved(peer.issuer, RedisStorage(redis.url), SESSION)
+    first = _manager(_user(peer), RedisStorage(redis.url, lease=LEASE), clock)
+    second = _manager(_user(peer), RedisStorage(redis.url, lease=LEASE), clock)
+    clock.advance(EXPIRED)
+    peer.reset()
+    peer.fail_next_token_requests(1)
+    with anyio.fail_after(10):
+        with pytest.raises(AuthServerUnavailable):
+            await first.header()
+        assert _mark(redis) is None
+        renewed = await second.header()
+    assert peer.injected_failures() == 1
+    assert peer.grants("refresh_token") == 1
+    assert peer.errors() == {}
+    assert _stored(redis) == renewed
+    assert _mark(redis) is None
+
+
+async def test_a_refused_refresh_token_gives_the_next_process_the_real_error(
+    peer: Peer, redis: RedisServer
+) -> None:
+    """The server refuses the refresh token (revoked: invalid_grant) in the first process: the
+    second process meets the same typed error, InvalidGrantError, not a StorageError about a
+    renewal that is not happening."""
+    clock = FakeClock(start=time.time())
+    token = await device_login_saved(peer.issuer, RedisStorage(redis.url), SESSION)
+    assert token.refresh_token is not None
+    await revoke_token(
+        AuthorizationServer(peer.issuer),
+        PublicClient(client_id="native-app"),
+        token.refresh_token.get_secret_value(),
+        hint="refresh_token",
+        clock=time.time,
+    )
+    first = _manager(_user(peer), RedisStorage(redis.url, lease=LEASE), clock)
+    second = _manager(_user(peer), RedisStorage(redis.url, lease=LEASE), clock)
+    clock.advance(EXPIRED)
+    peer.reset()
+    with anyio.fail_after(10):
+        with pytest.raises(InvalidGrantError):
+            await first.header()
+        assert _mark(redis) is None
+        with pytest.raises(InvalidGrantError):
+            await second.header()
+    assert peer.errors() == {"refresh_token:invalid_grant": 2}
+
+
+# -- a store that comes back empty -------------------------------------------------------------
+
+SOFT = 48  # seconds into a 60 s token: past every soft threshold, before the hard one (54 s)
+
+
+async def test_a_store_that_comes_back_empty_keeps_the_newest_refresh_token(
+    peer: Peer, start_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes on a rotating user session; one renewed last (it alone holds the newest
+    refresh token), then Redis restarts without its data. The other, holding the older refresh
+    token, finds the store empty first: with `lost_session_wait` it stores its copy again,
+    marked, and does not spend it (its token keeps serving; past expiry its callers get
+    StorageError). At its own renewal the holder of the newest copy writes it back over the
+    marked older one and renews with it; the other then adopts the result. One refresh grant,
+    0 invalid_grant: the session survives."""
+    server = start_redis()  # keeps nothing over a restart
+    await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
+    clock = FakeClock(start=time.time())
+
+    def manager() -> TokenManager:
+        storage = RedisStorage(server.url, lease=LEASE, timeout=TIMEOUT)
+        return TokenManager(
+            _user(peer), storage=storage, session=SESSION, clock=clock, lost_session_wait=60
+        )
+
+    newest, older = manager(), manager()
+    login = await newest.header()
+    assert await older.header() == login
+    clock.advance(SOFT)
+    peer.reset()
+    with anyio.fail_after(10):
+        renewed = await newest.header()  # generation 2, held by `newest` alone after the restart
+    assert renewed != login
+    assert peer.grants("refresh_token") == 1
+    server.stop()
+    server.start()
+    assert server.call("KEYS", "*") == []
+
+    with anyio.fail_after(10), caplog.at_level(logging.WARNING, logger="planet_async"):
+        assert await older.header() == login  # stored again, not spent; its token still serves
+        assert "stored it again" in caplog.text
+        clock.advance(10)  # past the older token's expiry, within the wait
+        with pytest.raises(StorageError, match="not spent for another"):
+            await older.header()
+        clock.advance(SOFT - 10)  # the newest copy's renewal point
+        third = await newest.header()
+        clock.advance(PAST_BACKOFF / 100)  # past the short wait between store attempts
+        assert await older.header() == third
+    assert third != renewed
+    assert _stored(server) == third
+    assert peer.grants("refresh_token") == 2
+    assert peer.errors() == {}
+
+
+async def test_a_lone_holder_of_a_lost_session_renews_it_once_the_wait_is_over(
+    peer: Peer, start_redis: Callable[..., RedisServer]
+) -> None:
+    """With nobody holding a newer copy, the process that stored the session again renews it
+    from its copy once `lost_session_wait` is over: one refresh grant, no error; until then it
+    spends nothing."""
+    server = start_redis()
+    await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
+    clock = FakeClock(start=time.time())
+    storage = RedisStorage(server.url, lease=LEASE, timeout=TIMEOUT)
+    alone = TokenManager(
+        _user(peer), storage=storage, session=SESSION, clock=clock, lost_session_wait=30
+    )
+    login = await alone.header()
+    server.stop()
+    server.start()
+    peer.reset()
+    clock.advance(SOFT)
+    with anyio.fail_after(10):
+        assert await alone.header() == login  # stored again; the token still serves
+        clock.advance(EXPIRED - SOFT)
+        with pytest.raises(StorageError, match="not spent for another"):
+            await alone.header()
+        assert peer.grants("refresh_token") == 0
+        clock.advance(30)
+        renewed = await alone.header()
+    assert renewed != login
+    assert _stored(server) == renewed
     assert peer.grants("refresh_token") == 1
     assert peer.errors() == {}

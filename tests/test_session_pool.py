@@ -384,6 +384,9 @@ class ForgetfulWrapper:
 
 
 class ForwardingWrapper(ForgetfulWrapper):
+    async def save_if_newer(self, session: str, token: TokenSet) -> bool:
+        return bool(await self.inner.save_if_newer(session, token))
+
     @property
     def lock_can_lapse(self) -> bool:
         return bool(self.inner.lock_can_lapse)

@@ -12,8 +12,8 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -40,6 +40,7 @@ from planet_async import (
     TokenManager,
     TokenSet,
 )
+from planet_async.storage import Generation
 from tests._helpers import API, FakeClock, token_response
 
 pytestmark = pytest.mark.anyio
@@ -190,6 +191,74 @@ async def test_sessions_are_independent(storage: Any) -> None:
     beta = await storage.load("beta")
     assert beta is not None
     assert beta.access_token.get_secret_value() == "at-beta"
+
+
+# -- generations: never adopt an older session, never overwrite a newer one ------------------
+
+
+def _stamped(access: str, lineage: str, number: int, tag: str) -> TokenSet:
+    return Generation(lineage, number, tag).on(_token(access))
+
+
+@asynccontextmanager
+async def _maybe_locked(storage: Any, session: str, locked: bool) -> AsyncIterator[None]:
+    """Under the session's lock (the fenced path of a lease) or not."""
+    if locked:
+        async with storage.lock(session):
+            yield
+    else:
+        yield
+
+
+async def _stored_access(storage: Any) -> str | None:
+    loaded = await storage.load("default")
+    return None if loaded is None else loaded.access_token.get_secret_value()
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["unlocked", "locked"])
+async def test_a_newer_generation_overwrites_an_older_one(storage: Any, locked: bool) -> None:
+    """Same login, higher number: the conditional save writes it, and it loads back with its
+    stamp (nothing stored, or a copy without a stamp, is overwritten too)."""
+    async with _maybe_locked(storage, "default", locked):
+        assert await storage.save_if_newer("default", _stamped("at-2", "L", 2, "a")) is True
+        assert await storage.save_if_newer("default", _stamped("at-3", "L", 3, "b")) is True
+    loaded = await storage.load("default")
+    assert loaded is not None
+    assert loaded.access_token.get_secret_value() == "at-3"
+    assert Generation.of(loaded) == Generation("L", 3, "b")
+    await storage.save("default", _token("foreign"))  # the planet CLI's login: no stamp
+    async with _maybe_locked(storage, "default", locked):
+        assert await storage.save_if_newer("default", _stamped("at-4", "M", 1, "c")) is True
+    assert await _stored_access(storage) == "at-4"
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["unlocked", "locked"])
+async def test_an_older_generation_never_overwrites_a_newer_one(storage: Any, locked: bool) -> None:
+    """Same login, lower number, or a copy of another login: refused, the stored one stays,
+    whatever the lock says."""
+    await storage.save_if_newer("default", _stamped("at-5", "L", 5, "a"))
+    async with _maybe_locked(storage, "default", locked):
+        assert await storage.save_if_newer("default", _stamped("at-4", "L", 4, "b")) is False
+        assert await storage.save_if_newer("default", _stamped("at-9", "M", 9, "c")) is False
+    assert await _stored_access(storage) == "at-5"
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["unlocked", "locked"])
+async def test_equal_generations_with_different_tokens_keep_the_stored_one(
+    storage: Any, locked: bool
+) -> None:
+    """Two token sets of one generation (two writers after a split): the first stored stays
+    (the store arbitrates); the same token set again (a retried save, a mark) is written."""
+    first = _stamped("at-6a", "L", 6, "first")
+    await storage.save_if_newer("default", first)
+    async with _maybe_locked(storage, "default", locked):
+        assert await storage.save_if_newer("default", _stamped("at-6b", "L", 6, "other")) is False
+        marked = first.model_copy(update={"extra": {**first.extra, "mark": 1}})
+        assert await storage.save_if_newer("default", marked) is True
+    loaded = await storage.load("default")
+    assert loaded is not None
+    assert loaded.access_token.get_secret_value() == "at-6a"
+    assert loaded.extra.get("mark") == 1
 
 
 async def test_lock_excludes_a_second_holder(storage: Any) -> None:

@@ -5,6 +5,8 @@ from ._config import storage_from_environment as storage_from_environment
 from ._config import storage_from_url as storage_from_url
 from ._encrypted import EncryptedStorage as EncryptedStorage
 from ._file import FileStorage as FileStorage
+from ._generations import Generation as Generation
+from ._generations import may_replace as may_replace
 from ._memory import MemoryStorage as MemoryStorage
 from ._postgres import PostgresStorage as PostgresStorage
 from ._protocol import RecordStore as RecordStore
@@ -15,11 +17,13 @@ __all__ = [
     "STORAGE_VARIABLE",
     "EncryptedStorage",
     "FileStorage",
+    "Generation",
     "MemoryStorage",
     "PostgresStorage",
     "RecordStore",
     "RedisStorage",
     "Storage",
+    "may_replace",
     "storage_from_environment",
     "storage_from_url",
 ]

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from .._errors import ConfigurationError, StorageError
 from .._models import TokenSet
+from ._generations import GENERATION_KEY
 from ._protocol import Storage, require_storage
 
 __all__ = ["EncryptedStorage"]
@@ -125,6 +126,11 @@ class EncryptedStorage:
     async def save(self, session: str, token: TokenSet) -> None:
         await self.inner.save(session, self.seal(session, token))
 
+    async def save_if_newer(self, session: str, token: TokenSet) -> bool:
+        # The stamp is sealed inside and copied outside in clear, where the inner storage
+        # compares it atomically with its write; `open` checks that the two agree.
+        return await self.inner.save_if_newer(session, self.seal(session, token))
+
     async def load(self, session: str) -> TokenSet | None:
         stored = await self.inner.load(session)
         return None if stored is None else self.open(session, stored)
@@ -136,11 +142,14 @@ class EncryptedStorage:
         value = jwe.encrypt_compact(
             protected, plaintext, self._ring[self._current], registry=_REGISTRY
         )
+        extra: dict[str, Any] = {_MARK: f"{_ALG}+{_ENC}"}
+        if GENERATION_KEY in token.extra:
+            extra[GENERATION_KEY] = token.extra[GENERATION_KEY]
         return TokenSet(
             access_token=SecretStr(value),
             issued_at=token.issued_at,
             expires_at=token.expires_at,
-            extra={_MARK: f"{_ALG}+{_ENC}"},
+            extra=extra,
         )
 
     def open(self, session: str, stored: TokenSet) -> TokenSet:
@@ -182,11 +191,19 @@ class EncryptedStorage:
             )
         try:
             assert found.plaintext is not None
-            return TokenSet.from_json_dict(json.loads(found.plaintext))
+            token = TokenSet.from_json_dict(json.loads(found.plaintext))
         except (AssertionError, ValueError) as exc:
             raise StorageError(
                 f"session {session!r} in {self.inner!r} decrypts to no usable token set: {exc}"
             ) from None
+        if token.extra.get(GENERATION_KEY) != stored.extra.get(GENERATION_KEY):
+            # The clear copy decides conditional saves: one altered (or left from another
+            # value) could make an older session win over a newer one.
+            raise StorageError(
+                f"session {session!r} in {self.inner!r}: the generation stored in clear is not "
+                "the one sealed with the tokens; the value was altered, refusing it"
+            )
+        return token
 
 
 def _binding(session: str) -> str:

@@ -16,6 +16,7 @@ import anyio
 from .._errors import ConfigurationError, StorageError
 from .._models import TokenSet
 from ._atomic import make_private_dirs, refuse_symlink, write_json_atomic
+from ._generations import may_replace
 from ._platform import open_no_follow, try_lock, unlock
 from ._stored import json_object, stored_token
 
@@ -100,6 +101,15 @@ class FileStorage:
     async def save(self, session: str, token: TokenSet) -> None:
         data = token.to_json_dict()
         await anyio.to_thread.run_sync(self._save, self.session_dir(session), data)
+
+    async def save_if_newer(self, session: str, token: TokenSet) -> bool:
+        """Load, check and save, under the session's file lock, which the caller holds (the
+        `planet` CLI takes no lock: a file it writes meanwhile is the one race left, and the
+        TokenManager's re-read after an ``invalid_grant`` covers it)."""
+        if not may_replace(token, await self.load(session)):
+            return False
+        await self.save(session, token)
+        return True
 
     async def delete(self, session: str) -> None:
         await anyio.to_thread.run_sync(self._delete, self.session_dir(session))

@@ -12,6 +12,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .._models import TokenSet
+from ._generations import may_replace
 
 __all__ = ["MemoryStorage"]
 
@@ -53,6 +54,14 @@ class MemoryStorage:
 
     async def save(self, session: str, token: TokenSet) -> None:
         self._tokens[session] = token
+
+    async def save_if_newer(self, session: str, token: TokenSet) -> bool:
+        # No await between the check and the write: atomic on the event loop. Through `save`,
+        # so that a subclass's `save` (a test's faults) applies to it too.
+        if not may_replace(token, self._tokens.get(session)):
+            return False
+        await self.save(session, token)
+        return True
 
     async def delete(self, session: str) -> None:
         self._tokens.pop(session, None)

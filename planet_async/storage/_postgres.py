@@ -12,13 +12,18 @@ The schema (version 1), created on first use when missing::
     CREATE TABLE planet_async_sessions (
         session       text PRIMARY KEY,
         token         jsonb,            -- the planet CLI's token.json; NULL once deleted
-        generation    bigint NOT NULL DEFAULT 0,  -- grows by one on every save and delete
+        generation    bigint NOT NULL DEFAULT 0,  -- the row's version: +1 on every save and delete
         lease_owner   text,             -- the lock: a random token of the holder's
         lease_expires timestamptz,      -- ... until then, by the server's clock
         set_aside     jsonb,            -- the last corrupt value found in `token`
         updated_at    timestamptz NOT NULL DEFAULT now()
     );
     CREATE TABLE planet_async_sessions_schema (version integer NOT NULL);  -- one row: 1
+
+The ``generation`` column counts writes to the row, across logins and deletions; the session's
+own generation (which login, which renewal) is the stamp inside ``token``, the same in every
+store (see `planet_async.storage.may_replace`), and `save_if_newer` compares that stamp in its
+``WHERE`` clause.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from .._errors import ConfigurationError, LockLost, StorageError
 from .._extras import missing_extra
 from .._models import TokenSet
 from .._redact import redact
+from ._generations import Generation
 from ._stored import stored_token
 from ._url import describe_url, mask_url, url_secrets
 
@@ -89,6 +95,40 @@ SET token = EXCLUDED.token, generation = t.generation + 1, updated_at = clock_ti
 _FENCED_SAVE = """
 UPDATE {table}
 SET token = %s::jsonb, generation = generation + 1, updated_at = clock_timestamp()
+WHERE session = %s AND lease_owner = %s AND lease_expires > clock_timestamp()
+"""
+# The save of a renewal (`save_if_newer`): written only if the stored session is not newer
+# (`may_replace`), in the same statement as the write. A stamp is read as the Python side reads
+# it: anything but string lineage and tag and a whole number counts as no stamp (the CASE keeps
+# a malformed number from being cast).
+_G = "(t.token -> '_planet_async_generation')"
+_N = f"(CASE WHEN jsonb_typeof({_G} -> 'number') = 'number' THEN ({_G} ->> 'number')::numeric END)"
+_STAMPED = (
+    f"jsonb_typeof({_G} -> 'lineage') = 'string' AND jsonb_typeof({_G} -> 'tag') = 'string' "
+    f"AND {_N} >= 0 AND {_N} = floor({_N})"
+)
+_REPLACEABLE = (
+    f"(t.token IS NULL OR NOT COALESCE({_STAMPED}, false) OR ({_G} ->> 'lineage' = %(lineage)s "
+    f"AND ({_N} < %(number)s OR ({_N} = %(number)s AND {_G} ->> 'tag' = %(tag)s))))"
+)
+_SAVE_IF_NEWER = (
+    """
+INSERT INTO {table} AS t (session, token, generation) VALUES (%(session)s, %(token)s::jsonb, 1)
+ON CONFLICT (session) DO UPDATE
+SET token = EXCLUDED.token, generation = t.generation + 1, updated_at = clock_timestamp()
+WHERE """
+    + _REPLACEABLE
+)
+_FENCED_SAVE_IF_NEWER = (
+    """
+UPDATE {table} AS t
+SET token = %(token)s::jsonb, generation = t.generation + 1, updated_at = clock_timestamp()
+WHERE t.session = %(session)s AND t.lease_owner = %(owner)s
+  AND t.lease_expires > clock_timestamp() AND """
+    + _REPLACEABLE
+)
+_HOLDS = """
+SELECT 1 FROM {table}
 WHERE session = %s AND lease_owner = %s AND lease_expires > clock_timestamp()
 """
 _DELETE = """
@@ -370,6 +410,9 @@ class PostgresStorage:
                 ("load", _LOAD),
                 ("save", _SAVE),
                 ("fenced_save", _FENCED_SAVE),
+                ("save_if_newer", _SAVE_IF_NEWER),
+                ("fenced_save_if_newer", _FENCED_SAVE_IF_NEWER),
+                ("holds", _HOLDS),
                 ("delete", _DELETE),
                 ("set_aside", _SET_ASIDE),
                 ("acquire", _ACQUIRE),
@@ -470,6 +513,43 @@ class PostgresStorage:
                 f"the lease on session {session!r} in {self.url} lapsed before the save "
                 "(this process stalled, or PostgreSQL did); the stored session was left as it was"
             )
+
+    async def save_if_newer(self, session: str, token: TokenSet) -> bool:
+        stamp = Generation.of(token)
+        if stamp is None:
+            await self.save(session, token)  # no stamp: a login's write, unconditional
+            return True
+        params = {
+            "session": session,
+            "token": json.dumps(token.to_json_dict(), sort_keys=True),
+            "lineage": stamp.lineage,
+            "number": stamp.number,
+            "tag": stamp.tag,
+        }
+        lease = self._held.get()
+        if lease is None or lease.session != session:
+            written = await self._call(
+                lambda c: c.execute(self._sql["save_if_newer"], params).rowcount, "save", session
+            )
+            return written == 1
+
+        def fenced(conn: psycopg.Connection[Any]) -> int:
+            if conn.execute(
+                self._sql["fenced_save_if_newer"], {**params, "owner": lease.owner}
+            ).rowcount:
+                return 1
+            # Not written: refused as older, or the lease is gone (checked after: a lease that
+            # lapses in between makes this a refusal, which the caller treats alike).
+            return 2 if conn.execute(self._sql["holds"], (session, lease.owner)).fetchall() else 0
+
+        written = await self._call(fenced, "save", session)
+        if written == 0:
+            lease.lost = True
+            raise LockLost(
+                f"the lease on session {session!r} in {self.url} lapsed before the save "
+                "(this process stalled, or PostgreSQL did); the stored session was left as it was"
+            )
+        return written == 1
 
     async def delete(self, session: str) -> None:
         await self._call(lambda c: self._delete_and_notify(c, session), "delete", session)

@@ -16,7 +16,7 @@ __all__ = ["RecordStore", "Storage", "require_storage"]
 class Storage(Protocol):
     """Async storage of token sets, one per session name.
 
-    Implement these four methods and two capabilities to keep sessions anywhere (a database, a
+    Implement these five methods and two capabilities to keep sessions anywhere (a database, a
     secret manager, a web framework's session store). Blocking work belongs in a worker thread
     (`anyio.to_thread.run_sync`), never on the event loop.
 
@@ -60,6 +60,24 @@ class Storage(Protocol):
         """Store `token`, replacing what was there; a reader sees the old or the new, never half."""
         ...
 
+    async def save_if_newer(self, session: str, token: TokenSet) -> bool:
+        """Store `token` unless the stored session is newer, and return whether it was stored.
+
+        "Newer" is decided by the generation both carry (`may_replace(token, stored)` in
+        `planet_async.storage`): a copy of the same login with a higher generation, or one of
+        another login (a new login never gets overwritten by a process holding the previous
+        one's tokens). The TokenManager saves every renewal this way, so that after a store
+        loses writes (a failover) no process overwrites a newer session with an older one.
+
+        The check must hold where the write happens. The TokenManager calls this while holding
+        `lock(session)`: a storage whose lock cannot lapse may load, check with `may_replace`
+        and save in steps; one whose lock is a lease must make the check part of the write (a
+        script, a ``WHERE`` clause), since a holder that stalled past its lease, or a primary
+        that never saw the lease, does not exclude anyone. Like `save`, a save under a lease
+        that has lapsed raises `LockLost`.
+        """
+        ...
+
     async def delete(self, session: str) -> None:
         """Forget the session's tokens. Deleting a session that is not there is not an error.
 
@@ -76,7 +94,7 @@ class Storage(Protocol):
         ...
 
 
-_MEMBERS = ("lock_can_lapse", "watch_deletions", "load", "save", "delete", "lock")
+_MEMBERS = ("lock_can_lapse", "watch_deletions", "load", "save", "save_if_newer", "delete", "lock")
 
 
 def require_storage(storage: object) -> Storage:
@@ -91,7 +109,7 @@ def require_storage(storage: object) -> Storage:
         raise ConfigurationError(
             f"{type(storage).__name__} is not a planet_async Storage: it lacks "
             f"{', '.join(missing)}. A storage that wraps another must forward its capabilities "
-            "(lock_can_lapse, watch_deletions); see planet_async.Storage"
+            "(lock_can_lapse, watch_deletions, save_if_newer); see planet_async.Storage"
         )
     if not isinstance(storage.lock_can_lapse, bool):  # type: ignore[attr-defined]
         raise ConfigurationError(

@@ -29,6 +29,7 @@ from .._errors import ConfigurationError, LockLost, StorageError
 from .._extras import missing_extra
 from .._models import TokenSet
 from .._redact import redact
+from ._generations import GENERATION_KEY, Generation
 from ._stored import json_object, stored_token
 from ._url import check_redis_url, mask_url, url_secrets
 
@@ -73,6 +74,41 @@ if held and {_HELD} then
   return 1
 end
 return 0
+"""
+# The same write, only if the stored session is not newer than ARGV[2] (`may_replace`, in
+# the same atomic step as the write; a stamp read as the Python side reads it: anything but
+# strings and a whole number counts as no stamp). ARGV[1] = our owner token ('' outside the
+# lock: no lease to check), ARGV[4..6] = the new token's lineage, number and tag. Returns 1
+# written, 0 the lease is not ours, 2 the stored session is newer.
+_SET_IF_NEWER = f"""
+if ARGV[1] ~= '' then
+  local held = redis.call('GET', KEYS[1])
+  if not (held and {_HELD}) then
+    return 0
+  end
+end
+local current = redis.call('GET', KEYS[2])
+if current then
+  local ok, doc = pcall(cjson.decode, current)
+  if ok and type(doc) == 'table' then
+    local g = doc['{GENERATION_KEY}']
+    if type(g) == 'table' and type(g['lineage']) == 'string' and type(g['tag']) == 'string'
+        and type(g['number']) == 'number' and g['number'] >= 0
+        and g['number'] == math.floor(g['number']) then
+      local number = tonumber(ARGV[5])
+      if g['lineage'] ~= ARGV[4] or g['number'] > number
+          or (g['number'] == number and g['tag'] ~= ARGV[6]) then
+        return 2
+      end
+    end
+  end
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[2], ARGV[2])
+else
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+return 1
 """
 # KEYS[1] = the session, KEYS[2] = where to move it; ARGV[1] = the SHA-1 of the corrupt value read,
 # ARGV[2] = milliseconds to keep it there ('0': no limit). Moves the value only if it is still the
@@ -507,6 +543,38 @@ class RedisStorage:
                 f"the lease on session {session!r} in {self.url} lapsed before the save "
                 "(this process stalled, or Redis did); the stored session was left as it was"
             )
+
+    async def save_if_newer(self, session: str, token: TokenSet) -> bool:
+        stamp = Generation.of(token)
+        if stamp is None:
+            await self.save(session, token)  # no stamp: a login's write, unconditional
+            return True
+        payload = json.dumps(token.to_json_dict(), indent=2, sort_keys=True)
+        key = self._key(session, "token")
+        lease_key = self._key(session, "lock")
+        lease = self._held.get()
+        owner = lease.owner if lease is not None and lease.key == lease_key else ""
+        args: list[str | int] = [
+            owner,
+            payload,
+            self._retention_ms(token),
+            stamp.lineage,
+            stamp.number,
+            stamp.tag,
+        ]
+        written = await self._call(
+            self._durably(lambda c: c.eval(_SET_IF_NEWER, [lease_key, key], args)),
+            "save",
+            session,
+        )
+        if written == 0:
+            assert lease is not None
+            lease.lost = True
+            raise LockLost(
+                f"the lease on session {session!r} in {self.url} lapsed before the save "
+                "(this process stalled, or Redis did); the stored session was left as it was"
+            )
+        return written == 1
 
     def _durably(
         self, command: Callable[[coredis.Redis[bytes]], Awaitable[_T]]

@@ -115,8 +115,10 @@ class _UserGrant:
     async def _forget_refused(self, refused: TokenSet) -> None:
         """Delete the stored session if it still holds the refresh token the server refused
         (called under the session's lock): it is dead for every replica, which then tells the
-        user to log in (`SessionExpired`) instead of each trying it again. A newer session
-        stored meanwhile (a login) is kept. Replicas watching the storage drop the user."""
+        user to log in (`SessionExpired`) without sending the refused token again (the
+        TokenManager would otherwise put it back, without its renewing mark, for the next
+        replica to try). A newer session stored meanwhile (a login) is kept. Replicas watching
+        the storage drop the user."""
         key = self._entry.key
         try:
             stored = await self._storage.load(key)

@@ -42,6 +42,7 @@ const config = {
   token_delay_ms: intEnv('TOKEN_DELAY_MS', 0), at_ttl: intEnv('AT_TTL', 60),
   // > 0: token responses with a refresh token say how long it lasts, as Keycloak's do
   refresh_expires_in: 0,
+  token_fail_next: 0, // > 0: that many /token requests are answered 503 before reaching the provider
 };
 
 // oidc-provider's in-memory adapter keeps its records in an LRU of 1,000 entries, and a login
@@ -211,7 +212,7 @@ server.listen(PORT, '127.0.0.1', () => {
 
   // counters so tests can assert how many token requests really reached the server; `refreshed`
   // has the time (ms since the epoch) of each successful refresh grant, per user (`sub`)
-  const stats = { grant_success: {}, grant_error: {}, refreshed: {} };
+  const stats = { grant_success: {}, grant_error: {}, refreshed: {}, injected_failures: 0 };
   provider.on('grant.success', (ctx) => {
     const g = ctx.oidc.params.grant_type;
     stats.grant_success[g] = (stats.grant_success[g] ?? 0) + 1;
@@ -236,11 +237,12 @@ server.listen(PORT, '127.0.0.1', () => {
     if (url.pathname === '/__stats') { sendJson(res, 200, stats); return; }
     if (url.pathname === '/__reset') {
       stats.grant_success = {}; stats.grant_error = {}; stats.refreshed = {};
+      stats.injected_failures = 0; config.token_fail_next = 0;
       sendJson(res, 200, {}); return;
     }
     if (url.pathname === '/__config') {
       // token_delay_ms, at_ttl and refresh_expires_in can change at run time, so one peer serves a whole test session
-      for (const key of ['token_delay_ms', 'at_ttl', 'refresh_expires_in']) {
+      for (const key of ['token_delay_ms', 'at_ttl', 'refresh_expires_in', 'token_fail_next']) {
         const value = url.searchParams.get(key);
         if (value === null) continue;
         if (!/^\d+$/.test(value)) { sendJson(res, 400, { error: `${key} must be a non-negative integer` }); return; }
@@ -248,6 +250,12 @@ server.listen(PORT, '127.0.0.1', () => {
       }
       sendJson(res, 200, { ...config, rt_ttl: RT_TTL, at_format: AT_FORMAT, api_audience: API });
       return;
+    }
+    if (config.token_fail_next > 0 && url.pathname === '/token') {
+      // a fault a real server shows on a bad day: the request never reaches the provider
+      config.token_fail_next -= 1;
+      stats.injected_failures = (stats.injected_failures ?? 0) + 1;
+      sendJson(res, 503, { error: 'temporarily_unavailable' }); return;
     }
     if (config.token_delay_ms > 0 && url.pathname === '/token') {
       setTimeout(() => cb(req, res), config.token_delay_ms); return;
