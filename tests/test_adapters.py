@@ -467,6 +467,18 @@ def _child_after_fork(auth: AuthAdapter, url: str, revoked: str, out: Any) -> No
         out.put(("error", type(exc).__name__, str(exc)))
 
 
+def _in_a_forked_child(auth: AuthAdapter, url: str, revoked: str) -> tuple[Any, int | None]:
+    """`_child_after_fork` run in a child made with ``fork``: what it reported, and its exit
+    code."""
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_child_after_fork, args=(auth, url, revoked, out))
+    child.start()
+    result = out.get(timeout=60)
+    child.join(timeout=60)
+    return result, child.exitcode
+
+
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_keeps_working(peer: Peer, api: RevocableApi) -> None:
     """After ``fork`` (multiprocessing's default start method on Linux), the child renews on a
@@ -479,16 +491,7 @@ def test_a_forked_child_keeps_working(peer: Peer, api: RevocableApi) -> None:
     assert status == 200
     assert header is not None
     api.revoke(header)  # the child's first request is refused: it must renew
-    context = multiprocessing.get_context("fork")
-    out = context.Queue()
-    child = context.Process(
-        target=_child_after_fork, args=(auth, f"{api.origin}/data", header, out)
-    )
-    child.start()
-    result = out.get(timeout=60)
-    child.join(timeout=60)
-    assert result == ("ok", 200, True)
-    assert child.exitcode == 0
+    assert _in_a_forked_child(auth, f"{api.origin}/data", header) == (("ok", 200, True), 0)
     assert api.statuses("/data") == [200, 401, 200]
     assert peer.grants("client_credentials") == 2
     # The parent's session and loop are untouched: its own renewal after the revocation works.
@@ -535,18 +538,10 @@ def test_a_child_forked_during_a_renewal_renews_on_its_own(peer: Peer, api: Revo
         renewing.start()
         assert transport.waiting.wait(30)
         transport.hold = False  # the child's own token request goes through
-        context = multiprocessing.get_context("fork")
-        out = context.Queue()
-        child = context.Process(
-            target=_child_after_fork, args=(auth, f"{api.origin}/data", header, out)
-        )
-        child.start()
-        result = out.get(timeout=60)
-        child.join(timeout=60)
+        child = _in_a_forked_child(auth, f"{api.origin}/data", header)
         transport.release.set()
         renewing.join(timeout=60)
-    assert result == ("ok", 200, True)
-    assert child.exitcode == 0
+    assert child == (("ok", 200, True), 0)
     assert [status for status, _ in parent] == [200]
     assert peer.grants("client_credentials") == 3  # the first, the child's, the parent's
 

@@ -60,17 +60,19 @@ _T = TypeVar("_T")
 _REPLID = "string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')"
 _HELD = "string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. '@'"
 
+# Store ARGV[2] under KEYS[2], kept for ARGV[3] milliseconds ('0': no limit).
+_WRITE = """
+if ARGV[3] == '0' then redis.call('SET', KEYS[2], ARGV[2])
+else redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
+"""
+
 # KEYS[1] = the lease, KEYS[2] = the session; ARGV[1] = our owner token, ARGV[2] = the JSON,
 # ARGV[3] = the session's retention in milliseconds ('0': none). The write happens only while the
 # lease is ours, in the same atomic step as the check.
 _FENCED_SET = f"""
 local held = redis.call('GET', KEYS[1])
 if held and {_HELD} then
-  if ARGV[3] == '0' then
-    redis.call('SET', KEYS[2], ARGV[2])
-  else
-    redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-  end
+  {_WRITE}
   return 1
 end
 return 0
@@ -103,11 +105,7 @@ if current then
     end
   end
 end
-if ARGV[3] == '0' then
-  redis.call('SET', KEYS[2], ARGV[2])
-else
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-end
+{_WRITE}
 return 1
 """
 # KEYS[1] = the session, KEYS[2] = where to move it; ARGV[1] = the SHA-1 of the corrupt value read,
