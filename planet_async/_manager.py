@@ -239,8 +239,9 @@ class TokenManager:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._soft_fraction = refresh_ahead - jitter * self._rng.random()
         self._expiry_margin = expiry_margin
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
+        # One attribute for the pair: past 30 attributes an instance's dict stops sharing its
+        # keys with the others (CPython), and a SessionPool holds thousands of managers.
+        self._backoff_bounds = (backoff_base, backoff_cap)
         self._current: _Current | None = None
         self._flight: _Flight | None = None
         self._unsaved: TokenSet | None = None  # obtained, adopted, not yet in storage
@@ -1116,7 +1117,8 @@ class TokenManager:
         return float(ceiling * (0.5 + 0.5 * self._rng.random()))
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** min(attempt - 1, 30))
+        base, cap = self._backoff_bounds
+        ceiling = min(cap, base * 2 ** min(attempt - 1, 30))
         return float(ceiling * (0.5 + 0.5 * self._rng.random()))
 
 
