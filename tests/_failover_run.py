@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,10 @@ from planet_async import (
     PublicClient,
     RedisStorage,
     RefreshTokenGrant,
+    Storage,
     TokenManager,
+    TokenSet,
 )
-from tests._browser import device_login_saved
 from tests._fleet import Fleet, jwt_claims
 from tests._peer import Peer
 from tests._redis import RedisServer
@@ -61,6 +63,9 @@ TOKEN_DELAY_MS = 600  # the peer's delay before answering a token request
 KEY = "planet_async:{user}:token"
 RENEWING = "_planet_async_renewing"  # the renewing mark's member of a stored token set
 POLL = 0.005
+
+Login = Callable[[str, Storage, str], Awaitable[TokenSet]]
+"""Logs `native-app` in at an issuer and saves the session: (issuer, storage, session)."""
 
 BEFORE_SAVE = "before-save"
 UNACKNOWLEDGED = "unacknowledged"
@@ -196,21 +201,32 @@ def _without(outages: list[list[float]], since: float = 0.0) -> float:
 
 
 def run_failover(
-    peer: Peer, point: KillPoint, logs: Path, group: SentinelGroup | None = None
+    peer: Peer,
+    point: KillPoint,
+    logs: Path,
+    group: SentinelGroup | None = None,
+    login: Login | None = None,
 ) -> FailoverResult:
-    """One run: start a Sentinel group (unless given one, started and unused), log in, start
-    the fleet, kill the primary at `point`, and gather what happened."""
+    """One run: start a Sentinel group (unless given one, started and unused), log in (with
+    `login`; by default tests/_browser.py's `device_login_saved`), start the fleet, kill the
+    primary at `point`, and gather what happened."""
+    if login is None:
+        from tests._browser import device_login_saved  # Playwright: the tests' environment
+
+        login = device_login_saved
     own = group is None
     if group is None:
         group = SentinelGroup().start()
     try:
-        return _run(peer, point, logs, group)
+        return _run(peer, point, logs, group, login)
     finally:
         if own:
             group.stop()
 
 
-def _run(peer: Peer, point: KillPoint, logs: Path, group: SentinelGroup) -> FailoverResult:
+def _run(
+    peer: Peer, point: KillPoint, logs: Path, group: SentinelGroup, login: Login
+) -> FailoverResult:
     logs.mkdir(parents=True, exist_ok=True)
     peer.set_access_token_ttl(TTL)
     peer.set_token_delay(0)
@@ -218,8 +234,8 @@ def _run(peer: Peer, point: KillPoint, logs: Path, group: SentinelGroup) -> Fail
     worker_args = [peer.issuer, group.url, "user", str(SECONDS), str(INTERVAL_MS), "--user"]
     try:
         with Fleet(worker_args, WORKERS, logs) as fleet:
-            login = anyio.run(device_login_saved, peer.issuer, RedisStorage(group.url), "user")
-            first = login.access_token.get_secret_value()
+            token = anyio.run(login, peer.issuer, RedisStorage(group.url), "user")
+            first = token.access_token.get_secret_value()
             peer.set_token_delay(TOKEN_DELAY_MS)
             peer.reset()  # the login's grant is not a renewal's
             fleet.go()
