@@ -8,6 +8,12 @@ replica. The saves wait for one replica (`WAIT 1`, the default on a Sentinel URL
 refresh token is on the replica that takes over. Requests made while the sentinels still name
 the dead primary (about 2 s) by a worker whose token ran out then fail: a user session waits for
 its store; every request after that is sent with a valid token.
+
+The second test runs the same fleet (tests/_failover_run.py) at 20 kill points around the first
+renewal, each kind made on purpose: 7 before the rotation's save reaches the primary (while its
+token request is in flight), 7 after the save while both replicas are SIGSTOPped so that its
+``WAIT`` cannot be answered (the promoted replica then has the renewal's mark, not its save), 6
+after ``WAIT``. Every one keeps to one token request per renewal point: no exception was needed.
 """
 
 from __future__ import annotations
@@ -75,11 +81,11 @@ def test_a_rotating_session_survives_a_sentinel_failover(
     )
     assert peer.errors() == {}  # no refresh token was spent twice: no invalid_grant
     # Requests fail while the sentinels still name the dead primary (a worker whose token ran
-    # out then waits for the store, as a user session must). They also fail when Sentinel
-    # promoted the replica that had not acknowledged the last save (WAIT 1 of 2; it chooses by
-    # the offsets it last polled): the new primary then holds the renewal's mark, and the others
-    # wait for a result it does not have, until the mark goes stale. That case is the open part
-    # of issue 20 (generations); it spends no refresh token twice.
+    # out then waits for the store, as a user session must). They also fail, briefly, when the
+    # promoted replica has the renewal's mark but not its save: the others wait for the result
+    # until the renewing process, which kept the token in memory, writes it back over the marked
+    # copy (a higher generation replaces it). The kill points below produce that case on
+    # purpose; it spends no refresh token twice.
     failures = [
         line
         for index in range(len(WORKERS))
