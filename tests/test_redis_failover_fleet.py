@@ -81,11 +81,10 @@ def test_a_rotating_session_survives_a_sentinel_failover(
     )
     assert peer.errors() == {}  # no refresh token was spent twice: no invalid_grant
     # Requests fail while the sentinels still name the dead primary (a worker whose token ran
-    # out then waits for the store, as a user session must). They also fail, briefly, when the
-    # promoted replica has the renewal's mark but not its save: the others wait for the result
-    # until the renewing process, which kept the token in memory, writes it back over the marked
-    # copy (a higher generation replaces it). The kill points below produce that case on
-    # purpose; it spends no refresh token twice.
+    # out then waits for the store, as a user session must). A process that finds a renewal's
+    # mark on the new primary (its save was lost with the old one) waits for the result until
+    # the renewing process, which kept the token in memory, writes it back over the marked copy
+    # (a higher generation replaces it). No refresh token is spent twice.
     failures = [
         line
         for index in range(len(WORKERS))
