@@ -29,6 +29,7 @@ BENCHMARKS = (
     "clients",
     "clients_renewal",
     "store_outage",
+    "failover",
     "pool",
 )
 """Modules of this package, in the order they run; each has ``run(ctx)``."""

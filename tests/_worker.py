@@ -11,12 +11,13 @@ that verifies each bearer token against the peer's JWKS when it arrives (signatu
 audience, expiry). Finally it prints one JSON line:
 
     {"renewals": n, "tokens": [[token, first_used], ...], "requests": n, "errors": n,
-     "rejected": n}
+     "rejected": n, "outages": [[first_failed, next_succeeded], ...]}
 
 `tokens` are the distinct access tokens the API received, with the wall-clock time each was first
-sent, in order of first use; `errors` counts
-requests that raised or did not end in 200, `rejected` the tokens the API refused. A watchdog ends
-the process if the parent never says go or something hangs.
+sent, in order of first use; `errors` counts requests that raised or did not end in 200,
+`rejected` the tokens the API refused, `outages` the wall-clock spans from a failed request to the
+next one that succeeded (or to the end of the run). A watchdog ends the process if the parent
+never says go or something hangs.
 """
 
 from __future__ import annotations
@@ -99,25 +100,37 @@ async def _run(
         return api.handler(request)
 
     requests = errors = 0
+    outages: list[list[float]] = []
+    failed_since: float | None = None
     async with httpx.AsyncClient(auth=auth, transport=httpx.MockTransport(handler)) as client:
         start = anyio.current_time()
         deadline = start + seconds
         next_at = start
         while next_at < deadline:
             requests += 1
+            sent = time.time()
             try:
                 response = await client.get(f"{API}/data/v1/searches")
             except Exception as exc:
-                errors += 1
+                failed = True
                 print(f"worker {os.getpid()}: request failed: {exc!r}", file=sys.stderr)
             else:
-                if response.status_code != 200:
-                    errors += 1
+                failed = response.status_code != 200
+                if failed:
                     print(f"worker {os.getpid()}: HTTP {response.status_code}", file=sys.stderr)
+            if failed:
+                errors += 1
+                if failed_since is None:
+                    failed_since = sent
+            elif failed_since is not None:
+                outages.append([failed_since, time.time()])
+                failed_since = None
             # Pacing a load generator, not synchronisation: the fleet shares only the storage.
             now = anyio.current_time()
             next_at = max(next_at + interval, now)
             await anyio.sleep(next_at - now)
+    if failed_since is not None:
+        outages.append([failed_since, time.time()])
     assert auth.manager is not None
     return {
         "renewals": auth.manager.renewals,
@@ -125,6 +138,7 @@ async def _run(
         "requests": requests,
         "errors": errors,
         "rejected": api.rejected,
+        "outages": outages,
     }
 
 

@@ -8,6 +8,12 @@ replica. The saves wait for one replica (`WAIT 1`, the default on a Sentinel URL
 refresh token is on the replica that takes over. Requests made while the sentinels still name
 the dead primary (about 2 s) by a worker whose token ran out then fail: a user session waits for
 its store; every request after that is sent with a valid token.
+
+The second test runs the same fleet (tests/_failover_run.py) at 20 kill points around the first
+renewal, each kind made on purpose: 7 before the rotation's save reaches the primary (while its
+token request is in flight), 7 after the save while both replicas are SIGSTOPped so that its
+``WAIT`` cannot be answered (the promoted replica then has the renewal's mark, not its save), 6
+after ``WAIT``. Every one keeps to one token request per renewal point: no exception was needed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import pytest
 
 from planet_async import RedisStorage
 from tests._browser import device_login_saved
+from tests._failover_run import KILL_POINTS, KillPoint, run_failover
 from tests._fleet import Fleet
 from tests._peer import Peer
 from tests.test_redis_fleet import _issued
@@ -74,11 +81,10 @@ def test_a_rotating_session_survives_a_sentinel_failover(
     )
     assert peer.errors() == {}  # no refresh token was spent twice: no invalid_grant
     # Requests fail while the sentinels still name the dead primary (a worker whose token ran
-    # out then waits for the store, as a user session must). They also fail when Sentinel
-    # promoted the replica that had not acknowledged the last save (WAIT 1 of 2; it chooses by
-    # the offsets it last polled): the new primary then holds the renewal's mark, and the others
-    # wait for a result it does not have, until the mark goes stale. That case is the open part
-    # of issue 20 (generations); it spends no refresh token twice.
+    # out then waits for the store, as a user session must). A process that finds a renewal's
+    # mark on the new primary (its save was lost with the old one) waits for the result until
+    # the renewing process, which kept the token in memory, writes it back over the marked copy
+    # (a higher generation replaces it). No refresh token is spent twice.
     failures = [
         line
         for index in range(len(WORKERS))
@@ -96,3 +102,27 @@ def test_a_rotating_session_survives_a_sentinel_failover(
     stored = anyio.run(RedisStorage(group.url).load, "user")
     assert stored is not None
     assert stored.access_token.get_secret_value() == issued[-1]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS, ids=lambda point: point.id)
+def test_a_rotating_session_survives_a_failover_at_each_kill_point(
+    peer: Peer, start_redis_topology: Any, tmp_path: Path, point: KillPoint
+) -> None:
+    """The primary dies at one of 20 points around the first renewal (tests/_failover_run.py):
+    before the rotation's save reaches it, after the save while the replicas cannot acknowledge
+    it, or after they did. In every run: the kill landed where it was aimed, no invalid_grant, one
+    token request per renewal point, no request sent with a token the API refuses, and the stored
+    session is the last one used and still renews."""
+    result = run_failover(peer, point, tmp_path / "logs", start_redis_topology("sentinel"))
+    print(f"\n{point.id}: {result.row()}; peer errors {result.peer_errors or 'none'}")
+    print(f"new primary named {result.named_after:.2f} s after the kill; outages {result.outages}")
+    for line in sorted({line.partition(": ")[2] for line in result.failures}):
+        print(f"  {sum(line in f for f in result.failures)} x {line[:300]}")
+    assert result.landed == point.kind
+    assert result.peer_errors == {}
+    assert result.invalid_grant == 0
+    assert result.token_requests == result.renewal_points == result.renewals
+    assert result.rejected == [0] * len(WORKERS)
+    assert len(result.failures) == sum(result.failed)
+    assert result.stored_is_last
+    assert result.stored_renews
