@@ -76,6 +76,14 @@ class SentinelGroup:
         return f"redis+sentinel://{hosts}/{self.NAME}/0"
 
     def start(self) -> SentinelGroup:
+        """Start every process; if one fails, stop those already started and raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> SentinelGroup:
         self.primary.start()
         for replica in self.replicas:
             replica.start()
@@ -211,6 +219,14 @@ class ClusterGroup:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
     def start(self) -> ClusterGroup:
+        """Start every process; if one fails, stop those already started and raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> ClusterGroup:
         for node in self.nodes:
             node.start()
         cli = shutil.which("redis-cli")
