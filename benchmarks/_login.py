@@ -10,7 +10,10 @@ import re
 import time
 from typing import Any
 
+import anyio
 import httpx
+
+import planet_async as pa
 
 from ._contenders import CLIENT_ID, CLIENT_SECRET
 
@@ -90,3 +93,16 @@ def planet_token_file(response: dict[str, Any], received: float) -> dict[str, An
         "_iat": int(received),
         "_exp": int(received + float(response["expires_in"])),
     }
+
+
+async def device_login_saved(issuer: str, storage: pa.Storage, session: str) -> pa.TokenSet:
+    """A device-code login over HTTP, saved to `storage` as `session` as a login saves it
+    (the tests' own, in tests/_browser.py, imports Playwright, which the bench session does not
+    install)."""
+    response, received = await anyio.to_thread.run_sync(device_login, issuer)
+    token = pa.TokenSet.from_response(response, received_at=received)
+    grant = pa.RefreshTokenGrant(
+        pa.AuthorizationServer(issuer), pa.PublicClient(client_id=USER_CLIENT_ID)
+    )
+    await pa.TokenManager(grant, storage=storage, session=session).set_token(token)
+    return token

@@ -16,24 +16,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import anyio
-
-import planet_async as pa
 from tests._failover_run import KILL_POINTS, QUICK_KILL_POINTS, TTL, FailoverResult, run_failover
 
 from ._common import Context, table, write_results
-from ._login import USER_CLIENT_ID, device_login
-
-
-async def _login(issuer: str, storage: pa.Storage, session: str) -> pa.TokenSet:
-    """A device-code login over HTTP (benchmarks/_login.py), saved as a login saves it."""
-    response, received = await anyio.to_thread.run_sync(device_login, issuer)
-    token = pa.TokenSet.from_response(response, received_at=received)
-    grant = pa.RefreshTokenGrant(
-        pa.AuthorizationServer(issuer), pa.PublicClient(client_id=USER_CLIENT_ID)
-    )
-    await pa.TokenManager(grant, storage=storage, session=session).set_token(token)
-    return token
+from ._login import device_login_saved
 
 
 def run(ctx: Context) -> None:
@@ -42,7 +28,9 @@ def run(ctx: Context) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="planet-failover-") as logs:
             for point in points:
-                result = run_failover(ctx.peer, point, Path(logs) / point.id, login=_login)
+                result = run_failover(
+                    ctx.peer, point, Path(logs) / point.id, login=device_login_saved
+                )
                 print(f"{point.id}: {result.row()}", flush=True)
                 results.append(result)
     finally:

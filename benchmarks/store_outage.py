@@ -26,10 +26,10 @@ from typing import Any
 import anyio
 
 import planet_async as pa
-from tests._browser import device_login_saved
 from tests._redis import RedisServer
 
 from ._common import Context, table, write_results
+from ._login import device_login_saved
 
 TTL = 6
 CALL_EVERY = 0.02
