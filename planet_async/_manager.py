@@ -758,7 +758,18 @@ class TokenManager:
         )
         # Conditional (the mark is the same generation as `base`): never over a newer session
         # that reached the store since it was read.
-        if not await self.storage.save_if_newer(self.session, marked):
+        try:
+            written = await self.storage.save_if_newer(self.session, marked)
+        except Exception:
+            # The mark can be stored all the same: a save refused as not durable (Redis's WAIT
+            # after a failover left the shard without a replica) was written to the primary,
+            # and one whose answer was lost may have been. Nothing is spent: take it away
+            # again, or every other process would wait up to `_RENEWING_FOR` for a renewal
+            # that never happened (and a manager made anew for the session, as a SessionPool
+            # makes one, would be such another process).
+            await self._unmark(base)
+            raise
+        if not written:
             raise StorageError(
                 f"session {self.session!r}: the storage received a newer session while this "
                 "process was about to renew it; nothing was spent, the next attempt uses it"
@@ -767,9 +778,11 @@ class TokenManager:
 
     async def _unmark(self, base: TokenSet) -> None:
         """The token request with `base` failed (a 5xx, no connection, `invalid_grant`, no
-        answer in time): store `base` again without this process's mark, while the lease is
-        still ours, so that the others renew it, or meet the real error, instead of waiting up
-        to `_RENEWING_FOR` for a result that will not come.
+        answer in time), or the mark itself could not be stored (it may be all the same): store
+        `base` again without this process's mark, while the lease is still ours, so that the
+        others renew it, or meet the real error, instead of waiting up to `_RENEWING_FOR` for a
+        result that will not come. A removal refused as not durable (``WAIT``) has still
+        removed the mark from the primary.
 
         A request that was sent and whose answer was lost (a timeout mid-flight) may have spent
         the refresh token all the same. The mark is removed then too: keeping it would only
@@ -802,8 +815,8 @@ class TokenManager:
             )
         except Exception as exc:
             logger.warning(
-                "session %r: could not remove the renewing mark after the failed renewal (%s); "
-                "other processes wait up to %g s before renewing",
+                "session %r: may not have removed the renewing mark after the failed renewal "
+                "(%s); if it is left, other processes wait up to %g s before renewing",
                 self.session,
                 str(self._storage_error(exc, "unmark")),
                 _RENEWING_FOR,

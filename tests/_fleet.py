@@ -1,5 +1,5 @@
-"""Fleets of worker processes (tests/_worker.py) sharing one session: in a FileStorage, or in
-Redis."""
+"""Fleets of worker processes (tests/_worker.py, or another program) sharing a session: in a
+FileStorage, or in Redis."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ class Fleet:
         logs: A directory for each worker's stderr.
         envs: Per worker, variables to set in its environment (``HOME``, to stand in for another
             machine); by default every worker inherits this process's environment unchanged.
+        module: The worker program, run as ``python -m MODULE``; it prints ``ready``, waits for
+            ``go`` on stdin, and prints its JSON report as its last line.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class Fleet:
         backends: Sequence[str],
         logs: Path,
         envs: Sequence[Mapping[str, str]] | None = None,
+        module: str = "tests._worker",
     ) -> None:
         if envs is not None and len(envs) != len(backends):
             raise ValueError("one environment per worker")
@@ -51,6 +54,7 @@ class Fleet:
         self._backends = list(backends)
         self._envs = [dict(env) for env in envs] if envs is not None else [{} for _ in backends]
         self._logs = logs
+        self._module = module
         self._stack = ExitStack()
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -58,7 +62,7 @@ class Fleet:
         with self._stack as stack:
             for index, (backend, env) in enumerate(zip(self._backends, self._envs, strict=True)):
                 stderr = stack.enter_context(open(self._logs / f"worker-{index}.err", "wb"))
-                command = [sys.executable, "-W", "error", "-m", "tests._worker", *self._args]
+                command = [sys.executable, "-W", "error", "-m", self._module, *self._args]
                 self.procs.append(
                     stack.enter_context(
                         subprocess.Popen(

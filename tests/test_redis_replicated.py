@@ -422,3 +422,49 @@ async def test_a_live_lease_on_the_same_primary_is_respected(
         with pytest.raises(StorageError, match="timed out"):
             async with waiter.lock("s"):
                 pytest.fail("entered a lease held on the same primary")
+
+
+# -- a renewing mark refused as not durable ----------------------------------------------------
+
+
+async def test_a_renewing_mark_refused_as_not_durable_holds_nobody_back(
+    peer: Peer, redis: Any
+) -> None:
+    """A renewal whose renewing mark is refused as not durable (``WAIT`` unanswered, as on a
+    Cluster shard whose replica was promoted and has none yet; here a single node asked for one
+    replica) spends nothing, yet the primary stored the mark. The renewal takes the mark away
+    again and releases its lease (Redis answered: the connection is fine), so another process
+    renews at once with one token request, instead of waiting for the lease to lapse and then
+    up to two minutes for a renewal that never happened (seen in the Cluster fleet:
+    tests/test_redis_cluster_fleet.py)."""
+    plain = RedisStorage(redis.url, timeout=2, lock_timeout=1)
+    await device_login_saved(peer.issuer, plain, "user")
+    peer.reset()
+    clock = FakeClock(start=time.time() + EXPIRED)
+
+    def manager(storage: RedisStorage) -> TokenManager:
+        grant = RefreshTokenGrant(
+            AuthorizationServer(peer.issuer), PublicClient(client_id="native-app")
+        )
+        return TokenManager(grant, storage=storage, session="user", clock=clock)
+
+    not_durable = RedisStorage(redis.url, replicas=1, replica_timeout=0.2, timeout=2)
+    with pytest.raises(StorageError, match="fewer than 1 replica"):
+        await manager(not_durable).header()
+    assert peer.grants("refresh_token") == 0
+    stored = await plain.load("user")
+    assert stored is not None
+    assert "_planet_async_renewing" not in stored.extra
+    assert redis.call("EXISTS", "planet_async:{user}:lock") == 0
+    other = manager(plain)
+    assert (await other.header()).startswith("Bearer ")
+    assert (other.renewals, peer.grants("refresh_token"), peer.errors()) == (1, 1, {})
+
+
+async def test_an_entered_storage_names_the_session_a_call_failed_for(redis: Any) -> None:
+    """An entered `RedisStorage` runs every session's calls on one shared connection; a call
+    that fails there names its own session (it named ``'*'``, the shared connection's)."""
+    async with RedisStorage(redis.url, replicas=1, replica_timeout=0.2, timeout=2) as storage:
+        with pytest.raises(StorageError, match="fewer than 1 replica") as caught:
+            await storage.save("alice", _token("a"))
+    assert "cannot save session 'alice' in redis://" in str(caught.value)

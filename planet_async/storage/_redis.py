@@ -189,6 +189,7 @@ class _Request:
 
     command: Callable[[coredis.Redis[bytes]], Awaitable[Any]]
     action: str
+    session: str  # named in its error: a shared connection serves every session
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
     error: BaseException | None = None
@@ -780,7 +781,7 @@ class RedisStorage:
         if inbox is None and self._shared is not None:
             inbox = self._shared[1]
         if inbox is not None:
-            request = _Request(command, action)
+            request = _Request(command, action, session)
             try:
                 inbox.send_nowait(request)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -791,7 +792,7 @@ class RedisStorage:
                 await request.done.wait()
                 if not isinstance(request.error, _ConnectionGone):
                     if request.error is not None:
-                        if lease is not None:
+                        if lease is not None and not _not_durable(request.error):
                             lease.broken = True
                         raise request.error
                     result: _T = request.result
@@ -811,7 +812,7 @@ class RedisStorage:
                     async for request in outbox:
                         try:
                             request.result = await self._bounded(
-                                request.command(client), request.action, session
+                                request.command(client), request.action, request.session
                             )
                         except StorageError as exc:
                             request.error = exc
@@ -966,6 +967,12 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:  # nover
             raise exc
         return exc
     return RuntimeError("an empty exception group")
+
+
+def _not_durable(error: BaseException) -> bool:
+    """Whether `error` is a save that Redis made but too few replicas acknowledged (``WAIT``):
+    Redis answered, so the lease can still be released at once."""
+    return type(error.__cause__).__name__ == "ReplicationError"
 
 
 def _drain(outbox: MemoryObjectReceiveStream[_Request]) -> list[_Request]:
