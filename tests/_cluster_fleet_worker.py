@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run by path: make `tests` and `planet_async` im
 import anyio
 import httpx
 
-from planet_async import AuthorizationServer, RedisStorage
+from planet_async import AuthorizationServer, AuthServerUnavailable, RedisStorage
 from planet_async.web import SessionPool
 from tests._fleet import jwt_claims
 from tests._helpers import API, VerifyingApi
@@ -87,7 +87,15 @@ async def run(
         SessionPool(server, web_client(), storage) as pool,
         httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
     ):
-        await server.metadata()  # discovered now, not by 16 processes' first renewals at once
+        # Discovered now, not by 16 processes' first renewals at once. 16 processes starting on
+        # two cores can starve one past the request's timeout: a few attempts, bounded.
+        for attempt in range(5):
+            try:
+                await server.metadata()
+                break
+            except AuthServerUnavailable:
+                if attempt == 4:
+                    raise
         print("ready", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
         start = anyio.current_time()
