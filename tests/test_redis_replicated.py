@@ -35,6 +35,7 @@ from planet_async.storage._redis import _split_topology, _take_replicas
 from tests._browser import device_login_saved
 from tests._helpers import FakeClock
 from tests._peer import Peer
+from tests._redis import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -468,3 +469,26 @@ async def test_an_entered_storage_names_the_session_a_call_failed_for(redis: Any
         with pytest.raises(StorageError, match="fewer than 1 replica") as caught:
             await storage.save("alice", _token("a"))
     assert "cannot save session 'alice' in redis://" in str(caught.value)
+
+
+# -- deletions heard on Sentinel and Cluster ---------------------------------------------------
+
+
+async def test_deletions_are_heard_through_sentinel_and_cluster_urls(
+    redis_sentinel: Any, redis_cluster: Any
+) -> None:
+    """`watch_deletions` hears a deletion on a Sentinel URL (it subscribed on the first
+    sentinel, which no ``PUBLISH`` of the primary reaches: a `SessionPool` never heard a
+    sign-out there) and on a Cluster URL, also when the first node the URL names is down (the
+    Cluster fleet's killed primary was the first)."""
+    closed = f"127.0.0.1:{free_port()}"
+    cluster_hosts = redis_cluster.url.removeprefix("redis+cluster://")
+    for url in (redis_sentinel.url, f"redis+cluster://{closed},{cluster_hosts}"):
+        storage = RedisStorage(url, timeout=2)
+        watch = storage.watch_deletions()
+        assert watch is not None
+        async with watch as deletions:
+            await storage.save("gone", _token("a"))
+            await storage.delete("gone")
+            with anyio.fail_after(10):  # a guard against a hang; it comes in milliseconds
+                assert await anext(deletions) == "gone"

@@ -16,7 +16,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -36,6 +36,8 @@ from ._url import check_redis_url, mask_url, url_secrets
 # `novermin` below marks BaseExceptionGroup: on 3.10 it is this backport (vermin cannot tell).
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # novermin
+
+_GROUP = BaseExceptionGroup  # novermin
 
 if TYPE_CHECKING:
     import coredis
@@ -631,33 +633,69 @@ class RedisStorage:
     async def watch_deletions(self) -> AsyncIterator[AsyncIterator[str]]:
         """Subscribe to `deletions_channel` on a connection of its own, until the block ends.
 
+        On one node, there; on a Redis Cluster, on the first of the URL's nodes that answers (a
+        ``PUBLISH`` reaches every node of a cluster); with Sentinel, on the primary the
+        sentinels name (a sentinel is no data node: nothing published there reaches it).
+
         Raises:
             StorageError: Redis cannot be reached (the iterator stops when the connection
                 drops; watchers subscribe again and re-read what they hold).
         """
-        client = self._coredis.Redis.from_url(
-            self._url,
-            decode_components=True,
-            decode_responses=False,
-            connect_timeout=self.timeout,
-        )
         try:
-            async with (
-                client,
-                client.pubsub(
-                    channels=[self.deletions_channel],
-                    ignore_subscribe_messages=True,
-                    retry_policy=None,  # a dropped watch must show: deletions may be missed
-                    subscription_timeout=self.timeout,
-                ) as pubsub,
-                aclosing(_session_names(pubsub)) as names,
-            ):
-                yield names
+            last: BaseException | None = None
+            for url in await self._watch_targets():
+                subscribed = False
+                try:
+                    async with AsyncExitStack() as stack:
+                        names = await self._subscribe(stack, url)
+                        subscribed = True
+                        yield names
+                        return
+                except (OSError, self._coredis.exceptions.RedisError, _GROUP) as exc:
+                    if subscribed:
+                        raise
+                    last = exc  # this node cannot be reached: try the next one
+            assert last is not None
+            raise last
         except BaseExceptionGroup as group:  # novermin
             leaf = _first_leaf(group)
             raise self._error(leaf, "watch deletions of", "*") from None
         except (OSError, self._coredis.exceptions.RedisError) as exc:
             raise self._error(exc, "watch deletions of", "*") from exc
+
+    async def _watch_targets(self) -> list[str]:
+        """Single-node URLs to subscribe on, in the order to try them."""
+        topology = self._topology
+        if topology.kind == "node":
+            return [self._url]
+        if topology.kind == "cluster":
+            return [_with_host(self._url, host, port) for host, port in topology.hosts]
+        with anyio.fail_after(self.timeout):
+            async with self._sentinel() as sentinel:
+                host, port = await sentinel.discover_primary(topology.service)
+        return [_with_host(self._url, str(host), int(port))]
+
+    async def _subscribe(self, stack: AsyncExitStack, url: str) -> AsyncIterator[str]:
+        """Subscribe on the node at `url`, for as long as `stack` is open."""
+        client = self._coredis.Redis.from_url(
+            url,
+            decode_components=True,
+            decode_responses=False,
+            connect_timeout=self.timeout,
+        )
+        await stack.enter_async_context(client)
+        pubsub = await stack.enter_async_context(
+            client.pubsub(
+                channels=[self.deletions_channel],
+                ignore_subscribe_messages=True,
+                retry_policy=None,  # a dropped watch must show: deletions may be missed
+                subscription_timeout=self.timeout,
+            )
+        )
+        names: AsyncIterator[str] = await stack.enter_async_context(
+            aclosing(_session_names(pubsub))
+        )
+        return names
 
     # -- the RecordStore protocol (a web service's pending logins) -----------------------------
 
@@ -888,6 +926,17 @@ class RedisStorage:
             "username": unquote(parts.username) if parts.username else None,
             "password": unquote(parts.password) if parts.password else None,
         }
+        async with self._sentinel() as sentinel:
+            primary = sentinel.primary_for(topology.service, db=topology.db, **credentials)
+            async with primary:
+                yield primary
+
+    def _sentinel(self) -> Any:
+        """A client of the URL's sentinels (enter it to use it)."""
+        topology = self._topology
+        from coredis.connection import TCPLocation
+
+        locations = [TCPLocation(host, port) for host, port in topology.hosts]
         sentinel_options: dict[str, Any] = {}
         if topology.sentinel_password is not None:
             # Given, these replace what coredis would otherwise take over from `options`.
@@ -897,10 +946,13 @@ class RedisStorage:
                 "username": topology.sentinel_username,
                 "password": topology.sentinel_password,
             }
-        async with coredis.Sentinel(locations, **sentinel_options, **options) as sentinel:
-            primary = sentinel.primary_for(topology.service, db=topology.db, **credentials)
-            async with primary:
-                yield primary
+        return self._coredis.Sentinel(
+            locations,
+            **sentinel_options,
+            decode_responses=False,
+            connect_timeout=self.timeout,
+            stream_timeout=self.timeout,
+        )
 
     async def _bounded(self, request: Awaitable[_T], action: str, session: str) -> _T:
         try:
@@ -967,6 +1019,14 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:  # nover
             raise exc
         return exc
     return RuntimeError("an empty exception group")
+
+
+def _with_host(url: str, host: str, port: int) -> str:
+    """`url` with its host and port replaced (credentials, database and options kept)."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return parts._replace(netloc=f"{userinfo}{at}{where}").geturl()
 
 
 def _not_durable(error: BaseException) -> bool:
