@@ -8,8 +8,9 @@ long-running service has), prints ``ready``, waits for ``go`` on stdin, then for
 sends about RATE requests a second (from `TASKS` tasks, each paced on its own, so that a request
 that waits for a renewal holds back only its own task) to a stand-in API that verifies each
 token (signature, issuer, audience, expiry) and checks that its ``sub`` is the user the request
-was for. The users are requested in rounds, each round every one of USERS once in a fresh random
-order. It prints one JSON line:
+was for. The users are requested in rounds, each round every one of USERS once, in an order the
+process draws at random once (so a process comes back to a user once a round). It prints one
+JSON line:
 
     {"requests": n, "rejected": n, "wrong_user": n,
      "tokens": {user: {sha256 of token: wall-clock time first sent}},
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -73,14 +75,12 @@ async def run(
 
     transport = TimedTransport()
     server = AuthorizationServer(issuer, transport=transport)
-    rng = random.Random()
-    order: list[str] = []  # what is left of this round, in a random order
+    # Rounds in one random order of this process's own: each user comes back once a round.
+    order = random.Random().sample(users, len(users))
+    turn = itertools.count()
 
     def next_user() -> str:
-        if not order:
-            order.extend(users)
-            rng.shuffle(order)
-        return order.pop()
+        return order[next(turn) % len(order)]
 
     async with (
         RedisStorage(url) as storage,  # one cluster client for the process's storage calls
