@@ -766,8 +766,9 @@ class TokenManager:
             # and one whose answer was lost may have been. Nothing is spent: take it away
             # again, or every other process would wait up to `_RENEWING_FOR` for a renewal
             # that never happened (and a manager made anew for the session, as a SessionPool
-            # makes one, would be such another process).
-            await self._unmark(base)
+            # makes one, would be such another process). While the store is down this fails
+            # too, quietly: the renewal's own failure is what is reported.
+            await self._unmark(base, level=logging.DEBUG)
             raise
         if not written:
             raise StorageError(
@@ -776,7 +777,7 @@ class TokenManager:
             )
         return marked
 
-    async def _unmark(self, base: TokenSet) -> None:
+    async def _unmark(self, base: TokenSet, *, level: int = logging.WARNING) -> None:
         """The token request with `base` failed (a 5xx, no connection, `invalid_grant`, no
         answer in time), or the mark itself could not be stored (it may be all the same): store
         `base` again without this process's mark, while the lease is still ours, so that the
@@ -794,7 +795,8 @@ class TokenManager:
         The mark stays where it must: when the lease lapsed (this process stalled, the fenced
         save is refused) or the stored session is no longer this process's marked one (a
         `SessionPool` deleted a refused session; another writer stored a newer one). Never
-        raises: the caller raises the renewal's own error.
+        raises: the caller raises the renewal's own error; a removal that fails is logged at
+        `level`.
         """
         try:
             stored = await self._load()
@@ -814,7 +816,8 @@ class TokenManager:
                 self.session,
             )
         except Exception as exc:
-            logger.warning(
+            logger.log(
+                level,
                 "session %r: may not have removed the renewing mark after the failed renewal "
                 "(%s); if it is left, other processes wait up to %g s before renewing",
                 self.session,
