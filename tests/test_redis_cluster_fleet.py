@@ -166,6 +166,10 @@ def _run(peer: Peer, cluster: ClusterGroup, tmp_path: Path, scale: Scale) -> Non
     logs.mkdir()
     backends = ("asyncio", "trio") * (scale.processes // 2)
     args = [peer.issuer, cluster.url, str(scale.seconds), str(scale.rate), *users]
+    # The topology asked for: 3 primaries, each with one replica in sync.
+    roles = [node.call("INFO", "replication") for node in cluster.nodes]
+    assert sum(b"role:master" in info for info in roles) == 3
+    assert all(b"connected_slaves:1" in info for info in roles if b"role:master" in info)
     started = time.monotonic()
     with Fleet(args, backends, logs, module="tests._cluster_fleet_worker") as fleet:
         ready = time.monotonic() - started
