@@ -474,8 +474,9 @@ class RedisStorage:
         self._shared: tuple[anyio.abc.TaskGroup, MemoryObjectSendStream[_Request]] | None = None
 
     async def __aenter__(self) -> RedisStorage:
-        """Keep one connection open until the block ends, for every call made in this event
-        loop: a renewal then costs a few round trips instead of a connection of its own."""
+        """Keep one client open until the block ends, for every call made in this event loop: a
+        renewal then costs a few round trips instead of a connection of its own. Calls run
+        concurrently on it: one that waits holds back no other session's."""
         if self._shared is not None:
             raise RuntimeError("this RedisStorage is already entered")
         tasks = anyio.create_task_group()
@@ -713,7 +714,7 @@ class RedisStorage:
     @asynccontextmanager
     async def lock(self, session: str) -> AsyncIterator[None]:
         lease = _Lease(self._key(session, "lock"), secrets.token_urlsafe(24))
-        # One connection for the whole lease (acquire, load, save, extend, release), in a task of
+        # One client for the whole lease (acquire, load, save, extend, release), in a task of
         # its own: the caller's work never runs inside coredis's task group. The group is entered
         # and left by hand, so that an error of the caller's comes out as itself, not wrapped in
         # an ExceptionGroup.
@@ -840,25 +841,31 @@ class RedisStorage:
         )
 
     async def _serve(self, outbox: MemoryObjectReceiveStream[_Request], session: str) -> None:
-        """The lease's connection: runs the requests sent to it, one at a time, until the lock
-        is left. It never raises: a failure is its requests' outcome."""
+        """The lease's client (or the shared one): runs the requests sent to it until the lock is
+        left, each in a task of its own, so that a call that waits (``WAIT`` for a replica that
+        a failover took away, a node that does not answer) holds back its own caller only, not
+        every session sharing the client. It never raises: a failure is its requests' outcome."""
         gone: BaseException = _ConnectionGone()
         try:
             async with outbox:
 
+                async def run(client: coredis.Redis[bytes], request: _Request) -> None:
+                    try:
+                        request.result = await self._bounded(
+                            request.command(client), request.action, request.session
+                        )
+                    except StorageError as exc:
+                        request.error = exc
+                    except BaseException:
+                        request.error = gone  # the caller sends it again elsewhere
+                        raise
+                    finally:
+                        request.done.set()
+
                 async def serve(client: coredis.Redis[bytes]) -> None:
-                    async for request in outbox:
-                        try:
-                            request.result = await self._bounded(
-                                request.command(client), request.action, request.session
-                            )
-                        except StorageError as exc:
-                            request.error = exc
-                        except BaseException:
-                            request.error = gone  # the caller sends it again elsewhere
-                            raise
-                        finally:
-                            request.done.set()
+                    async with anyio.create_task_group() as running:
+                        async for request in outbox:
+                            running.start_soon(run, client, request)
 
                 try:
                     await self._with_client(serve, "connect for", session)
