@@ -471,6 +471,29 @@ async def test_an_entered_storage_names_the_session_a_call_failed_for(redis: Any
     assert "cannot save session 'alice' in redis://" in str(caught.value)
 
 
+async def test_a_call_that_waits_holds_back_no_other_session(redis: Any) -> None:
+    """An entered `RedisStorage` shares one client among all its sessions: a save that waits for
+    a replica (``WAIT``, as after a failover took its shard's replica away) holds back no other
+    session's call. They ran one at a time: in the Cluster fleet, leases of sessions on healthy
+    primaries lapsed behind such saves, 1 s each."""
+    outcome: list[str] = []
+    async with RedisStorage(redis.url, replicas=1, replica_timeout=3, timeout=5) as storage:
+
+        async def save() -> None:
+            with pytest.raises(StorageError, match="fewer than 1 replica"):
+                await storage.save("waiting", _token("w"))
+            outcome.append("save refused")
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(save)
+            with anyio.fail_after(5):  # a guard against a hang: the save is in WAIT at once
+                while b"cmd=wait" not in redis.call("CLIENT", "LIST"):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            assert await storage.load("other") is None
+            outcome.append("load answered")
+    assert outcome == ["load answered", "save refused"]
+
+
 # -- deletions heard on Sentinel and Cluster ---------------------------------------------------
 
 
