@@ -15,7 +15,7 @@ JSON line:
     {"requests": n, "rejected": n, "wrong_user": n,
      "tokens": {user: {sha256 of token: wall-clock time first sent}},
      "requested": {user: [wall-clock time of each request sent]},
-     "failed": [[user, wall-clock time sent, "ExceptionType: message"], ...],
+     "failed": [[user, wall-clock time sent, time it failed, "ExceptionType: message"], ...],
      "obtained": {user: [[sha256 of a token a refresh grant gave, wall-clock time it came]]}}
 
 A watchdog ends the process if something hangs (SECONDS + 90 s after it starts).
@@ -115,7 +115,8 @@ async def run(
                 try:
                     response = await client.get(f"{API}/x?as={user}", auth=pool.auth(user))
                 except Exception as exc:
-                    failed.append([user, sent, f"{type(exc).__name__}: {str(exc)[:300]}"])
+                    text = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    failed.append([user, sent, time.time(), text])
                     print(f"{sent} {user}: request failed: {exc!r}", file=sys.stderr, flush=True)
                 else:
                     if response.status_code != 200:
