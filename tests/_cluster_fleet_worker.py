@@ -16,6 +16,8 @@ JSON line:
      "tokens": {user: {sha256 of token: wall-clock time first sent}},
      "requested": {user: [wall-clock time of each request sent]},
      "failed": [[user, wall-clock time sent, time it failed, "ExceptionType: message"], ...],
+     "refused": [[user, time the API refused its token, the token's exp, whether the API would
+                  have taken it a second before its exp], ...],
      "obtained": {user: [[sha256 of a token a refresh grant gave, wall-clock time it came]]}}
 
 A watchdog ends the process if something hangs (SECONDS + 90 s after it starts).
@@ -63,6 +65,7 @@ async def run(
     tokens: dict[str, dict[str, float]] = {user: {} for user in users}
     requested: dict[str, list[float]] = {user: [] for user in users}
     failed: list[list[Any]] = []
+    refused: list[list[Any]] = []
     counts = {"requests": 0, "rejected": 0, "wrong_user": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -71,7 +74,15 @@ async def run(
         if jwt_claims(token)["sub"] != user:
             counts["wrong_user"] += 1
         tokens[user].setdefault(_digest(token), round(time.time(), 3))
-        return api.handler(request)
+        response = api.handler(request)
+        if response.status_code == 401:
+            # Why: would the API have taken it a second before its `exp`?
+            now, exp = time.time(), int(jwt_claims(token)["exp"])
+            api.clock = lambda: exp - 1
+            valid_before_exp = api.verify(token)
+            api.clock = time.time
+            refused.append([user, now, exp, valid_before_exp])
+        return response
 
     transport = TimedTransport()
     server = AuthorizationServer(issuer, transport=transport)
@@ -132,6 +143,7 @@ async def run(
         "tokens": tokens,
         "requested": requested,
         "failed": failed,
+        "refused": refused,
         "obtained": transport.obtained,
     }
 
