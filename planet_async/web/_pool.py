@@ -112,6 +112,9 @@ class _UserGrant:
             self._entry.expired = True
             raise SessionExpired(str(exc), session=key) from None
 
+    async def still_active(self, current: TokenSet, *, clock: Callable[[], float]) -> bool | None:
+        return await self._grant.still_active(current, clock=clock)
+
     async def _forget_refused(self, refused: TokenSet) -> None:
         """Delete the stored session if it still holds the refresh token the server refused
         (called under the session's lock): it is dead for every replica, which then tells the
