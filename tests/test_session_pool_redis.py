@@ -576,3 +576,31 @@ async def test_a_user_revoked_while_the_watch_was_down_is_sent_to_log_in(
         assert server.call("KEYS", "*") == []
         assert (peer.introspections(), peer.grants("refresh_token")) == (1, 0)
         assert peer.errors() == {}
+
+
+async def test_a_sign_out_after_the_restart_reaches_the_replica_holding_the_lost_session(
+    peer: Any, start_redis: Callable[..., RedisServer]
+) -> None:
+    """Redis came back empty; replica one still holds lee's tokens from before. Lee signs out
+    on replica two, which holds nothing of lee and finds nothing stored: it deletes all the
+    same, so replica one hears of it and forgets what it held. Lee's next request there is
+    `SessionExpired`, with no request to the server: the session is not restored."""
+    server = start_redis()
+    async with (
+        replica(peer, server.url, timeout=0.5) as one,
+        replica(peer, server.url, timeout=0.5) as two,
+    ):
+        await one.sign_in("lee", await web_login(peer.issuer, "lee"))
+        await one.header("lee")
+        server.stop()
+        server.start()
+        await _until_dropped(one, "lee")
+        peer.reset()
+        assert await two.sign_out("lee") is False  # nothing to revoke from here
+        with anyio.fail_after(10):
+            while one._orphans:  # noqa: ASYNC110 - the deletion arrives through Redis
+                await anyio.sleep(0.05)
+            with pytest.raises(SessionExpired, match="is not stored"):
+                await one.header("lee")
+        assert server.call("KEYS", "*") == []
+        assert (peer.introspections(), peer.grants("refresh_token")) == (0, 0)

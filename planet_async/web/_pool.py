@@ -295,8 +295,9 @@ class SessionPool:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # user id -> entry, LRU first
         self._by_key: dict[str, str] = {}  # storage key -> user id, for sign-outs elsewhere
         self._draining: dict[str, _Entry] = {}  # dropped, but settling first (user id -> entry)
-        # Sessions held when the deletions watch last broke (user id -> token), restored on the
-        # user's next request if the storage lost them (see `_watch`); at most `max_sessions`.
+        # Sessions held when the deletions watch last broke (storage key -> token), restored on
+        # the user's next request if the storage lost them (see `_watch`); at most
+        # `max_sessions`.
         self._orphans: dict[str, TokenSet] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._settling = False
@@ -461,10 +462,15 @@ class SessionPool:
         key = self.key(user_id)
         entry = self._entries.pop(user_id, None) or self._draining.pop(user_id, None)
         self._by_key.pop(key, None)
-        orphan = self._orphans.pop(user_id, None)
+        orphan = self._orphans.pop(key, None)
         if entry is None:  # not held here: a manager of its own, to delete under the lock
             entry = self._new_entry(user_id, key, self._clock())
-        token = await _manager(entry).forget() or orphan or entry.orphan
+        token = await _manager(entry).forget()
+        if token is None:
+            # Nothing stored, nothing held here (the storage lost it?): delete all the same,
+            # which tells the replicas watching to drop what they still hold of the user.
+            await self.storage.delete(key)
+            token = orphan or entry.orphan
         if token is None or token.refresh_token is None:
             return False
         return await revoke_token(
@@ -498,7 +504,7 @@ class SessionPool:
             key = stale.key if stale is not None else self.key(user_id)
             entry = self._new_entry(user_id, key, now)
             if self._orphans:
-                entry.orphan = self._orphans.pop(user_id, None)
+                entry.orphan = self._orphans.pop(key, None)
             if stale is not None:
                 # The user was told to log in again: a fresh manager reads the stored session
                 # (a login on another replica), while the grant still refuses to resend the
@@ -628,10 +634,10 @@ class SessionPool:
             watch = renewed
 
     def _deleted_elsewhere(self, key: str) -> None:
+        self._orphans.pop(key, None)
         user_id = self._by_key.pop(key, None)
         if user_id is None:
             return
-        self._orphans.pop(user_id, None)
         entry = self._entries.pop(user_id, None) or self._draining.pop(user_id, None)
         if entry is None:
             return
@@ -653,9 +659,9 @@ class SessionPool:
                 current = _manager(entry)._current
                 held = current.token if current is not None else entry.orphan
                 if held is not None and held.refresh_token is not None:
-                    orphans[user_id] = held
-        for user_id in list(itertools.islice(orphans, max(len(orphans) - self.max_sessions, 0))):
-            del orphans[user_id]  # the oldest first: memory stays bounded
+                    orphans[entry.key] = held
+        for key in list(itertools.islice(orphans, max(len(orphans) - self.max_sessions, 0))):
+            del orphans[key]  # the oldest first: memory stays bounded
 
 
 def _manager(entry: _Entry) -> TokenManager:
