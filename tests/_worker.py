@@ -17,13 +17,16 @@ audience, expiry). Finally it prints one JSON line:
 sent, in order of first use; `errors` counts requests that raised or did not end in 200,
 `rejected` the tokens the API refused, `outages` the wall-clock spans from a failed request to the
 next one that succeeded (or to the end of the run). A watchdog ends the process if the parent
-never says go or something hangs.
+never says go or something hangs. With ``PLANET_ASYNC_TEST_WORKER_LOG=1`` in its environment it
+also logs planet_async's records (DEBUG and up, each with its wall-clock time) to stderr, to see
+after a fleet run what each process did when.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import threading
@@ -152,6 +155,9 @@ def _storage(where: str) -> Storage:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if os.environ.get("PLANET_ASYNC_TEST_WORKER_LOG"):
+        logging.basicConfig(format="%(created).3f %(name)s %(levelname)s %(message)s")
+        logging.getLogger("planet_async").setLevel(logging.DEBUG)
     _start_watchdog(args.seconds + _GRACE)
     api = VerifyingApi(args.issuer)  # fetches the JWKS now, before the fleet starts
     storage = _storage(args.storage)
