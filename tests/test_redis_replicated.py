@@ -548,3 +548,28 @@ async def test_saves_wait_for_a_replica_again_once_one_is_back(
                 await storage.save("s", _token("held back"))
         finally:
             old.resume()
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+async def test_a_sentinel_that_sees_its_primary_down_is_passed_over(
+    redis_sentinel_without_replicas: Any,
+) -> None:
+    """After a failover the first sentinel of the URL still names the lost primary, and sees it
+    down (a sentinel cut off from the others: here one that knows only the lost primary). The
+    storage asks the next sentinel instead and reaches the new primary at the first attempt, for
+    a lease, a save and a read, on a connection per call and on one kept open (`async with`).
+    (Taking the first sentinel's answer, it would try the lost primary on every call.)"""
+    group = redis_sentinel_without_replicas
+    lost = group.start_lost_sentinel(group.primary.port)  # the primary the fixture killed
+    hosts = ",".join(f"127.0.0.1:{port}" for port in (lost, *group.sentinel_ports))
+    url = f"redis+sentinel://{hosts}/{group.NAME}/0"
+    storage = RedisStorage(url, timeout=2, lock_timeout=5)
+    async with storage.lock("s"):
+        await storage.save("s", _token("after"))
+    assert _access(await storage.load("s")) == "after"
+    new = group.server_on(group.primary_port())
+    assert new is not group.primary
+    assert new.call("EXISTS", "planet_async:{s}:token") == 1
+    async with RedisStorage(url, timeout=2) as kept:
+        assert _access(await kept.load("s")) == "after"

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -955,6 +956,11 @@ class RedisStorage:
                 "password": topology.sentinel_password,
             }
         async with coredis.Sentinel(locations, **sentinel_options, **options) as sentinel:
+            # coredis takes the first sentinel's answer, even from one that sees that primary
+            # down: after a failover, the first sentinel of the URL (the one leading the
+            # failover names the new primary last; one cut off from the others never does)
+            # would send every call to the primary that is gone.
+            sentinel.discover_primary = partial(_primary_named, coredis, sentinel.sentinels)
             primary = sentinel.primary_for(topology.service, db=topology.db, **credentials)
             async with primary:
                 yield primary
@@ -1005,6 +1011,53 @@ class RedisStorage:
             aside,
         )
         return 1
+
+
+async def _primary_named(coredis: Any, sentinels: list[Any], service: str) -> tuple[str, int]:
+    """The primary `sentinels` name for `service`: the first answer of a sentinel that does not
+    see that primary down (``s_down`` or ``o_down`` in ``SENTINEL MASTER``), as redis-py
+    chooses; failing that, the first answer at all.
+
+    Raises:
+        coredis.exceptions.PrimaryNotFoundError: No sentinel answered.
+    """
+    fallback: tuple[str, int] | None = None
+    for sentinel in sentinels:
+        view = await _view_of(coredis, sentinel, service)
+        if view is None:
+            continue
+        location, down = view
+        if not down:
+            return location
+        fallback = fallback or location
+    if fallback is None:
+        raise coredis.exceptions.PrimaryNotFoundError(f"No primary found for {service!r}")
+    return fallback
+
+
+async def _view_of(
+    coredis: Any, sentinel: Any, service: str
+) -> tuple[tuple[str, int], bool] | None:
+    """Where `sentinel` says `service`'s primary is, and whether it sees it down; None when it
+    does not answer, or does not know `service`."""
+    gone = (coredis.exceptions.ConnectionError, TimeoutError)
+    try:
+        state = await sentinel.sentinel_master(service)
+    except coredis.exceptions.ResponseError:
+        # Not watching `service`, or an ACL that allows only the plain question: ask that, and
+        # take its answer as coredis would.
+        try:
+            named = await sentinel.sentinel_get_master_addr_by_name(service)
+        except gone:
+            return None
+        return ((_text(named[0]), int(named[1])), False) if named else None
+    except gone:
+        return None
+    return (_text(state["ip"]), int(state["port"])), bool(state["is_sdown"] or state["is_odown"])
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _session_names(pubsub: Any) -> AsyncGenerator[str, None]:
