@@ -18,8 +18,8 @@ sent, in order of first use; `errors` counts requests that raised or did not end
 `rejected` the tokens the API refused, `outages` the wall-clock spans from a failed request to the
 next one that succeeded (or to the end of the run). A watchdog ends the process if the parent
 never says go or something hangs. With ``PLANET_ASYNC_TEST_WORKER_LOG=1`` in its environment it
-also logs planet_async's records (DEBUG and up, each with its wall-clock time) to stderr, to see
-after a fleet run what each process did when.
+also logs planet_async's records (DEBUG and up, each with its wall-clock time) to stderr, and the
+claims of each token the API refused, to see after a fleet run what each process did when.
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ from planet_async import (
     Storage,
     TokenManager,
 )
+from tests._fleet import jwt_claims
 from tests._helpers import API, VerifyingApi
 
 _GRACE = 30.0  # seconds the watchdog allows beyond the run itself
+_LOG = "PLANET_ASYNC_TEST_WORKER_LOG"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -121,6 +123,15 @@ async def _run(
                 failed = response.status_code != 200
                 if failed:
                     print(f"worker {os.getpid()}: HTTP {response.status_code}", file=sys.stderr)
+                    if response.status_code == 401 and os.environ.get(_LOG):
+                        token = response.request.headers.get("authorization", "").partition(" ")[2]
+                        claims = jwt_claims(token)
+                        print(
+                            f"worker {os.getpid()}: the API refused a token (iat "
+                            f"{claims.get('iat')}, exp {claims.get('exp')}) sent at {sent:.3f}, "
+                            f"answered at {time.time():.3f}",
+                            file=sys.stderr,
+                        )
             if failed:
                 errors += 1
                 if failed_since is None:
@@ -155,7 +166,7 @@ def _storage(where: str) -> Storage:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    if os.environ.get("PLANET_ASYNC_TEST_WORKER_LOG"):
+    if os.environ.get(_LOG):
         logging.basicConfig(format="%(created).3f %(name)s %(levelname)s %(message)s")
         logging.getLogger("planet_async").setLevel(logging.DEBUG)
     _start_watchdog(args.seconds + _GRACE)
