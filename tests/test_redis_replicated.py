@@ -559,7 +559,8 @@ async def test_a_sentinel_that_sees_its_primary_down_is_passed_over(
     down (a sentinel cut off from the others: here one that knows only the lost primary). The
     storage asks the next sentinel instead and reaches the new primary at the first attempt, for
     a lease, a save and a read, on a connection per call and on one kept open (`async with`).
-    (Taking the first sentinel's answer, it would try the lost primary on every call.)"""
+    (Taking the first sentinel's answer, it would try the lost primary on every call.) Given only
+    that sentinel, a call fails at once: no primary while the sentinels see theirs down."""
     group = redis_sentinel_without_replicas
     lost = group.start_lost_sentinel(group.primary.port)  # the primary the fixture killed
     hosts = ",".join(f"127.0.0.1:{port}" for port in (lost, *group.sentinel_ports))
@@ -573,3 +574,7 @@ async def test_a_sentinel_that_sees_its_primary_down_is_passed_over(
     assert new.call("EXISTS", "planet_async:{s}:token") == 1
     async with RedisStorage(url, timeout=2) as kept:
         assert _access(await kept.load("s")) == "after"
+    alone = RedisStorage(f"redis+sentinel://127.0.0.1:{lost}/{group.NAME}/0", timeout=2)
+    with pytest.raises(StorageError, match="see the primary of 'mymaster' down") as raised:
+        await alone.load("s")
+    assert f":{group.primary.port}" not in str(raised.value)

@@ -1016,41 +1016,50 @@ class RedisStorage:
 async def _primary_named(coredis: Any, sentinels: list[Any], service: str) -> tuple[str, int]:
     """The primary `sentinels` name for `service`: the first answer of a sentinel that does not
     see that primary down (``s_down`` or ``o_down`` in ``SENTINEL MASTER``), as redis-py
-    chooses; failing that, the first answer at all.
+    chooses. A sentinel that cannot tell (an ACL that allows it only ``GET-MASTER-ADDR-BY-NAME``)
+    is taken at its word when no other answers.
 
     Raises:
-        coredis.exceptions.PrimaryNotFoundError: No sentinel answered.
+        coredis.exceptions.PrimaryNotFoundError: No sentinel answered, or every one that did
+            sees the primary down: a failover is under way, and a write to that primary would
+            be lost with it (were it reachable at all).
     """
-    fallback: tuple[str, int] | None = None
+    unsure: tuple[str, int] | None = None
+    seen_down = False
     for sentinel in sentinels:
         view = await _view_of(coredis, sentinel, service)
         if view is None:
             continue
         location, down = view
-        if not down:
+        if down is False:
             return location
-        fallback = fallback or location
-    if fallback is None:
-        raise coredis.exceptions.PrimaryNotFoundError(f"No primary found for {service!r}")
-    return fallback
+        if down is None:
+            unsure = unsure or location
+        seen_down = seen_down or bool(down)
+    if unsure is not None:
+        return unsure
+    if seen_down:
+        raise coredis.exceptions.PrimaryNotFoundError(
+            f"the sentinels see the primary of {service!r} down (a failover under way?)"
+        )
+    raise coredis.exceptions.PrimaryNotFoundError(f"No primary found for {service!r}")
 
 
 async def _view_of(
     coredis: Any, sentinel: Any, service: str
-) -> tuple[tuple[str, int], bool] | None:
-    """Where `sentinel` says `service`'s primary is, and whether it sees it down; None when it
-    does not answer, or does not know `service`."""
+) -> tuple[tuple[str, int], bool | None] | None:
+    """Where `sentinel` says `service`'s primary is, and whether it sees it down (None: it may
+    not say); None when it does not answer, or does not know `service`."""
     gone = (coredis.exceptions.ConnectionError, TimeoutError)
     try:
         state = await sentinel.sentinel_master(service)
     except coredis.exceptions.ResponseError:
-        # Not watching `service`, or an ACL that allows only the plain question: ask that, and
-        # take its answer as coredis would.
+        # Not watching `service`, or an ACL that allows only the plain question: ask that.
         try:
             named = await sentinel.sentinel_get_master_addr_by_name(service)
         except gone:
             return None
-        return ((_text(named[0]), int(named[1])), False) if named else None
+        return ((_text(named[0]), int(named[1])), None) if named else None
     except gone:
         return None
     return (_text(state["ip"]), int(state["port"])), bool(state["is_sdown"] or state["is_odown"])
