@@ -182,6 +182,22 @@ async def test_sentinel_failover_keeps_the_session(
     assert group.server_on(new).call("EXISTS", "planet_async:{s}:token") == 1
 
 
+@pytest.mark.parametrize("topology", ["redis_sentinel", "redis_cluster"])
+async def test_a_deletion_reaches_watchers_on_a_replicated_store(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    """`watch_deletions` on a Sentinel URL listens on the primary the sentinels name, where
+    `delete` publishes, and on a Cluster URL through the cluster's own client: a watcher hears
+    the deletion. (On Sentinel it subscribed on the first sentinel, taken for a plain node, and
+    heard none.)"""
+    storage = RedisStorage(request.getfixturevalue(topology).url, timeout=2)
+    async with storage.watch_deletions() as deletions:
+        await storage.save("one", _token("v1"))
+        await storage.delete("one")
+        with anyio.fail_after(10):  # a guard against a hang
+            assert await anext(deletions) == "one"
+
+
 async def test_a_sentinel_storage_without_a_primary_is_a_storage_error(
     start_redis_topology: Callable[..., Any],
 ) -> None:

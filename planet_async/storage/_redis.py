@@ -693,15 +693,11 @@ class RedisStorage:
             StorageError: Redis cannot be reached (the iterator stops when the connection
                 drops; watchers subscribe again and re-read what they hold).
         """
-        client = self._coredis.Redis.from_url(
-            self._url,
-            decode_components=True,
-            decode_responses=False,
-            connect_timeout=self.timeout,
-        )
         try:
             async with (
-                client,
+                # The node itself; on Sentinel the primary the sentinels name, where `delete`
+                # publishes; on a Cluster the cluster's client (a publish reaches every node).
+                self._client(listening=True) as client,
                 client.pubsub(
                     channels=[self.deletions_channel],
                     ignore_subscribe_messages=True,
@@ -913,14 +909,14 @@ class RedisStorage:
             raise self._error(exc, action, session) from exc
 
     @asynccontextmanager
-    async def _client(self) -> AsyncIterator[Any]:
-        """A client of the node, of the primary the sentinels name now, or of the cluster."""
+    async def _client(self, *, listening: bool = False) -> AsyncIterator[Any]:
+        """A client of the node, of the primary the sentinels name now, or of the cluster;
+        `listening` (a Pub/Sub subscriber, which waits for messages as long as it takes) without
+        a bound on each read."""
         coredis = self._coredis
-        options: dict[str, Any] = {
-            "decode_responses": False,
-            "connect_timeout": self.timeout,
-            "stream_timeout": self.timeout,
-        }
+        options: dict[str, Any] = {"decode_responses": False, "connect_timeout": self.timeout}
+        if not listening:
+            options["stream_timeout"] = self.timeout
         topology = self._topology
         if topology.kind == "node":
             client = coredis.Redis.from_url(
