@@ -594,3 +594,27 @@ async def test_a_sentinel_that_sees_its_primary_down_is_passed_over(
     with pytest.raises(StorageError, match="see the primary of 'mymaster' down") as raised:
         await alone.load("s")
     assert f":{group.primary.port}" not in str(raised.value)
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+async def test_a_sentinel_user_allowed_only_the_primary_address_is_followed(
+    redis_sentinel_without_replicas: Any,
+) -> None:
+    """Sentinels whose ACL user may ask for the primary's address only (``SENTINEL
+    GET-MASTER-ADDR-BY-NAME``, not ``SENTINEL MASTER`` and its flags): the storage takes that
+    answer, as before, and reaches the primary."""
+    group = redis_sentinel_without_replicas
+    for port in group.sentinel_ports:
+        reply = group.sentinel_call(
+            port,
+            *("ACL", "SETUSER", "asker", "on", ">asker-pw", "-@all", "+@connection"),
+            "+sentinel|get-master-addr-by-name",
+        )
+        assert reply == "OK"
+    url = f"{group.url}?sentinel_username=asker&sentinel_password=asker-pw"
+    storage = RedisStorage(url, timeout=2)
+    await storage.save("s", _token("asked"))
+    assert _access(await storage.load("s")) == "asked"
+    primary = group.server_on(group.primary_port())
+    assert primary.call("EXISTS", "planet_async:{s}:token") == 1
