@@ -20,10 +20,17 @@ highest concurrency: the ceiling that made this benchmark use `_fast_api.py` ins
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -380,6 +387,16 @@ def run(ctx: Context) -> None:
 
 RENEWAL_CONCURRENCY = 256
 RENEWAL_CLIENT = "httpx2"
+PROBE_INTERVAL = 0.25  # seconds between the idle process's token requests
+SERVERS_NICE = -10  # the servers' priority in the second pass (0 is everyone's default)
+ROOT = Path(__file__).resolve().parent.parent
+PASSES = {
+    "same priority": 0,
+    f"servers first (nice {SERVERS_NICE})": SERVERS_NICE,
+}
+"""The renewal figure runs twice: the client, the API and the authorization server sharing the
+cores as equals; then with the two servers scheduled first, as servers on machines of their own
+would answer whatever the client's machine is doing."""
 TRANSPORTS = {
     "caller's loop": (False, False),
     "request on the renewal loop": (True, False),
@@ -470,21 +487,68 @@ def _time_renewals(manager: TokenManager) -> tuple[list[float], list[float]]:
 
 async def _busy_renewals(
     setup: Setup, off_loop: tuple[bool, bool], duration: float
-) -> tuple[Run, list[float], list[float], list[float]]:
+) -> tuple[Run, list[float], list[float], list[float], list[float]]:
     """The download job at RENEWAL_CONCURRENCY with the adapter, `_time_renewals` of every
-    renewal made during it, and the time of their token requests."""
+    renewal made during it, the time of their token requests, and that of the token requests
+    an idle process of its own made meanwhile (`_token_probe`)."""
     auth, exchanges = _auth_with(setup, off_loop)
     manager = auth.manager
     async with manager:
         await manager.header()
         exchanges.clear()
         adopted, done = _time_renewals(manager)
-        async with open_client(
-            RENEWAL_CLIENT, auth, RENEWAL_CONCURRENCY, timeout=REQUEST_TIMEOUT
-        ) as client:
-            job = await _job(client, setup.api.url, RENEWAL_CONCURRENCY, duration)
+        probe = _start_probe(setup, duration)
+        try:
+            async with open_client(
+                RENEWAL_CLIENT, auth, RENEWAL_CONCURRENCY, timeout=REQUEST_TIMEOUT
+            ) as client:
+                job = await _job(client, setup.api.url, RENEWAL_CONCURRENCY, duration)
+        finally:
+            out, _ = await anyio.to_thread.run_sync(
+                lambda: probe.communicate(timeout=duration + 30)
+            )
     run = Run(RENEWAL_CLIENT, "planet_async", RENEWAL_CONCURRENCY, rejected=0, **job)
-    return run, adopted, done, exchanges
+    return run, adopted, done, exchanges, json.loads(out)
+
+
+def _start_probe(setup: Setup, duration: float) -> subprocess.Popen[str]:
+    """`benchmarks._token_probe` for `duration` seconds: a token request every PROBE_INTERVAL."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks._token_probe",
+            f"{setup.ctx.peer.issuer}/token",
+            CLIENT_ID,
+            CLIENT_SECRET,
+            str(PROBE_INTERVAL),
+            str(duration),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+@contextlib.contextmanager
+def _servers_first(setup: Setup, nice: int) -> Iterator[bool]:
+    """Give the authorization server and the API this scheduling priority (`nice`, lower is
+    sooner) for a while: on 2 cores they otherwise wait for CPU behind the busy client, as
+    servers on machines of their own never do. Yields whether that was allowed (root, or
+    CAP_SYS_NICE, is needed to lower it)."""
+    pids = [setup.ctx.peer._proc.pid, setup.api._proc.pid]  # type: ignore[union-attr]
+    try:
+        for pid in pids:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except PermissionError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, pid, 0)
 
 
 async def _renewal_figure(
@@ -497,6 +561,7 @@ async def _renewal_figure(
             "busy": [],
             "busy_done": [],
             "busy_request": [],
+            "busy_probe": [],
             "files_per_s": [],
         }
         for name in TRANSPORTS
@@ -509,8 +574,11 @@ async def _renewal_figure(
             idle, idle_requests = await _idle_renewals(setup, TRANSPORTS[name], idle_count)
             found[name]["idle"] += idle
             found[name]["idle_request"] += idle_requests
-            run, adopted, done, requests = await _busy_renewals(setup, TRANSPORTS[name], duration)
+            run, adopted, done, requests, probe = await _busy_renewals(
+                setup, TRANSPORTS[name], duration
+            )
             found[name]["busy_request"] += requests
+            found[name]["busy_probe"] += probe
             found[name]["busy"] += adopted
             found[name]["busy_done"] += done
             found[name]["files_per_s"].append(run.files_per_s)
@@ -536,30 +604,66 @@ def ms_or_dash(value: float | None) -> str:
 def run_renewal(ctx: Context) -> None:
     """The renewal's wall time while RENEWAL_CONCURRENCY httpx2 downloads run, against the same
     renewal on an idle loop, with the token request made on the caller's loop or on the renewal
-    loop; and the job's files/s against the static header's."""
+    loop; and the job's files/s against the static header's. Twice: see PASSES."""
     reps = ctx.scaled(3, 1)
     duration = ctx.scaled(5, 3)
     idle_count = ctx.scaled(20, 10)
     ctx.configure_peer(ttl=3600, token_delay_ms=0)
     token = long_lived_token(ctx.peer.issuer)
     ctx.configure_peer(ttl=TTL, token_delay_ms=0)
+    passes: dict[str, Any] = {}
     with ApiProcess("benchmarks._fast_api", ctx.peer.issuer, LATENCY_MS) as api:
-        found = anyio.run(_renewal_figure, Setup(ctx, api, token), reps, duration, idle_count)
+        setup = Setup(ctx, api, token)
+        for title, nice in PASSES.items():
+            with _servers_first(setup, nice) as allowed:
+                if not allowed:
+                    print(f"  {title}: skipped (lowering a nice value needs root)", flush=True)
+                    continue
+                print(f"  {title}:", flush=True)
+                found = anyio.run(_renewal_figure, setup, reps, duration, idle_count)
+            passes[title] = _renewal_table(ctx, title, found, duration, reps)
+    write_results(
+        ctx,
+        "clients_renewal",
+        {
+            "parameters": {
+                "client": RENEWAL_CLIENT,
+                "concurrency": RENEWAL_CONCURRENCY,
+                "repetitions": reps,
+                "run_seconds": duration,
+                "ttl": TTL,
+                "latency_ms": LATENCY_MS,
+            },
+            "servers_nice": PASSES,
+            "passes": passes,
+        },
+    )
+
+
+def _renewal_table(
+    ctx: Context, title: str, found: dict[str, Any], duration: float, reps: int
+) -> dict[str, Any]:
+    """Show one pass's table; return its cells, and the raw figures."""
     static_rate = median(found["static_files_per_s"])
     rows = []
     summary: dict[str, Any] = {"static_files_per_s": static_rate}
     for name in TRANSPORTS:
-        idle, busy, busy_done = found[name]["idle"], found[name]["busy"], found[name]["busy_done"]
-        idle_request, busy_request = found[name]["idle_request"], found[name]["busy_request"]
-        rate = median(found[name]["files_per_s"])
+        cells = found[name]
+        idle, busy, done = cells["idle"], cells["busy"], cells["busy_done"]
+        rate = median(cells["files_per_s"])
+
+        def median_ms(values: list[float]) -> float | None:
+            return median(values) * 1000 if values else None
+
         cell = {
-            "idle_median_ms": median(idle) * 1000,
-            "idle_request_median_ms": median(idle_request) * 1000 if idle_request else None,
-            "busy_request_median_ms": median(busy_request) * 1000 if busy_request else None,
-            "busy_median_ms": median(busy) * 1000 if busy else None,
+            "idle_median_ms": median_ms(idle),
+            "busy_median_ms": median_ms(busy),
             "busy_max_ms": max(busy) * 1000 if busy else None,
-            "busy_done_median_ms": median(busy_done) * 1000 if busy_done else None,
             "busy_over_idle": median(busy) / median(idle) if busy else None,
+            "idle_request_median_ms": median_ms(cells["idle_request"]),
+            "busy_request_median_ms": median_ms(cells["busy_request"]),
+            "busy_probe_median_ms": median_ms(cells["busy_probe"]),
+            "busy_done_median_ms": median_ms(done),
             "renewals_measured": len(busy),
             "files_per_s": rate,
             "files_ratio": rate / static_rate,
@@ -568,13 +672,14 @@ def run_renewal(ctx: Context) -> None:
         rows.append(
             [
                 name,
-                f"{cell['idle_median_ms']:.1f}",
-                f"{cell['busy_median_ms']:.1f}" if busy else "-",
-                f"{cell['busy_max_ms']:.1f}" if busy else "-",
+                ms_or_dash(cell["idle_median_ms"]),
+                ms_or_dash(cell["busy_median_ms"]),
+                ms_or_dash(cell["busy_max_ms"]),
                 ratio(cell["busy_over_idle"], 1),
                 ms_or_dash(cell["idle_request_median_ms"]),
                 ms_or_dash(cell["busy_request_median_ms"]),
-                f"{cell['busy_done_median_ms']:.1f}" if busy_done else "-",
+                ms_or_dash(cell["busy_probe_median_ms"]),
+                ms_or_dash(cell["busy_done_median_ms"]),
                 str(len(busy)),
                 f"{rate:,.0f}",
                 ratio(cell["files_ratio"], 3),
@@ -582,7 +687,7 @@ def run_renewal(ctx: Context) -> None:
         )
     ctx.show(
         table(
-            f"Renewal on a busy loop: {RENEWAL_CLIENT}, {RENEWAL_CONCURRENCY} downloads, "
+            f"Renewal on a busy loop, {title}: {RENEWAL_CLIENT}, {RENEWAL_CONCURRENCY} downloads, "
             f"{duration} s runs x {reps}, tokens living {TTL} s",
             [
                 "token request made on",
@@ -592,6 +697,7 @@ def run_renewal(ctx: Context) -> None:
                 "busy / idle",
                 "token request alone, idle, ms",
                 "token request alone, busy, ms",
+                "same request from an idle process, busy, ms",
                 "busy, until done, median ms",
                 "renewals",
                 "files/s",
@@ -605,25 +711,12 @@ def run_renewal(ctx: Context) -> None:
                 "idle); until done: until saved and its waiters released (the manager's "
                 "`renewal_succeeded` event). Token request alone: from sending the token "
                 "request until its answer was read, on the loop that sends it (median): the "
-                "authorization server's share, with that loop's waits. files/s: "
-                f"median over the runs; the static header's median is {static_rate:,.0f} "
-                "(target >= 0.95x)."
+                "authorization server's share, with that loop's waits. From an idle process: "
+                f"the same request every {PROBE_INTERVAL} s from a process doing nothing else "
+                "during the busy runs: what the server takes under this machine's load, with no "
+                "loop of ours in the way. files/s: median over the runs; the static header's "
+                f"median is {static_rate:,.0f} (target >= 0.95x)."
             ),
         )
     )
-    write_results(
-        ctx,
-        "clients_renewal",
-        {
-            "parameters": {
-                "client": RENEWAL_CLIENT,
-                "concurrency": RENEWAL_CONCURRENCY,
-                "repetitions": reps,
-                "run_seconds": duration,
-                "ttl": TTL,
-                "latency_ms": LATENCY_MS,
-            },
-            "cells": summary,
-            "raw": found,
-        },
-    )
+    return {"cells": summary, "raw": found}

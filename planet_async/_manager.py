@@ -21,6 +21,7 @@ from ._errors import (
     ConfigurationError,
     InvalidGrantError,
     LockLost,
+    LoginRequired,
     PlanetAuthError,
     StorageError,
     fresh_copy,
@@ -186,18 +187,20 @@ class TokenManager:
         task_group: Run background renewals in this task group (one that many managers share,
             as a `SessionPool` does) instead of one of the manager's own from ``async with``.
         lost_session_wait: For a store that can come back empty (a Redis restarted without
-            persistence; a lease storage): when this process finds no stored session while it
-            holds one with a refresh token, it stores its copy again, marked so that no process
-            spends that copy's refresh token for this many seconds. A process holding a newer
-            generation of the session writes its own back over the marked copy at its next
-            renewal (see generations), and everyone adopts that one; so an older refresh token
-            is never spent first (with rotating refresh tokens, the server's reuse detection
-            would revoke the whole session). Give at least the token lifetime: an active process
-            renews, and so writes back, within one. Meanwhile the current token keeps serving;
-            past its expiry callers get `StorageError` (with `retry_after`) until the wait ends,
-            and then the copy is renewed. None (the default) renews the copy in memory at once:
-            no wait for a process alone, but a process holding an older refresh token loses the
-            session for every process.
+            persistence; a lease storage), when the authorization server cannot say whether a
+            refresh token is still active (no introspection endpoint). By default, a process
+            that finds no stored session while it holds one with a refresh token asks the
+            server (introspection, which spends nothing): it renews from memory only if the
+            refresh token is still active, so an older one, rotated by another process since,
+            is never spent (the server's reuse detection would revoke the whole session);
+            otherwise it raises `LoginRequired` and adopts the newest holder's copy once that
+            is stored again. With this set, it instead stores its copy again, marked so that
+            no process spends that copy's refresh token for this many seconds; a process
+            holding a newer generation writes its own back over it at its next renewal (see
+            generations), and everyone adopts that one. Give at least the token lifetime: an
+            active process renews, and so writes back, within one. Meanwhile the current token
+            keeps serving; past its expiry callers get `StorageError` (with `retry_after`)
+            until the wait ends, and then the copy is renewed.
     """
 
     def __init__(
@@ -948,11 +951,15 @@ class TokenManager:
         """The storage holds no session though this process holds one: a store that came back
         empty, or a deletion nobody told this process of. With `lost_session_wait`, store the
         copy again, marked so that its refresh token is not spent before the wait ends (see the
-        argument); return what is stored now. Without it (or with nothing to protect: no
-        refresh token, a lock that cannot lapse, so a store that does not lose data), None: the
-        copy in memory is renewed as it is."""
+        argument); return what is stored now. Without it, None once the server says the
+        refresh token is still active, or cannot tell (`_require_active`); and None with
+        nothing to protect (no refresh token; a lock that cannot lapse, so a store that does
+        not lose data): the copy in memory is renewed as it is."""
         wait = self._lost_session_wait
-        if wait is None or held.refresh_token is None or not self.storage.lock_can_lapse:
+        if held.refresh_token is None or not self.storage.lock_can_lapse:
+            return None
+        if wait is None:
+            await self._require_active(held)
             return None
         held = _without_mark(held)
         marked = held.model_copy(
@@ -972,6 +979,40 @@ class TokenManager:
             wait,
         )
         return marked
+
+    async def _require_active(self, held: TokenSet) -> None:
+        """Before renewing from memory a session the store has lost, ask the server whether its
+        refresh token is still active (introspection, which spends nothing). Inactive means
+        another process renewed the session with it after this one last read the store (that
+        process holds the newest refresh token, and stores it again at its next renewal), or
+        it was revoked: spending it would be refused, and a server that detects reuse would
+        revoke the session for every process. Nothing is spent then; the next attempts (after
+        the server backoff) adopt what the store holds by then. A server that cannot tell
+        leaves the renewal as it was.
+
+        Raises:
+            LoginRequired: The server reports the refresh token inactive.
+            AuthServerUnavailable: The server could not be asked.
+        """
+        ask = getattr(self.grant, "still_active", None)
+        if ask is None:
+            return
+        active = await ask(held, clock=self._clock)
+        if active is False:
+            raise LoginRequired(
+                f"session {self.session!r}: the storage holds no session (it came back empty, "
+                "or the session was deleted) and the server reports this process's refresh "
+                "token inactive: another process renewed the session since (it stores its newer "
+                "copy again at its next renewal, and this process then uses it), or it was "
+                "revoked (log in again). Nothing was spent"
+            )
+        if active:
+            logger.info(
+                "session %r: the storage holds no session, though this process holds one; the "
+                "server reports its refresh token active (nobody renewed with it), so it is "
+                "renewed from memory and stored again",
+                self.session,
+            )
 
     async def _save(
         self, token: TokenSet, *, over: TokenSet | None, conditional: bool = True

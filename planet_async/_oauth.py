@@ -662,6 +662,50 @@ async def revoke_token(
     return True
 
 
+async def token_is_active(
+    server: AuthorizationServer,
+    client: ClientAuth,
+    token: str,
+    *,
+    hint: str,
+    clock: Clock,
+) -> bool | None:
+    """Ask the server whether `token` is active (RFC 7662 introspection), without spending it.
+    A refresh token that was rotated (spent) or revoked is inactive.
+
+    Returns:
+        The server's answer; None when it cannot tell: it offers no introspection endpoint, or
+        refuses this client introspection (an error other than a 5xx or 429).
+
+    Raises:
+        AuthServerUnavailable: The server could not be reached, or answered a 5xx or 429.
+    """
+    try:
+        await server.endpoint("introspection_endpoint")
+    except ConfigurationError:
+        return None
+    endpoint, response = await server.post_form(
+        "introspection_endpoint",
+        {"token": token, "token_type_hint": hint},
+        client,
+        clock=clock,
+        context="introspection",
+    )
+    if response.status_code == 429 or response.status_code >= 500:
+        raise AuthServerUnavailable(
+            f"{endpoint} answered HTTP {response.status_code}",
+            endpoint=endpoint,
+            retry_after=parse_retry_after(response.headers.get("retry-after"), now=clock()),
+        )
+    data = _json_object(response)
+    if response.status_code != 200 or data is None or not isinstance(data.get("active"), bool):
+        logger.info(
+            "%s cannot tell whether a token is active (%s)", endpoint, _describe_body(response)
+        )
+        return None
+    return bool(data["active"])
+
+
 def scope_param(scopes: Sequence[str]) -> dict[str, str]:
     """The `scope` form field for `scopes`, or nothing when there are none."""
     return {"scope": " ".join(scopes)} if scopes else {}

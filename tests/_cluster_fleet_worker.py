@@ -44,7 +44,12 @@ if __package__ in (None, ""):  # run by path: make `tests` and `planet_async` im
 import anyio
 import httpx
 
-from planet_async import AuthorizationServer, AuthServerUnavailable, RedisStorage
+from planet_async import (
+    AuthorizationServer,
+    AuthServerUnavailable,
+    RedisStorage,
+    StorageError,
+)
 from planet_async.web import SessionPool
 from tests._fleet import jwt_claims
 from tests._helpers import API, VerifyingApi
@@ -126,7 +131,9 @@ async def run(
                 try:
                     response = await client.get(f"{API}/x?as={user}", auth=pool.auth(user))
                 except Exception as exc:
-                    text = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    # The library's own private subclasses count as what they are.
+                    kind = "StorageError" if isinstance(exc, StorageError) else type(exc).__name__
+                    text = f"{kind}: {str(exc)[:300]}"
                     failed.append([user, sent, time.time(), text])
                     print(f"{sent} {user}: request failed: {exc!r}", file=sys.stderr, flush=True)
                 else:

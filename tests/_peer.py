@@ -127,6 +127,10 @@ class Peer:
         """Successful grants of `grant_type` (e.g. "client_credentials") since the last reset."""
         return int(self.stats()["grant_success"].get(grant_type, 0))
 
+    def introspections(self) -> int:
+        """Requests to the introspection endpoint since the last reset."""
+        return int(self.stats().get("introspections", 0))
+
     def errors(self) -> dict[str, int]:
         """Failed grants, keyed "grant_type:error" (e.g. "refresh_token:invalid_grant")."""
         return {k: int(v) for k, v in self.stats()["grant_error"].items()}

@@ -96,27 +96,8 @@ class SentinelGroup:
             "the replicas did not come online",
             20,
         )
-        binary = os.environ.get("PLANET_ASYNC_REDIS_SERVER") or shutil.which("redis-server")
-        assert binary is not None
-        for index, port in enumerate(self.sentinel_ports):
-            home = self.directory / f"sentinel-{index}"
-            home.mkdir()
-            conf = home / "sentinel.conf"
-            conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {home}\n"
-                f"sentinel monitor {self.NAME} 127.0.0.1 {self.primary.port} 2\n"
-                f"sentinel down-after-milliseconds {self.NAME} 1000\n"
-                f"sentinel failover-timeout {self.NAME} 3000\n"
-                + (f"sentinel auth-pass {self.NAME} {self.password}\n" if self.password else "")
-                + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else "")
-            )
-            log = open(home / "sentinel.log", "wb")  # noqa: SIM115 - the child writes it
-            self._sentinels.append(
-                subprocess.Popen(
-                    [binary, str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
-                )
-            )
-            log.close()
+        for port in self.sentinel_ports:
+            self._start_sentinel(port, self.primary.port)
         for port in self.sentinel_ports:
             _wait_for(
                 lambda port=port: (
@@ -128,6 +109,42 @@ class SentinelGroup:
                 20,
             )
         return self
+
+    def _start_sentinel(self, port: int, primary_port: int) -> None:
+        binary = os.environ.get("PLANET_ASYNC_REDIS_SERVER") or shutil.which("redis-server")
+        assert binary is not None
+        home = self.directory / f"sentinel-{len(self._sentinels)}"
+        home.mkdir()
+        conf = home / "sentinel.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {home}\n"
+            f"sentinel monitor {self.NAME} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {self.NAME} 1000\n"
+            f"sentinel failover-timeout {self.NAME} 3000\n"
+            + (f"sentinel auth-pass {self.NAME} {self.password}\n" if self.password else "")
+            + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else "")
+        )
+        log = open(home / "sentinel.log", "wb")  # noqa: SIM115 - the child writes it
+        command = [binary, str(conf), "--sentinel"]
+        self._sentinels.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+
+    def start_lost_sentinel(self, primary_port: int) -> int:
+        """Start one more sentinel, watching `primary_port` as `NAME` and knowing no other
+        sentinel (one cut off from the group, or restarted with an old configuration): it goes
+        on naming that primary whatever the others do. Returns its port once it has seen that
+        primary down (``s_down``); it is stopped with the group, and is not in `url`."""
+        port = free_port()
+        self._start_sentinel(port, primary_port)
+
+        def sees_it_down() -> bool:
+            state = self.sentinel_call(port, "SENTINEL", "MASTER", self.NAME)
+            assert isinstance(state, list)
+            fields = [f.decode() if isinstance(f, bytes) else str(f) for f in state]
+            return "s_down" in dict(zip(fields[::2], fields[1::2], strict=True))["flags"]
+
+        _wait_for(sees_it_down, "the lost sentinel did not see its primary down", 20)
+        return port
 
     def sentinel_call(self, port: int, *command: str) -> object:
         return RedisServer.call_port(port, *command, password=self.sentinel_password)

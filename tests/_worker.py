@@ -17,13 +17,16 @@ audience, expiry). Finally it prints one JSON line:
 sent, in order of first use; `errors` counts requests that raised or did not end in 200,
 `rejected` the tokens the API refused, `outages` the wall-clock spans from a failed request to the
 next one that succeeded (or to the end of the run). A watchdog ends the process if the parent
-never says go or something hangs.
+never says go or something hangs. With ``PLANET_ASYNC_TEST_WORKER_LOG=1`` in its environment it
+also logs planet_async's records (DEBUG and up, each with its wall-clock time) to stderr, and the
+claims of each token the API refused, to see after a fleet run what each process did when.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import threading
@@ -48,9 +51,11 @@ from planet_async import (
     Storage,
     TokenManager,
 )
+from tests._fleet import jwt_claims
 from tests._helpers import API, VerifyingApi
 
 _GRACE = 30.0  # seconds the watchdog allows beyond the run itself
+_LOG = "PLANET_ASYNC_TEST_WORKER_LOG"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -118,6 +123,15 @@ async def _run(
                 failed = response.status_code != 200
                 if failed:
                     print(f"worker {os.getpid()}: HTTP {response.status_code}", file=sys.stderr)
+                    if response.status_code == 401 and os.environ.get(_LOG):
+                        token = response.request.headers.get("authorization", "").partition(" ")[2]
+                        claims = jwt_claims(token)
+                        print(
+                            f"worker {os.getpid()}: the API refused a token (iat "
+                            f"{claims.get('iat')}, exp {claims.get('exp')}) sent at {sent:.3f}, "
+                            f"answered at {time.time():.3f}",
+                            file=sys.stderr,
+                        )
             if failed:
                 errors += 1
                 if failed_since is None:
@@ -152,6 +166,9 @@ def _storage(where: str) -> Storage:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if os.environ.get(_LOG):
+        logging.basicConfig(format="%(created).3f %(name)s %(levelname)s %(message)s")
+        logging.getLogger("planet_async").setLevel(logging.DEBUG)
     _start_watchdog(args.seconds + _GRACE)
     api = VerifyingApi(args.issuer)  # fetches the JWKS now, before the fleet starts
     storage = _storage(args.storage)

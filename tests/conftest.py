@@ -168,6 +168,29 @@ def redis_sentinel(redis_sentinel_group: SentinelGroup) -> Iterator[SentinelGrou
         yield redis_sentinel_group
 
 
+@pytest.fixture(scope="module")
+def redis_sentinel_failed_over_group() -> Iterator[SentinelGroup]:
+    """One primary, one replica and three sentinels, failed over once: the replica was promoted
+    and has no replica of its own (the old primary stays down), for the module's tests."""
+    group = SentinelGroup(replicas=1).start()
+    try:
+        group.wait_for_failover(group.kill_primary().port)
+        yield group
+    finally:
+        group.stop()
+
+
+@pytest.fixture
+def redis_sentinel_without_replicas(
+    redis_sentinel_failed_over_group: SentinelGroup,
+) -> Iterator[SentinelGroup]:
+    """A Sentinel group whose primary has no replica (see above), emptied."""
+    group = redis_sentinel_failed_over_group
+    group.server_on(group.primary_port()).flush()
+    with _coredis_leaves_streams_unclosed():
+        yield group
+
+
 @pytest.fixture(scope="session")
 def redis_cluster_group() -> Iterator[ClusterGroup]:
     """A Redis Cluster of three primaries with a replica each, for the whole session."""

@@ -581,3 +581,54 @@ async def test_discovered_plain_http_endpoint_is_refused() -> None:
         await server.endpoint("token_endpoint")
     assert sent == ["https://auth.test/.well-known/openid-configuration"]
     await http.aclose()
+
+
+# -- introspection: is a refresh token still unspent? -----------------------------------------
+
+INTROSPECTION_URL = "https://auth.test/realms/main/introspect"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, {"active": True}, True),
+        (200, {"active": False}, False),
+        (401, {"error": "invalid_client"}, None),  # introspection not allowed for this client
+        (200, {"no": "answer"}, None),
+    ],
+)
+async def test_a_refresh_grant_asks_whether_its_refresh_token_is_still_active(
+    status: int, body: dict[str, Any], expected: bool | None
+) -> None:
+    """`still_active` sends the refresh token to the introspection endpoint, with the client's
+    credentials and the hint, and reads `active`; an answer that says nothing is "cannot tell"."""
+    endpoint = Recorder(lambda request: httpx.Response(status, json=body))
+    server = endpoint.server(introspection_endpoint=INTROSPECTION_URL)
+    client = ClientSecretPost(client_id="app", client_secret="app-secret")
+    grant = RefreshTokenGrant(server, client)
+    current = TokenSet(access_token="at", refresh_token="rt-1", issued_at=0, expires_at=60)
+    assert await grant.still_active(current, clock=FakeClock()) is expected
+    assert endpoint.urls == [INTROSPECTION_URL]
+    assert endpoint.form() == {
+        "token": "rt-1",
+        "token_type_hint": "refresh_token",
+        "client_id": "app",
+        "client_secret": "app-secret",
+    }
+
+
+async def test_a_server_without_introspection_cannot_tell_and_one_failing_is_unavailable() -> None:
+    """No introspection endpoint: None, with no request. A 503: AuthServerUnavailable, so the
+    caller neither spends the refresh token nor takes the answer for "inactive"."""
+    endpoint = Recorder(lambda request: httpx.Response(503, headers={"retry-after": "7"}))
+    current = TokenSet(access_token="at", refresh_token="rt-1", issued_at=0, expires_at=60)
+    grant = RefreshTokenGrant(endpoint.server(), PublicClient(client_id="app"))
+    assert await grant.still_active(current, clock=FakeClock()) is None
+    assert endpoint.requests == []
+    server = endpoint.server(introspection_endpoint=INTROSPECTION_URL)
+    with pytest.raises(AuthServerUnavailable, match="503") as raised:
+        await RefreshTokenGrant(server, PublicClient(client_id="app")).still_active(
+            current, clock=FakeClock()
+        )
+    assert raised.value.retry_after == 7
+    assert "rt-1" not in str(raised.value)

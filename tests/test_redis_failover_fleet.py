@@ -14,6 +14,10 @@ renewal, each kind made on purpose: 7 before the rotation's save reaches the pri
 token request is in flight), 7 after the save while both replicas are SIGSTOPped so that its
 ``WAIT`` cannot be answered (the promoted replica then has the renewal's mark, not its save), 6
 after ``WAIT``. Every one keeps to one token request per renewal point: no exception was needed.
+
+The third runs the stalled kill point (unacknowledged, 2.5 s) on a group with one replica, so that
+the new primary has no replica for the rest of the run: saves count without one, and the fleet
+renews on (before, each refused save left its lease to lapse, and no renewal got through).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import pytest
 
 from planet_async import RedisStorage
 from tests._browser import device_login_saved
-from tests._failover_run import KILL_POINTS, KillPoint, run_failover
+from tests._failover_run import KILL_POINTS, UNACKNOWLEDGED, KillPoint, run_failover
 from tests._fleet import Fleet
 from tests._peer import Peer
 from tests.test_redis_fleet import _issued
@@ -80,8 +84,10 @@ def test_a_rotating_session_survives_a_sentinel_failover(
         f"{peer.errors() or 'none'}, failed requests per worker {errors}"
     )
     assert peer.errors() == {}  # no refresh token was spent twice: no invalid_grant
-    # Requests fail while the sentinels still name the dead primary (a worker whose token ran
-    # out then waits for the store, as a user session must). A process that finds a renewal's
+    # Requests fail while the sentinels still name the dead primary: first while they have not
+    # seen it down (the connection fails), then while they see it down and have not named
+    # another (no primary: a failover is under way). A worker whose token ran out then waits for
+    # the store, as a user session must. A process that finds a renewal's
     # mark on the new primary (its save was lost with the old one) waits for the result until
     # the renewing process, which kept the token in memory, writes it back over the marked copy
     # (a higher generation replaces it). No refresh token is spent twice.
@@ -92,10 +98,12 @@ def test_a_rotating_session_survives_a_sentinel_failover(
         if "request failed" in line or "HTTP " in line
     ]
     assert len(failures) == sum(errors)
-    dead, waiting = f"127.0.0.1:{old}", "another process is renewing it"
-    assert all(dead in line or waiting in line for line in failures), failures[:3]
+    dead, down = f"127.0.0.1:{old}", "the sentinels see the primary of 'mymaster' down"
+    waiting = "another process is renewing it"
+    assert all(dead in line or down in line or waiting in line for line in failures), failures[:3]
     print(
         f"failed requests: {sum(dead in line for line in failures)} naming the dead primary, "
+        f"{sum(down in line for line in failures)} while the sentinels saw it down, "
         f"{sum(waiting in line for line in failures)} waiting for a renewal's result"
     )
     assert refreshes == len(issued) - 1 == sum(report["renewals"] for report in reports)
@@ -122,6 +130,31 @@ def test_a_rotating_session_survives_a_failover_at_each_kill_point(
     assert result.peer_errors == {}
     assert result.invalid_grant == 0
     assert result.token_requests == result.renewal_points == result.renewals
+    assert result.rejected == [0] * len(WORKERS)
+    assert len(result.failures) == sum(result.failed)
+    assert result.stored_is_last
+    assert result.stored_renews
+
+
+def test_a_rotating_session_survives_a_failover_that_leaves_no_replica(
+    peer: Peer, start_redis_topology: Any, tmp_path: Path
+) -> None:
+    """The kill point of the 14 s stall (unacknowledged, 2.5 s after the save), on a group with
+    one replica: the replica promoted has none of its own for the rest of the run, as after a
+    failover whose other replica has not followed the new primary yet. The saves (the renewing
+    mark is one) count without a replica's acknowledgement (the default `replicas`), and a save
+    that did wait releases its lease: the fleet renews on. Before, every renewal's mark was
+    refused and each refusal left its lease to lapse: no renewal until a replica came back."""
+    group = start_redis_topology("sentinel", replicas=1)
+    point = KillPoint(UNACKNOWLEDGED, 2.5)
+    result = run_failover(peer, point, tmp_path / "logs", group)
+    print(f"\n{point.id}, one replica: {result.row()}; peer errors {result.peer_errors or 'none'}")
+    print(f"new primary named {result.named_after:.2f} s after the kill; outages {result.outages}")
+    assert result.landed == point.kind
+    assert result.peer_errors == {}
+    assert result.token_requests == result.renewal_points == result.renewals
+    # The first renewal came before the kill: the fleet renewed after the failover too.
+    assert result.renewal_points > 1
     assert result.rejected == [0] * len(WORKERS)
     assert len(result.failures) == sum(result.failed)
     assert result.stored_is_last

@@ -38,6 +38,7 @@ from planet_async import (
     ClientCredentialsGrant,
     ClientSecretBasic,
     InvalidGrantError,
+    LoginRequired,
     PlanetAuthError,
     PublicClient,
     RedisStorage,
@@ -229,7 +230,8 @@ async def test_a_restart_that_loses_the_session(
 ) -> None:
     """Redis restarted without its data in the middle of a run: the valid token keeps serving two
     processes with no request; at expiry one of them renews once, from the session in its
-    memory, stores it again, and the other adopts it (0 errors at the peer)."""
+    memory (a user session's once the server says its refresh token is unspent), stores it
+    again, and the other adopts it (0 errors at the peer)."""
     server = start_redis()  # keeps nothing over a restart
     grant_type = "client_credentials" if kind == "m2m" else "refresh_token"
     if kind == "user":
@@ -243,6 +245,7 @@ async def test_a_restart_that_loses_the_session(
     header = await first.header()
     assert await second.header() == header
     before = peer.grants(grant_type)  # 1 for M2M (its first token), 0 for the user's login
+    asked = peer.introspections()
 
     server.stop()
     server.start()
@@ -259,6 +262,8 @@ async def test_a_restart_that_loses_the_session(
     assert peer.errors() == {}
     assert _stored(server) == renewed
     assert caplog.records == []
+    # A user's refresh token is spent only once the server says nobody spent it first.
+    assert peer.introspections() - asked == (1 if kind == "user" else 0)
 
 
 # -- the lease holder killed --------------------------------------------------------------------
@@ -616,4 +621,77 @@ async def test_a_lone_holder_of_a_lost_session_renews_it_once_the_wait_is_over(
     assert renewed != login
     assert _stored(server) == renewed
     assert peer.grants("refresh_token") == 1
+    assert peer.errors() == {}
+
+
+async def test_by_default_the_holder_of_an_older_refresh_token_asks_before_spending_it(
+    peer: Peer, start_redis: Callable[..., RedisServer]
+) -> None:
+    """The same store that comes back empty, without `lost_session_wait`. The process holding
+    the older refresh token asks the server whether it is still active (introspection, which
+    spends nothing): it was rotated, so it is not spent; that process's callers get
+    `LoginRequired` once its token expires. The holder of the newest copy finds the store
+    empty at its own renewal point, asks too (active), renews and stores the result; the other
+    adopts it. Two refresh grants in all, 0 invalid_grant: the session survives."""
+    server = start_redis()  # keeps nothing over a restart
+    await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
+    clock = FakeClock(start=time.time())
+
+    def manager() -> TokenManager:
+        storage = RedisStorage(server.url, lease=LEASE, timeout=TIMEOUT)
+        return TokenManager(_user(peer), storage=storage, session=SESSION, clock=clock)
+
+    newest, older = manager(), manager()
+    login = await newest.header()
+    assert await older.header() == login
+    clock.advance(SOFT)
+    peer.reset()
+    with anyio.fail_after(10):
+        renewed = await newest.header()  # generation 2, held by `newest` alone after the restart
+    assert renewed != login
+    server.stop()
+    server.start()
+    assert server.call("KEYS", "*") == []
+
+    with anyio.fail_after(10):
+        assert await older.header() == login  # its renewal ahead of time fails; it still serves
+        assert (peer.grants("refresh_token"), peer.introspections()) == (1, 1)
+        clock.advance(10)  # past the older token's expiry and the first backoff
+        with pytest.raises(LoginRequired, match="reports this process's refresh token inactive"):
+            await older.header()
+        assert (peer.grants("refresh_token"), peer.introspections()) == (1, 2)
+        assert server.call("KEYS", "*") == []  # nothing stored, nothing spent
+        clock.advance(SOFT - 10)  # the newest copy's renewal point
+        third = await newest.header()
+        assert (peer.grants("refresh_token"), peer.introspections()) == (2, 3)
+        clock.advance(PAST_BACKOFF / 10)  # past the server backoff after two failures
+        assert await older.header() == third
+    assert third not in (login, renewed)
+    assert _stored(server) == third
+    assert peer.grants("refresh_token") == 2
+    assert peer.introspections() == 3
+    assert peer.errors() == {}
+
+
+async def test_by_default_a_lone_holder_of_a_lost_session_renews_it_at_once(
+    peer: Peer, start_redis: Callable[..., RedisServer]
+) -> None:
+    """Alone with the session when the store comes back empty, a process asks the server about
+    its refresh token (active: nobody renewed with it) and renews from memory at its renewal
+    point, with no wait: one introspection, one refresh grant, the result stored."""
+    server = start_redis()
+    await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
+    clock = FakeClock(start=time.time())
+    storage = RedisStorage(server.url, lease=LEASE, timeout=TIMEOUT)
+    alone = TokenManager(_user(peer), storage=storage, session=SESSION, clock=clock)
+    login = await alone.header()
+    server.stop()
+    server.start()
+    peer.reset()
+    clock.advance(SOFT)
+    with anyio.fail_after(10):
+        renewed = await alone.header()
+    assert renewed != login
+    assert _stored(server) == renewed
+    assert (peer.grants("refresh_token"), peer.introspections()) == (1, 1)
     assert peer.errors() == {}

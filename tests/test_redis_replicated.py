@@ -11,6 +11,7 @@ save work on it); they do not show that a save is durable when the replicas fall
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -182,6 +183,22 @@ async def test_sentinel_failover_keeps_the_session(
     assert group.server_on(new).call("EXISTS", "planet_async:{s}:token") == 1
 
 
+@pytest.mark.parametrize("topology", ["redis_sentinel", "redis_cluster"])
+async def test_a_deletion_reaches_watchers_on_a_replicated_store(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    """`watch_deletions` on a Sentinel URL listens on the primary the sentinels name, where
+    `delete` publishes, and on a Cluster URL through the cluster's own client: a watcher hears
+    the deletion. (On Sentinel it subscribed on the first sentinel, taken for a plain node, and
+    heard none.)"""
+    storage = RedisStorage(request.getfixturevalue(topology).url, timeout=2)
+    async with storage.watch_deletions() as deletions:
+        await storage.save("one", _token("v1"))
+        await storage.delete("one")
+        with anyio.fail_after(10):  # a guard against a hang
+            assert await anext(deletions) == "one"
+
+
 async def test_a_sentinel_storage_without_a_primary_is_a_storage_error(
     start_redis_topology: Callable[..., Any],
 ) -> None:
@@ -251,9 +268,10 @@ async def test_cluster_keeps_every_session_when_a_primary_dies(
     start_redis_topology: Callable[..., Any],
 ) -> None:
     """A hundred sessions spread over the cluster's slots: a primary holding some of them is
-    SIGKILLed, its replica takes over, and every session loads as it was saved; saves to the
-    promoted replica are refused as not durable until the lost node rejoins as its replica, and
-    then every session can be renewed (lease, fenced save, WAIT) again."""
+    SIGKILLed, its replica takes over, and every session loads as it was saved; the promoted
+    replica has no replica of its own: saves there count without one (the default `replicas`,
+    with a WARNING), or are refused as not durable with `replicas=1` given, until the lost node
+    rejoins as its replica; then every session is renewed (lease, fenced save, WAIT) again."""
     cluster = start_redis_topology("cluster")
     async with RedisStorage(cluster.url, timeout=2, lock_timeout=10) as storage:
         for index in range(SESSIONS):
@@ -267,10 +285,13 @@ async def test_cluster_keeps_every_session_when_a_primary_dies(
     storage = RedisStorage(cluster.url, timeout=2, lock_timeout=10)
     loaded = [_access(await storage.load(f"user-{i}")) for i in range(SESSIONS)]
     assert loaded == [f"at-{i}" for i in range(SESSIONS)]
-    # The promoted replica has no replica of its own: a save there is not durable, and is
-    # refused as such (WAIT 1) until the lost node is back as its replica.
+    # The promoted replica has no replica of its own: no replica could acknowledge a save
+    # there. By default it counts without one; required (replicas=1), it is refused.
+    await storage.save("user-0", _token("unreplicated"))
+    assert _access(await storage.load("user-0")) == "unreplicated"
+    strict = RedisStorage(cluster.url, replicas=1, timeout=2)
     with pytest.raises(StorageError, match="fewer than 1 replica"):
-        await storage.save("user-0", _token("not-durable"))
+        await strict.save("user-0", _token("not-durable"))
     cluster.rejoin(victim)
     async with storage:
         for index in range(SESSIONS):
@@ -515,3 +536,178 @@ async def test_deletions_are_heard_through_sentinel_and_cluster_urls(
             await storage.delete("gone")
             with anyio.fail_after(10):  # a guard against a hang; it comes in milliseconds
                 assert await anext(deletions) == "gone"
+
+
+# -- a primary left without replicas -----------------------------------------------------------
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+async def test_a_save_no_replica_acknowledged_leaves_no_lease_behind(
+    redis_sentinel_without_replicas: Any,
+) -> None:
+    """A save under the lease that its replicas did not acknowledge (``WAIT``; here `replicas=1`
+    is required and the primary has none) is a StorageError, and the lease is released as
+    usual: Redis answered, only the replicas did not. Left to lapse (60 s here), it held every
+    other process back after a failover that left the primary without a replica."""
+    group = redis_sentinel_without_replicas
+    strict = RedisStorage(f"{group.url}?replicas=1", lease=60, replica_timeout=0.2, timeout=2)
+    async with strict.lock("s"):
+        with pytest.raises(StorageError, match=r"fewer than 1 replica\(s\) acknowledged"):
+            await strict.save("s", _token("v1"))
+    assert group.server_on(group.primary_port()).call("EXISTS", "planet_async:{s}:lock") == 0
+    other = RedisStorage(group.url, lease=60, lock_timeout=0.5, timeout=2)
+    async with other.lock("s"):  # at once: not after the 60 s lease
+        await other.save("s", _token("v2"))
+    assert _access(await other.load("s")) == "v2"
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+async def test_by_default_a_primary_without_replicas_takes_saves(
+    redis_sentinel_without_replicas: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the default `replicas` a save on a primary that has no replica online counts
+    without one acknowledging it, with one WARNING for the episode (not one per save): no
+    replica exists that could. With `replicas=1` given, the same save is refused."""
+    group = redis_sentinel_without_replicas
+    storage = RedisStorage(group.url, replica_timeout=0.2, timeout=2)
+    with caplog.at_level("WARNING", logger="planet_async"):
+        await storage.save("s", _token("v1"))
+        async with storage.lock("s"):
+            await storage.save("s", _token("v2"))
+        assert await storage.save_if_newer("s", _token("v3"))  # no stamp: saved as it is
+    assert _access(await storage.load("s")) == "v3"
+    warnings = [r for r in caplog.records if "has no replica online" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "s3cret" not in caplog.text
+    strict = RedisStorage(group.url, replicas=1, replica_timeout=0.2, timeout=2)
+    with pytest.raises(StorageError, match=r"fewer than 1 replica\(s\) acknowledged"):
+        await strict.save("s", _token("v4"))
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+async def test_a_rotating_session_renews_on_a_primary_without_replicas(
+    peer: Peer, redis_sentinel_without_replicas: Any
+) -> None:
+    """Two processes share a user session with rotating refresh tokens on a primary left
+    without replicas: one renews (its mark and its save are saves), the other adopts the stored
+    result. One refresh, no invalid_grant, and the stored session is the renewed one. Had the
+    saves waited for a replica, no renewal could have been marked, and both would be without a
+    token once the login's expired."""
+    group = redis_sentinel_without_replicas
+    await device_login_saved(peer.issuer, RedisStorage(group.url, timeout=2), "user")
+    peer.reset()
+    clock = FakeClock(start=time.time())
+    managers = [
+        TokenManager(
+            RefreshTokenGrant(
+                AuthorizationServer(peer.issuer), PublicClient(client_id="native-app")
+            ),
+            storage=RedisStorage(group.url, replica_timeout=0.2, timeout=2),
+            session="user",
+            clock=clock,
+        )
+        for _ in range(2)
+    ]
+    login = [await manager.header() for manager in managers]
+    assert login[0] == login[1]
+    clock.advance(EXPIRED)
+    renewed = await managers[0].header()
+    assert renewed != login[0]
+    assert await managers[1].header() == renewed
+    assert peer.grants("refresh_token") == 1
+    assert peer.errors() == {}
+    stored = await RedisStorage(group.url).load("user")
+    assert f"Bearer {_access(stored)}" == renewed
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+async def test_saves_wait_for_a_replica_again_once_one_is_back(
+    start_redis_topology: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A primary left without replicas takes saves unacknowledged (default `replicas`); once a
+    replica is online again (the lost primary back, now replicating from the new one) saves
+    wait for it: the next reaches it, and with it held back (SIGSTOP) a save is refused again."""
+    group = start_redis_topology("sentinel", replicas=1)
+    old = group.kill_primary()
+    new = group.server_on(group.wait_for_failover(old.port))
+    storage = RedisStorage(group.url)
+    key = "planet_async:{s}:token"
+    with caplog.at_level("INFO", logger="planet_async"):
+        await storage.save("s", _token("alone"))
+        assert "has no replica online" in caplog.text
+        old.start()
+        old.call("REPLICAOF", "127.0.0.1", str(new.port))
+        deadline = time.monotonic() + 20
+        while not (
+            b"master_link_status:up" in old.call("INFO", "replication")
+            and b"state=online" in new.call("INFO", "replication")
+        ):
+            assert time.monotonic() < deadline, "the old primary did not come back as a replica"
+            await anyio.sleep(0.05)
+        await storage.save("s", _token("replicated"))
+        assert "a replica is online again" in caplog.text
+        assert _access(TokenSet.from_json_dict(json.loads(old.call("GET", key)))) == "replicated"
+        old.pause()
+        try:
+            with pytest.raises(StorageError, match=r"fewer than 1 replica\(s\) acknowledged"):
+                await storage.save("s", _token("held back"))
+        finally:
+            old.resume()
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+async def test_a_sentinel_that_sees_its_primary_down_is_passed_over(
+    redis_sentinel_without_replicas: Any,
+) -> None:
+    """After a failover the first sentinel of the URL still names the lost primary, and sees it
+    down (a sentinel cut off from the others: here one that knows only the lost primary). The
+    storage asks the next sentinel instead and reaches the new primary at the first attempt, for
+    a lease, a save and a read, on a connection per call and on one kept open (`async with`).
+    (Taking the first sentinel's answer, it would try the lost primary on every call.) Given only
+    that sentinel, a call fails at once: no primary while the sentinels see theirs down."""
+    group = redis_sentinel_without_replicas
+    lost = group.start_lost_sentinel(group.primary.port)  # the primary the fixture killed
+    hosts = ",".join(f"127.0.0.1:{port}" for port in (lost, *group.sentinel_ports))
+    url = f"redis+sentinel://{hosts}/{group.NAME}/0"
+    storage = RedisStorage(url, timeout=2, lock_timeout=5)
+    async with storage.lock("s"):
+        await storage.save("s", _token("after"))
+    assert _access(await storage.load("s")) == "after"
+    new = group.server_on(group.primary_port())
+    assert new is not group.primary
+    assert new.call("EXISTS", "planet_async:{s}:token") == 1
+    async with RedisStorage(url, timeout=2) as kept:
+        assert _access(await kept.load("s")) == "after"
+    alone = RedisStorage(f"redis+sentinel://127.0.0.1:{lost}/{group.NAME}/0", timeout=2)
+    with pytest.raises(StorageError, match="see the primary of 'mymaster' down") as raised:
+        await alone.load("s")
+    assert f":{group.primary.port}" not in str(raised.value)
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+async def test_a_sentinel_user_allowed_only_the_primary_address_is_followed(
+    redis_sentinel_without_replicas: Any,
+) -> None:
+    """Sentinels whose ACL user may ask for the primary's address only (``SENTINEL
+    GET-MASTER-ADDR-BY-NAME``, not ``SENTINEL MASTER`` and its flags): the storage takes that
+    answer, as before, and reaches the primary."""
+    group = redis_sentinel_without_replicas
+    for port in group.sentinel_ports:
+        reply = group.sentinel_call(
+            port,
+            *("ACL", "SETUSER", "asker", "on", ">asker-pw", "-@all", "+@connection"),
+            "+sentinel|get-master-addr-by-name",
+        )
+        assert reply == "OK"
+    url = f"{group.url}?sentinel_username=asker&sentinel_password=asker-pw"
+    storage = RedisStorage(url, timeout=2)
+    await storage.save("s", _token("asked"))
+    assert _access(await storage.load("s")) == "asked"
+    primary = group.server_on(group.primary_port())
+    assert primary.call("EXISTS", "planet_async:{s}:token") == 1

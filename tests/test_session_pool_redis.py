@@ -497,3 +497,110 @@ def _quantile(ordered: list[float], q: float) -> float:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def _until_dropped(pool: SessionPool, *users: str) -> None:
+    """Wait (at most 10 s) until `pool`'s deletions watch came back after a restart: it then
+    drops the users it held, to read them again."""
+    deadline = time.monotonic() + 10
+    while any(u in pool for u in users) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await anyio.sleep(0.05)
+    assert not any(u in pool for u in users)
+
+
+async def test_a_redis_restart_without_data_keeps_the_users_a_replica_held(
+    peer: Any, start_redis: Callable[..., RedisServer]
+) -> None:
+    """Redis restarts without persistence while a replica holds two users. Its watch breaks
+    and comes back, and it drops them (a sign-out may have been missed), keeping what each
+    held. On each user's next request the storage has nothing: the replica asks the server
+    whether the held refresh token is still active (1 introspection each, nothing spent),
+    and stores the session again: as it was while its access token is fresh (lee), renewed
+    from it once expiring (max). Another replica then reads them from Redis. Before, both
+    users were sent to log in again."""
+    server = start_redis()  # keeps nothing over a restart
+    clock = FakeClock(time.time())
+    async with (
+        replica(peer, server.url, clock=clock, timeout=0.5) as one,
+        replica(peer, server.url, clock=clock, timeout=0.5) as two,
+    ):
+        await one.sign_in("lee", await web_login(peer.issuer, "lee"))
+        lee = (await one.header("lee"))["Authorization"]
+        server.stop()
+        server.start()
+        await _until_dropped(one, "lee")
+        await one.sign_in("max", await web_login(peer.issuer, "max"))  # after the restart
+        server.stop()
+        server.start()
+        await _until_dropped(one, "lee", "max")
+        assert server.call("KEYS", "*") == []
+        peer.reset()
+        with anyio.fail_after(10):
+            assert (await one.header("lee"))["Authorization"] == lee
+            assert (peer.introspections(), peer.grants("refresh_token")) == (1, 0)
+            assert (await two.header("lee"))["Authorization"] == lee  # read from Redis
+            clock.advance(3600)  # max's access token has expired
+            renewed = (await one.header("max"))["Authorization"]
+            assert jwt_claims(renewed.removeprefix("Bearer "))["sub"] == "max"
+            assert (peer.introspections(), peer.grants("refresh_token")) == (2, 1)
+            assert (await two.header("max"))["Authorization"] == renewed
+        assert peer.errors() == {}
+
+
+async def test_a_user_revoked_while_the_watch_was_down_is_sent_to_log_in(
+    peer: Any, start_redis: Callable[..., RedisServer]
+) -> None:
+    """A sign-out the watch may have missed: the user's refresh token was revoked at the server
+    (as `sign_out` does) and Redis came back empty. The server reports the held refresh token
+    inactive, so the replica does not store it again: `SessionExpired`, nothing stored and
+    nothing spent."""
+    server = start_redis()
+    async with replica(peer, server.url, timeout=0.5) as pool:
+        token = await web_login(peer.issuer, "lee")
+        await pool.sign_in("lee", token)
+        await pool.header("lee")
+        assert token.refresh_token is not None
+        assert await revoke_token(
+            AuthorizationServer(peer.issuer),
+            web_client(),
+            token.refresh_token.get_secret_value(),
+            hint="refresh_token",
+            clock=time.time,
+        )
+        server.stop()
+        server.start()
+        await _until_dropped(pool, "lee")
+        peer.reset()
+        with anyio.fail_after(10), pytest.raises(SessionExpired, match="inactive at the server"):
+            await pool.header("lee")
+        assert server.call("KEYS", "*") == []
+        assert (peer.introspections(), peer.grants("refresh_token")) == (1, 0)
+        assert peer.errors() == {}
+
+
+async def test_a_sign_out_after_the_restart_reaches_the_replica_holding_the_lost_session(
+    peer: Any, start_redis: Callable[..., RedisServer]
+) -> None:
+    """Redis came back empty; replica one still holds lee's tokens from before. Lee signs out
+    on replica two, which holds nothing of lee and finds nothing stored: it deletes all the
+    same, so replica one hears of it and forgets what it held. Lee's next request there is
+    `SessionExpired`, with no request to the server: the session is not restored."""
+    server = start_redis()
+    async with (
+        replica(peer, server.url, timeout=0.5) as one,
+        replica(peer, server.url, timeout=0.5) as two,
+    ):
+        await one.sign_in("lee", await web_login(peer.issuer, "lee"))
+        await one.header("lee")
+        server.stop()
+        server.start()
+        await _until_dropped(one, "lee")
+        peer.reset()
+        assert await two.sign_out("lee") is False  # nothing to revoke from here
+        with anyio.fail_after(10):
+            while one._orphans:  # noqa: ASYNC110 - the deletion arrives through Redis
+                await anyio.sleep(0.05)
+            with pytest.raises(SessionExpired, match="is not stored"):
+                await one.header("lee")
+        assert server.call("KEYS", "*") == []
+        assert (peer.introspections(), peer.grants("refresh_token")) == (0, 0)

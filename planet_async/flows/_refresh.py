@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 from .._errors import LoginRequired
 from .._models import TokenSet
-from .._oauth import AuthorizationServer, ClientAuth, scope_param
+from .._oauth import AuthorizationServer, ClientAuth, scope_param, token_is_active
 from ._scopes import normalize_scopes
 
 __all__ = ["RefreshTokenGrant"]
@@ -75,3 +75,22 @@ class RefreshTokenGrant:
         if token.refresh_token is None:
             token = token.model_copy(update={"refresh_token": current.refresh_token})
         return token
+
+    async def still_active(self, current: TokenSet, *, clock: Callable[[], float]) -> bool | None:
+        """Whether `current`'s refresh token is still active at the server (introspection),
+        without spending it: False once it was rotated (another process renewed the session
+        with it) or revoked; None when the server cannot tell. The TokenManager asks before
+        spending a refresh token the store has lost track of (see `TokenManager`).
+
+        Raises:
+            AuthServerUnavailable: The server could not be reached, or failed.
+        """
+        if current.refresh_token is None:
+            return False
+        return await token_is_active(
+            self.server,
+            self.client,
+            current.refresh_token.get_secret_value(),
+            hint="refresh_token",
+            clock=clock,
+        )

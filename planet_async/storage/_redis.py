@@ -16,8 +16,9 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -36,8 +37,6 @@ from ._url import check_redis_url, mask_url, url_secrets
 # `novermin` below marks BaseExceptionGroup: on 3.10 it is this backport (vermin cannot tell).
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # novermin
-
-_GROUP = BaseExceptionGroup  # novermin
 
 if TYPE_CHECKING:
     import coredis
@@ -156,6 +155,16 @@ if held and {_HELD} then
 end
 return 0
 """
+# KEYS[1] = a key of the session (so that a Cluster runs it on the session's primary). Returns
+# how many replicas the primary has online (INFO's slaveN lines in state online): those a WAIT
+# can hear from. A replica still syncing, or gone, counts for none.
+_ONLINE_REPLICAS = """
+local n = 0
+for _ in string.gmatch(redis.call('INFO', 'replication'), 'slave%d+:[^\\r\\n]*state=online') do
+  n = n + 1
+end
+return n
+"""
 # KEYS[1] = the session; ARGV[1] = the deletions channel, ARGV[2] = the session name. Deleting
 # and telling the watchers in one step: no watcher misses a deletion that happened. A user whose
 # ACL forbids the channel still deletes (pcall): watchers then learn it at the next renewal.
@@ -181,6 +190,11 @@ def _coredis() -> Any:
     return coredis
 
 
+class _NotAcknowledged(StorageError):
+    """Fewer replicas than required acknowledged a write (``WAIT``). Redis itself answered: the
+    write is on the primary, and the lease is still there to release."""
+
+
 class _ConnectionGone(Exception):
     """The lease's connection task has ended; use a client of its own instead."""
 
@@ -191,7 +205,7 @@ class _Request:
 
     command: Callable[[coredis.Redis[bytes]], Awaitable[Any]]
     action: str
-    session: str  # named in its error: a shared connection serves every session
+    session: str  # named in its error: a shared client serves every session
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
     error: BaseException | None = None
@@ -399,11 +413,16 @@ class RedisStorage:
         timeout: Seconds any one Redis call may take.
         replicas: How many replicas must have a save (``WAIT``) before it counts as saved;
             otherwise the save is a `StorageError`, and the TokenManager keeps the token in
-            memory and saves it again later (requests go on with it). Default: 1 on Sentinel
-            and Cluster URLs, 0 on a single node; ``?replicas=N`` in the URL sets it too. Set 0
-            where a primary has no replica. With Sentinel, only a count of every replica makes
-            sure the promoted one has the save: Sentinel chooses by the replication offsets it
-            last polled, and may promote one that had not acknowledged it.
+            memory and saves it again later (requests go on with it). Default: 0 on a single
+            node; on Sentinel and Cluster URLs 1 where the primary has a replica online, and
+            none while it has none (its replicas all gone, or the moments after a failover
+            before the others follow the new primary), with a WARNING: no replica could
+            acknowledge the save then, and refusing it would stop every renewal of the session
+            (a renewal's mark is a save) until one is back. Given (here or as ``?replicas=N`` in
+            the URL), it is required whatever the primary has: with fewer replicas online, saves
+            fail until they are back. With Sentinel, only a count of every replica makes sure
+            the promoted one has the save: Sentinel chooses by the replication offsets it last
+            polled, and may promote one that had not acknowledged it.
         replica_timeout: Seconds a save waits for its replicas (less than `timeout`; default
             1 s, or half of `timeout` if that is less).
 
@@ -451,6 +470,7 @@ class RedisStorage:
             ) from None
         self.url = mask_url(url if self._topology.kind != "node" else self._url)
         """The URL with its password masked."""
+        self._replicas_required = replicas is not None
         if replicas is None:
             replicas = 0 if self._topology.kind == "node" else 1
         if replicas < 0:
@@ -460,7 +480,8 @@ class RedisStorage:
         if not (math.isfinite(replica_timeout) and 0 < replica_timeout < timeout):
             raise ConfigurationError("replica_timeout must be positive and less than timeout")
         self.replicas = replicas
-        """Replicas a save must reach (``WAIT``) before it counts as saved."""
+        """Replicas a save must reach (``WAIT``) before it counts as saved (by default, where
+        the primary has that many online: see the `replicas` argument)."""
         self.replica_timeout = replica_timeout
         self.retention = retention
         """Seconds a session is kept after its last save, unless the server said otherwise."""
@@ -472,6 +493,7 @@ class RedisStorage:
             "planet_async_redis_lease", default=None
         )
         self._shared: tuple[anyio.abc.TaskGroup, MemoryObjectSendStream[_Request]] | None = None
+        self._without_replicas = False  # the last save found its primary with no replica online
 
     async def __aenter__(self) -> RedisStorage:
         """Keep one client open until the block ends, for every call made in this event loop: a
@@ -529,12 +551,15 @@ class RedisStorage:
         lease = self._held.get()
         if lease is None or lease.key != self._key(session, "lock"):
             await self._call(
-                self._durably(lambda c: c.set(key, payload, px=keep or None)), "save", session
+                self._durably(lambda c: c.set(key, payload, px=keep or None), session),
+                "save",
+                session,
             )
             return
         written = await self._call(
             self._durably(
-                lambda c: c.eval(_FENCED_SET, [lease.key, key], [lease.owner, payload, keep])
+                lambda c: c.eval(_FENCED_SET, [lease.key, key], [lease.owner, payload, keep]),
+                session,
             ),
             "save",
             session,
@@ -565,7 +590,7 @@ class RedisStorage:
             stamp.tag,
         ]
         written = await self._call(
-            self._durably(lambda c: c.eval(_SET_IF_NEWER, [lease_key, key], args)),
+            self._durably(lambda c: c.eval(_SET_IF_NEWER, [lease_key, key], args), session),
             "save",
             session,
         )
@@ -579,17 +604,49 @@ class RedisStorage:
         return written == 1
 
     def _durably(
-        self, command: Callable[[coredis.Redis[bytes]], Awaitable[_T]]
+        self, command: Callable[[coredis.Redis[bytes]], Awaitable[_T]], session: str
     ) -> Callable[[coredis.Redis[bytes]], Awaitable[_T]]:
         """`command`, then ``WAIT`` on the same connection until `replicas` replicas have it (a
-        ``ReplicationError``, so a `StorageError`, when they do not within `replica_timeout`)."""
+        ``ReplicationError``, so a `StorageError`, when they do not within `replica_timeout`).
+
+        Unless `replicas` was given: then a primary with no replica online (all gone, or the
+        moments after a failover before the others follow the new primary) takes the write
+        without the wait, with one WARNING per episode, since no replica exists that could
+        acknowledge it. While that lasts, each save first asks the primary (one round trip)
+        whether a replica is back, and waits for it once one is.
+        """
         if not self.replicas:
             return command
         wait_ms = max(1, round(self.replica_timeout * 1000))
+        key = self._key(session, "token")
+
+        async def online(client: coredis.Redis[bytes]) -> int:
+            count = await client.eval(_ONLINE_REPLICAS, [key], [])
+            return count if isinstance(count, int) else 0
 
         async def durable(client: coredis.Redis[bytes]) -> _T:
-            with client.ensure_replication(self.replicas, wait_ms):
-                return await command(client)
+            if self._without_replicas:
+                if not await online(client):
+                    return await command(client)
+                self._without_replicas = False
+                logger.info("%s: a replica is online again; saves wait for it again", self.url)
+            try:
+                with client.ensure_replication(self.replicas, wait_ms):
+                    return await command(client)
+            except self._coredis.exceptions.ReplicationError:
+                if self._replicas_required or await online(client):
+                    raise
+            self._without_replicas = True
+            logger.warning(
+                "%s: the primary of session %r has no replica online, so no save can be "
+                "acknowledged by one; saves count without it (a failover before a replica is "
+                "back can lose them) until one is online again",
+                self.url,
+                session,
+            )
+            # The same write again, now without WAIT, for its outcome (the first one's answer
+            # came with the failed WAIT). It is idempotent: the value is the one just written.
+            return await command(client)
 
         return durable
 
@@ -634,69 +691,29 @@ class RedisStorage:
     async def watch_deletions(self) -> AsyncIterator[AsyncIterator[str]]:
         """Subscribe to `deletions_channel` on a connection of its own, until the block ends.
 
-        On one node, there; on a Redis Cluster, on the first of the URL's nodes that answers (a
-        ``PUBLISH`` reaches every node of a cluster); with Sentinel, on the primary the
-        sentinels name (a sentinel is no data node: nothing published there reaches it).
-
         Raises:
             StorageError: Redis cannot be reached (the iterator stops when the connection
                 drops; watchers subscribe again and re-read what they hold).
         """
         try:
-            last: BaseException | None = None
-            for url in await self._watch_targets():
-                subscribed = False
-                try:
-                    async with AsyncExitStack() as stack:
-                        names = await self._subscribe(stack, url)
-                        subscribed = True
-                        yield names
-                        return
-                except (OSError, self._coredis.exceptions.RedisError, _GROUP) as exc:
-                    if subscribed:
-                        raise
-                    last = exc  # this node cannot be reached: try the next one
-            assert last is not None
-            raise last
+            async with (
+                # The node itself; on Sentinel the primary the sentinels name, where `delete`
+                # publishes; on a Cluster the cluster's client (a publish reaches every node).
+                self._client(listening=True) as client,
+                client.pubsub(
+                    channels=[self.deletions_channel],
+                    ignore_subscribe_messages=True,
+                    retry_policy=None,  # a dropped watch must show: deletions may be missed
+                    subscription_timeout=self.timeout,
+                ) as pubsub,
+                aclosing(_session_names(pubsub)) as names,
+            ):
+                yield names
         except BaseExceptionGroup as group:  # novermin
             leaf = _first_leaf(group)
             raise self._error(leaf, "watch deletions of", "*") from None
         except (OSError, self._coredis.exceptions.RedisError) as exc:
             raise self._error(exc, "watch deletions of", "*") from exc
-
-    async def _watch_targets(self) -> list[str]:
-        """Single-node URLs to subscribe on, in the order to try them."""
-        topology = self._topology
-        if topology.kind == "node":
-            return [self._url]
-        if topology.kind == "cluster":
-            return [_with_host(self._url, host, port) for host, port in topology.hosts]
-        with anyio.fail_after(self.timeout):
-            async with self._sentinel() as sentinel:
-                host, port = await sentinel.discover_primary(topology.service)
-        return [_with_host(self._url, str(host), int(port))]
-
-    async def _subscribe(self, stack: AsyncExitStack, url: str) -> AsyncIterator[str]:
-        """Subscribe on the node at `url`, for as long as `stack` is open."""
-        client = self._coredis.Redis.from_url(
-            url,
-            decode_components=True,
-            decode_responses=False,
-            connect_timeout=self.timeout,
-        )
-        await stack.enter_async_context(client)
-        pubsub = await stack.enter_async_context(
-            client.pubsub(
-                channels=[self.deletions_channel],
-                ignore_subscribe_messages=True,
-                retry_policy=None,  # a dropped watch must show: deletions may be missed
-                subscription_timeout=self.timeout,
-            )
-        )
-        names: AsyncIterator[str] = await stack.enter_async_context(
-            aclosing(_session_names(pubsub))
-        )
-        return names
 
     # -- the RecordStore protocol (a web service's pending logins) -----------------------------
 
@@ -831,7 +848,7 @@ class RedisStorage:
                 await request.done.wait()
                 if not isinstance(request.error, _ConnectionGone):
                     if request.error is not None:
-                        if lease is not None and not _not_durable(request.error):
+                        if lease is not None and not isinstance(request.error, _NotAcknowledged):
                             lease.broken = True
                         raise request.error
                     result: _T = request.result
@@ -900,14 +917,14 @@ class RedisStorage:
             raise self._error(exc, action, session) from exc
 
     @asynccontextmanager
-    async def _client(self) -> AsyncIterator[Any]:
-        """A client of the node, of the primary the sentinels name now, or of the cluster."""
+    async def _client(self, *, listening: bool = False) -> AsyncIterator[Any]:
+        """A client of the node, of the primary the sentinels name now, or of the cluster;
+        `listening` (a Pub/Sub subscriber, which waits for messages as long as it takes) without
+        a bound on each read."""
         coredis = self._coredis
-        options: dict[str, Any] = {
-            "decode_responses": False,
-            "connect_timeout": self.timeout,
-            "stream_timeout": self.timeout,
-        }
+        options: dict[str, Any] = {"decode_responses": False, "connect_timeout": self.timeout}
+        if not listening:
+            options["stream_timeout"] = self.timeout
         topology = self._topology
         if topology.kind == "node":
             client = coredis.Redis.from_url(
@@ -933,17 +950,6 @@ class RedisStorage:
             "username": unquote(parts.username) if parts.username else None,
             "password": unquote(parts.password) if parts.password else None,
         }
-        async with self._sentinel() as sentinel:
-            primary = sentinel.primary_for(topology.service, db=topology.db, **credentials)
-            async with primary:
-                yield primary
-
-    def _sentinel(self) -> Any:
-        """A client of the URL's sentinels (enter it to use it)."""
-        topology = self._topology
-        from coredis.connection import TCPLocation
-
-        locations = [TCPLocation(host, port) for host, port in topology.hosts]
         sentinel_options: dict[str, Any] = {}
         if topology.sentinel_password is not None:
             # Given, these replace what coredis would otherwise take over from `options`.
@@ -953,13 +959,15 @@ class RedisStorage:
                 "username": topology.sentinel_username,
                 "password": topology.sentinel_password,
             }
-        return self._coredis.Sentinel(
-            locations,
-            **sentinel_options,
-            decode_responses=False,
-            connect_timeout=self.timeout,
-            stream_timeout=self.timeout,
-        )
+        async with coredis.Sentinel(locations, **sentinel_options, **options) as sentinel:
+            # coredis takes the first sentinel's answer, even from one that sees that primary
+            # down: after a failover, the first sentinel of the URL (the one leading the
+            # failover names the new primary last; one cut off from the others never does)
+            # would send every call to the primary that is gone.
+            sentinel.discover_primary = partial(_primary_named, coredis, sentinel.sentinels)
+            primary = sentinel.primary_for(topology.service, db=topology.db, **credentials)
+            async with primary:
+                yield primary
 
     async def _bounded(self, request: Awaitable[_T], action: str, session: str) -> _T:
         try:
@@ -973,11 +981,11 @@ class RedisStorage:
     def _error(self, exc: Exception, action: str, session: str) -> StorageError:
         if isinstance(exc, TimeoutError):
             detail = f"no answer within {self.timeout:g} s"
-        elif type(exc).__name__ == "ReplicationError":
-            detail = (
-                f"fewer than {self.replicas} replica(s) acknowledged it within "
-                f"{self.replica_timeout:g} s (WAIT); a renewed token is kept in memory and saved "
-                "again"
+        elif isinstance(exc, self._coredis.exceptions.ReplicationError):
+            return _NotAcknowledged(
+                f"cannot {action} session {session!r} in {self.url}: fewer than {self.replicas} "
+                f"replica(s) acknowledged it within {self.replica_timeout:g} s (WAIT); a renewed "
+                "token is kept in memory and saved again"
             )
         else:
             # A Redis error can quote the URL it failed to reach, or parts of it: mask them.
@@ -1009,6 +1017,62 @@ class RedisStorage:
         return 1
 
 
+async def _primary_named(coredis: Any, sentinels: list[Any], service: str) -> tuple[str, int]:
+    """The primary `sentinels` name for `service`: the first answer of a sentinel that does not
+    see that primary down (``s_down`` or ``o_down`` in ``SENTINEL MASTER``), as redis-py
+    chooses. A sentinel that cannot tell (an ACL that allows it only ``GET-MASTER-ADDR-BY-NAME``)
+    is taken at its word when no other answers.
+
+    Raises:
+        coredis.exceptions.PrimaryNotFoundError: No sentinel answered, or every one that did
+            sees the primary down: a failover is under way, and a write to that primary would
+            be lost with it (were it reachable at all).
+    """
+    unsure: tuple[str, int] | None = None
+    seen_down = False
+    for sentinel in sentinels:
+        view = await _view_of(coredis, sentinel, service)
+        if view is None:
+            continue
+        location, down = view
+        if down is False:
+            return location
+        if down is None:
+            unsure = unsure or location
+        seen_down = seen_down or bool(down)
+    if unsure is not None:
+        return unsure
+    if seen_down:
+        raise coredis.exceptions.PrimaryNotFoundError(
+            f"the sentinels see the primary of {service!r} down (a failover under way?)"
+        )
+    raise coredis.exceptions.PrimaryNotFoundError(f"No primary found for {service!r}")
+
+
+async def _view_of(
+    coredis: Any, sentinel: Any, service: str
+) -> tuple[tuple[str, int], bool | None] | None:
+    """Where `sentinel` says `service`'s primary is, and whether it sees it down (None: it may
+    not say); None when it does not answer, or does not know `service`."""
+    gone = (coredis.exceptions.ConnectionError, TimeoutError)
+    try:
+        state = await sentinel.sentinel_master(service)
+    except coredis.exceptions.ResponseError:
+        # Not watching `service`, or an ACL that allows only the plain question: ask that.
+        try:
+            named = await sentinel.sentinel_get_master_addr_by_name(service)
+        except gone:
+            return None
+        return ((_text(named[0]), int(named[1])), None) if named else None
+    except gone:
+        return None
+    return (_text(state["ip"]), int(state["port"])), bool(state["is_sdown"] or state["is_odown"])
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def _session_names(pubsub: Any) -> AsyncGenerator[str, None]:
     async for message in pubsub:
         if message.get("type") != "message":
@@ -1026,20 +1090,6 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> Exception:  # nover
             raise exc
         return exc
     return RuntimeError("an empty exception group")
-
-
-def _with_host(url: str, host: str, port: int) -> str:
-    """`url` with its host and port replaced (credentials, database and options kept)."""
-    parts = urlsplit(url)
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return parts._replace(netloc=f"{userinfo}{at}{where}").geturl()
-
-
-def _not_durable(error: BaseException) -> bool:
-    """Whether `error` is a save that Redis made but too few replicas acknowledged (``WAIT``):
-    Redis answered, so the lease can still be released at once."""
-    return type(error.__cause__).__name__ == "ReplicationError"
 
 
 def _drain(outbox: MemoryObjectReceiveStream[_Request]) -> list[_Request]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import logging
 import math
 import random
@@ -45,6 +46,10 @@ _IDLE_SWEEP = 4
 _WATCH_RETRY_CAP = 5.0
 """Longest wait, in seconds, between attempts to watch the storage for sign-outs again."""
 
+_RESTORE_MARGIN = 60.0
+"""A session the storage lost is stored again as this replica held it while its access token
+has this many seconds left; otherwise it is renewed first."""
+
 
 class _Refused(SessionExpired, InvalidGrantError):
     """The server refused the user's refresh token: a `SessionExpired` that the TokenManager
@@ -82,6 +87,10 @@ class _UserGrant:
 
     async def renew(self, current: TokenSet | None, *, clock: Callable[[], float]) -> TokenSet:
         key = self._entry.key
+        if self._entry.orphan is not None:
+            if current is None:
+                return await self._restore(clock)
+            self._entry.orphan = None  # the storage had the session: nothing to restore
         if current is None or current.refresh_token is None:
             self._entry.expired = True
             raise SessionExpired(
@@ -112,6 +121,44 @@ class _UserGrant:
             self._entry.expired = True
             raise SessionExpired(str(exc), session=key) from None
 
+    async def still_active(self, current: TokenSet, *, clock: Callable[[], float]) -> bool | None:
+        return await self._grant.still_active(current, clock=clock)
+
+    async def _restore(self, clock: Callable[[], float]) -> TokenSet:
+        """The storage holds no session for the user, and this replica held one until its
+        deletions watch broke (see `SessionPool._watch`): a store that came back empty, or a
+        sign-out the watch missed. Ask the server whether the held refresh token is still
+        active (it spends nothing): if so, this is the user's newest session, and it is stored
+        again (renewed first if its access token is about to expire). If it is inactive (the
+        user was signed out, which revokes it, or another replica renewed since) or the server
+        cannot tell, the user logs in again. Called under the user's lock."""
+        entry = self._entry
+        held = entry.orphan
+        assert held is not None
+        active = await self._grant.still_active(held, clock=clock)  # raises: kept for next time
+        entry.orphan = None
+        if not active:
+            entry.expired = True
+            raise SessionExpired(
+                f"user session {entry.key!r} is not stored, and the refresh token this replica "
+                "held is "
+                + (
+                    "inactive at the server (signed out, or renewed on another replica since)"
+                    if active is False
+                    else "one the server cannot say is active"
+                )
+                + ": log the user in",
+                session=entry.key,
+            )
+        logger.info(
+            "user session %r: the storage lost it; the refresh token this replica held is still "
+            "active, so it is stored again",
+            entry.key,
+        )
+        if held.expires_at is None or clock() < held.expires_at - _RESTORE_MARGIN:
+            return held
+        return await self._grant.renew(held, clock=clock)
+
     async def _forget_refused(self, refused: TokenSet) -> None:
         """Delete the stored session if it still holds the refresh token the server refused
         (called under the session's lock): it is dead for every replica, which then tells the
@@ -135,13 +182,14 @@ class _UserGrant:
 class _Entry:
     """A cached user: their adapter (over their TokenManager) and when they were last asked for."""
 
-    __slots__ = ("auth", "expired", "grant", "key", "used", "user_id")
+    __slots__ = ("auth", "expired", "grant", "key", "orphan", "used", "user_id")
 
     def __init__(self, user_id: str, key: str, used: float) -> None:
         self.user_id = user_id
         self.key = key
         self.used = used
         self.expired = False
+        self.orphan: TokenSet | None = None  # held before the deletions watch broke
         self.grant: _UserGrant
         self.auth: PlanetAuth
 
@@ -247,6 +295,10 @@ class SessionPool:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # user id -> entry, LRU first
         self._by_key: dict[str, str] = {}  # storage key -> user id, for sign-outs elsewhere
         self._draining: dict[str, _Entry] = {}  # dropped, but settling first (user id -> entry)
+        # Sessions held when the deletions watch last broke (storage key -> token), restored on
+        # the user's next request if the storage lost them (see `_watch`); at most
+        # `max_sessions`.
+        self._orphans: dict[str, TokenSet] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._settling = False
         self._settle_failures = 0
@@ -410,9 +462,15 @@ class SessionPool:
         key = self.key(user_id)
         entry = self._entries.pop(user_id, None) or self._draining.pop(user_id, None)
         self._by_key.pop(key, None)
+        orphan = self._orphans.pop(key, None)
         if entry is None:  # not held here: a manager of its own, to delete under the lock
             entry = self._new_entry(user_id, key, self._clock())
         token = await _manager(entry).forget()
+        if token is None:
+            # Nothing stored, nothing held here (the storage lost it?): delete all the same,
+            # which tells the replicas watching to drop what they still hold of the user.
+            await self.storage.delete(key)
+            token = orphan or entry.orphan
         if token is None or token.refresh_token is None:
             return False
         return await revoke_token(
@@ -445,6 +503,8 @@ class SessionPool:
         if entry is None:
             key = stale.key if stale is not None else self.key(user_id)
             entry = self._new_entry(user_id, key, now)
+            if self._orphans:
+                entry.orphan = self._orphans.pop(key, None)
             if stale is not None:
                 # The user was told to log in again: a fresh manager reads the stored session
                 # (a login on another replica), while the grant still refuses to resend the
@@ -540,7 +600,9 @@ class SessionPool:
     ) -> None:
         """Drop users whose session is deleted elsewhere. When the watch breaks (the storage
         restarted), deletions may have been missed: every settled user is dropped, so that each
-        reads the storage again on its next request."""
+        reads the storage again on its next request; a user the storage lost meanwhile (a
+        Redis restarted without persistence) is restored from what this replica held, if the
+        server says its refresh token is still active (`_UserGrant._restore`)."""
         delay = 0.1
         started = False
         while True:
@@ -572,6 +634,7 @@ class SessionPool:
             watch = renewed
 
     def _deleted_elsewhere(self, key: str) -> None:
+        self._orphans.pop(key, None)
         user_id = self._by_key.pop(key, None)
         if user_id is None:
             return
@@ -586,10 +649,19 @@ class SessionPool:
                 logger.exception("%r: on_sign_out raised", self)
 
     def _forget_settled(self) -> None:
+        """After the deletions watch broke: drop every settled user, so that each reads the
+        storage again, and keep what each held (an orphan) in case the storage lost it."""
+        orphans = self._orphans  # those of an earlier break whose users did not come back yet
         for user_id, entry in list(self._entries.items()):
             if not _pending(entry):
                 del self._entries[user_id]
                 self._by_key.pop(entry.key, None)
+                current = _manager(entry)._current
+                held = current.token if current is not None else entry.orphan
+                if held is not None and held.refresh_token is not None:
+                    orphans[entry.key] = held
+        for key in list(itertools.islice(orphans, max(len(orphans) - self.max_sessions, 0))):
+            del orphans[key]  # the oldest first: memory stays bounded
 
 
 def _manager(entry: _Entry) -> TokenManager:

@@ -212,7 +212,7 @@ server.listen(PORT, '127.0.0.1', () => {
 
   // counters so tests can assert how many token requests really reached the server; `refreshed`
   // has the time (ms since the epoch) of each successful refresh grant, per user (`sub`)
-  const stats = { grant_success: {}, grant_error: {}, refreshed: {}, injected_failures: 0 };
+  const stats = { grant_success: {}, grant_error: {}, refreshed: {}, injected_failures: 0, introspections: 0 };
   provider.on('grant.success', (ctx) => {
     const g = ctx.oidc.params.grant_type;
     stats.grant_success[g] = (stats.grant_success[g] ?? 0) + 1;
@@ -237,7 +237,7 @@ server.listen(PORT, '127.0.0.1', () => {
     if (url.pathname === '/__stats') { sendJson(res, 200, stats); return; }
     if (url.pathname === '/__reset') {
       stats.grant_success = {}; stats.grant_error = {}; stats.refreshed = {};
-      stats.injected_failures = 0; config.token_fail_next = 0;
+      stats.injected_failures = 0; stats.introspections = 0; config.token_fail_next = 0;
       sendJson(res, 200, {}); return;
     }
     if (url.pathname === '/__config') {
@@ -251,6 +251,7 @@ server.listen(PORT, '127.0.0.1', () => {
       sendJson(res, 200, { ...config, rt_ttl: RT_TTL, at_format: AT_FORMAT, api_audience: API });
       return;
     }
+    if (url.pathname === '/token/introspection') stats.introspections += 1;
     if (config.token_fail_next > 0 && url.pathname === '/token') {
       // a fault a real server shows on a bad day: the request never reaches the provider
       config.token_fail_next -= 1;
