@@ -543,24 +543,22 @@ async def test_a_refused_refresh_token_gives_the_next_process_the_real_error(
 SOFT = 48  # seconds into a 60 s token: past every soft threshold, before the hard one (54 s)
 
 
-async def test_a_store_that_comes_back_empty_keeps_the_newest_refresh_token(
-    peer: Peer, start_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
-) -> None:
-    """Two processes on a rotating user session; one renewed last (it alone holds the newest
-    refresh token), then Redis restarts without its data. The other, holding the older refresh
-    token, finds the store empty first: with `lost_session_wait` it stores its copy again,
-    marked, and does not spend it (its token keeps serving; past expiry its callers get
-    StorageError). At its own renewal the holder of the newest copy writes it back over the
-    marked older one and renews with it; the other then adopts the result. One refresh grant,
-    0 invalid_grant: the session survives."""
-    server = start_redis()  # keeps nothing over a restart
+async def _renewed_by_one_then_lost(
+    peer: Peer, server: RedisServer, clock: FakeClock, *, lost_session_wait: float | None
+) -> tuple[TokenManager, TokenManager, str, str]:
+    """Two managers on a logged-in rotating user session; `newest` renews it (1 refresh grant),
+    so it alone holds the newest refresh token; then Redis restarts without its data. Returns
+    the managers, the login's header (what `older` still holds) and the renewed one."""
     await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
-    clock = FakeClock(start=time.time())
 
     def manager() -> TokenManager:
         storage = RedisStorage(server.url, lease=LEASE, timeout=TIMEOUT)
         return TokenManager(
-            _user(peer), storage=storage, session=SESSION, clock=clock, lost_session_wait=60
+            _user(peer),
+            storage=storage,
+            session=SESSION,
+            clock=clock,
+            lost_session_wait=lost_session_wait,
         )
 
     newest, older = manager(), manager()
@@ -575,6 +573,24 @@ async def test_a_store_that_comes_back_empty_keeps_the_newest_refresh_token(
     server.stop()
     server.start()
     assert server.call("KEYS", "*") == []
+    return newest, older, login, renewed
+
+
+async def test_a_store_that_comes_back_empty_keeps_the_newest_refresh_token(
+    peer: Peer, start_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes on a rotating user session; one renewed last (it alone holds the newest
+    refresh token), then Redis restarts without its data. The other, holding the older refresh
+    token, finds the store empty first: with `lost_session_wait` it stores its copy again,
+    marked, and does not spend it (its token keeps serving; past expiry its callers get
+    StorageError). At its own renewal the holder of the newest copy writes it back over the
+    marked older one and renews with it; the other then adopts the result. One refresh grant,
+    0 invalid_grant: the session survives."""
+    server = start_redis()  # keeps nothing over a restart
+    clock = FakeClock(start=time.time())
+    newest, older, login, renewed = await _renewed_by_one_then_lost(
+        peer, server, clock, lost_session_wait=60
+    )
 
     with anyio.fail_after(10), caplog.at_level(logging.WARNING, logger="planet_async"):
         assert await older.header() == login  # stored again, not spent; its token still serves
@@ -634,24 +650,10 @@ async def test_by_default_the_holder_of_an_older_refresh_token_asks_before_spend
     empty at its own renewal point, asks too (active), renews and stores the result; the other
     adopts it. Two refresh grants in all, 0 invalid_grant: the session survives."""
     server = start_redis()  # keeps nothing over a restart
-    await device_login_saved(peer.issuer, RedisStorage(server.url), SESSION)
     clock = FakeClock(start=time.time())
-
-    def manager() -> TokenManager:
-        storage = RedisStorage(server.url, lease=LEASE, timeout=TIMEOUT)
-        return TokenManager(_user(peer), storage=storage, session=SESSION, clock=clock)
-
-    newest, older = manager(), manager()
-    login = await newest.header()
-    assert await older.header() == login
-    clock.advance(SOFT)
-    peer.reset()
-    with anyio.fail_after(10):
-        renewed = await newest.header()  # generation 2, held by `newest` alone after the restart
-    assert renewed != login
-    server.stop()
-    server.start()
-    assert server.call("KEYS", "*") == []
+    newest, older, login, renewed = await _renewed_by_one_then_lost(
+        peer, server, clock, lost_session_wait=None
+    )
 
     with anyio.fail_after(10):
         assert await older.header() == login  # its renewal ahead of time fails; it still serves
