@@ -398,17 +398,48 @@ PASSES = {
 cores as equals; then with the two servers scheduled first, as servers on machines of their own
 would answer whatever the client's machine is doing."""
 TRANSPORTS = {
-    "caller's loop": (False, False),
-    "request on the renewal loop": (True, False),
-    "request and adoption on the renewal loop": (False, True),
+    "caller's loop": (False, False, False),
+    "request on the renewal loop": (True, False, False),
+    "request and adoption on the renewal loop": (False, True, False),
+    "same, request sent by the helper process": (False, True, True),
 }
-"""Where a renewal's token request runs: on the caller's loop (the default); sent from the
-renewal loop (`HttpxTransport(off_loop=True)`), its answer handed back to the caller's loop; or
-made, and its token put in use, on the renewal loop (`TokenManager(off_loop=True)`), storage
-still on the caller's loop."""
+"""Where a renewal's token request runs: on the caller's loop; sent from the renewal loop
+(`HttpxTransport(off_loop=True)`), its answer handed back to the caller's loop; made, and its
+token put in use, on the renewal loop (`TokenManager(off_loop=True)`), storage still on the
+caller's loop; the same, with the request handed from the renewal loop to the helper process,
+which sends it (`HttpxTransport(helper_process=True)`; the library's default)."""
 
 
-def _auth_with(setup: Setup, off_loop: tuple[bool, bool]) -> tuple[Any, list[float]]:
+async def _helper_ready() -> None:
+    """Wait (at most 30 s) until the helper process, started by a first renewal, is ready."""
+    from planet_async._helper import helper
+
+    with anyio.fail_after(30):
+        while not helper().ready:  # noqa: ASYNC110 - the helper has no event to wait on
+            await anyio.sleep(0.05)
+
+
+def _time_helper(exchanges: list[float]) -> None:
+    """From now on, add to `exchanges` the seconds each request given to the helper process
+    took, from being written to its answer being read (on the helper's reading thread)."""
+    from planet_async._helper import helper
+
+    program = helper()
+    submit = type(program).submit  # not a wrapper of an earlier call's
+
+    def timed(request: Any, timeout: float, answer: Any) -> Any:
+        began = time.perf_counter()
+
+        def timed_answer(outcome: Any) -> None:
+            exchanges.append(time.perf_counter() - began)
+            answer(outcome)
+
+        return submit(program, request, timeout, timed_answer)
+
+    program.submit = timed  # type: ignore[method-assign]
+
+
+def _auth_with(setup: Setup, off_loop: tuple[bool, bool, bool]) -> tuple[Any, list[float]]:
     """The adapter, and the list of seconds each of its token requests took, from the request
     being sent (on whichever loop sends it) until the answer was read: the authorization
     server's share of a renewal, with the sending loop's waits."""
@@ -419,8 +450,8 @@ def _auth_with(setup: Setup, off_loop: tuple[bool, bool]) -> tuple[Any, list[flo
         HttpxTransport,
     )
 
-    transport_off_loop, manager_off_loop = off_loop
-    transport = HttpxTransport(off_loop=transport_off_loop)
+    transport_off_loop, manager_off_loop, helper_process = off_loop
+    transport = HttpxTransport(off_loop=transport_off_loop, helper_process=helper_process)
     exchanges: list[float] = []
     send = transport._send_here
 
@@ -435,6 +466,8 @@ def _auth_with(setup: Setup, off_loop: tuple[bool, bool]) -> tuple[Any, list[flo
     # On the instance: the transport stays exactly an HttpxTransport, which the manager checks
     # before it makes token requests on the renewal loop.
     transport._send_here = timed  # type: ignore[method-assign]
+    if helper_process:
+        _time_helper(exchanges)
     server = AuthorizationServer(setup.ctx.peer.issuer, transport=transport)
     client = ClientSecretBasic(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     manager = TokenManager(
@@ -444,13 +477,15 @@ def _auth_with(setup: Setup, off_loop: tuple[bool, bool]) -> tuple[Any, list[flo
 
 
 async def _idle_renewals(
-    setup: Setup, off_loop: tuple[bool, bool], count: int
+    setup: Setup, off_loop: tuple[bool, bool, bool], count: int
 ) -> tuple[list[float], list[float]]:
     """Wall time of `count` renewals on a loop with nothing else to do, and of their token
     requests."""
     auth, exchanges = _auth_with(setup, off_loop)
     manager = auth.manager
     await manager.renew()  # discovery, and the first connection's costs, out of the way
+    if off_loop[2]:
+        await _helper_ready()
     exchanges.clear()
     times = []
     for _ in range(count):
@@ -486,7 +521,7 @@ def _time_renewals(manager: TokenManager) -> tuple[list[float], list[float]]:
 
 
 async def _busy_renewals(
-    setup: Setup, off_loop: tuple[bool, bool], duration: float
+    setup: Setup, off_loop: tuple[bool, bool, bool], duration: float
 ) -> tuple[Run, list[float], list[float], list[float], list[float]]:
     """The download job at RENEWAL_CONCURRENCY with the adapter, `_time_renewals` of every
     renewal made during it, the time of their token requests, and that of the token requests
@@ -588,9 +623,14 @@ async def _renewal_figure(
                 f"{', '.join(f'{d * 1000:.0f}' for d in done)} ms",
                 flush=True,
             )
-        static_run = await _run(
-            setup, RENEWAL_CLIENT, "static header", RENEWAL_CONCURRENCY, duration
-        )
+        # The probe runs here too: the static job meets the same load as the others.
+        static_probe = _start_probe(setup, duration)
+        try:
+            static_run = await _run(
+                setup, RENEWAL_CLIENT, "static header", RENEWAL_CONCURRENCY, duration
+            )
+        finally:
+            await anyio.to_thread.run_sync(static_probe.communicate, None, duration + 30)
         static.append(static_run.files_per_s)
         print(f"  static header: {static_run.files_per_s:6.0f} files/s", flush=True)
     found["static_files_per_s"] = static

@@ -28,7 +28,7 @@ from anyio.from_thread import BlockingPortal
 
 from ._errors import AsyncOnlyError, ConfigurationError
 
-__all__ = ["RenewalLoop", "renewal_loop"]
+__all__ = ["RenewalLoop", "renewal_loop", "wake"]
 
 _T = TypeVar("_T")
 
@@ -139,7 +139,7 @@ class RenewalLoop:
         caller = anyio.lowlevel.current_token()
         done = anyio.Event()
         future = portal.start_task_soon(func, *args)
-        future.add_done_callback(lambda _: _wake(done, caller))
+        future.add_done_callback(lambda _: wake(done, caller))
         await done.wait()
         return future.result()
 
@@ -192,7 +192,7 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
     os.register_at_fork(after_in_child=_loop._after_fork_in_child)
 
 
-def _wake(done: anyio.Event, caller: anyio.lowlevel.EventLoopToken) -> None:
+def wake(done: anyio.Event, caller: anyio.lowlevel.EventLoopToken) -> None:
     """Set `done` on the caller's loop, from the renewal loop, without waiting for it: the
     renewal loop must not wait for a busy loop to run the call. The call is queued on the
     caller's loop through its own thread-safe entry (asyncio's ``call_soon_threadsafe``, trio's

@@ -44,11 +44,28 @@ class HttpxTransport:
             whole request on the renewal loop and putting its token in use from there (see its
             `off_loop`); this is the variant the ``clients_renewal`` benchmark compares it with.
             Only without `client` (a client belongs to its owner's loop).
+        helper_process: Let a `TokenManager` hand its token requests to the program's helper
+            process (`_helper`), which sends them with this same code, instead of making them
+            on the renewal loop: a program whose other threads keep the interpreter busy then
+            does not slow each step of the request, only the one wake-up for its answer. On by
+            default; only without `client`.
     """
 
-    def __init__(self, client: httpx.AsyncClient | None = None, *, off_loop: bool = False) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None = None,
+        *,
+        off_loop: bool = False,
+        helper_process: bool = True,
+    ) -> None:
         self._client = client
         self._off_loop = off_loop and client is None
+        self._helper_process = helper_process and client is None
+
+    @property
+    def helper_process(self) -> bool:
+        """Whether the program's helper process may send token requests for this transport."""
+        return self._helper_process
 
     @property
     def loop_free(self) -> bool:

@@ -16,8 +16,9 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._background import renewal_loop
+from ._background import renewal_loop, wake
 from ._errors import (
+    AuthServerUnavailable,
     ConfigurationError,
     InvalidGrantError,
     LockLost,
@@ -27,9 +28,13 @@ from ._errors import (
     fresh_copy,
 )
 from ._events import TokenEvent, TokenEventKind, TokenListener
+from ._helper import helper
 from ._models import TokenSet
 from ._redact import redact, require_header_safe
+from ._transport import HttpResponse
 from .flows._base import Grant
+from .flows._client_credentials import ClientCredentialsGrant
+from .flows._refresh import RefreshTokenGrant
 from .storage._generations import Generation, Order, compare
 from .storage._memory import MemoryStorage
 from .storage._protocol import Storage, require_storage
@@ -73,6 +78,10 @@ class _Current:
     soft: float  # from here on, renew in the background while this token keeps serving
     hard: float  # from here on, callers wait for a new token
 
+
+_HELPER_MARGIN = 5.0
+"""Seconds a renewal waits for the helper process beyond the request's own timeout, which the
+helper enforces itself (answering `AuthServerUnavailable`)."""
 
 _WAKE_BATCH = 256
 """Waiters woken per scheduling step. Waking 10,000 at once is one ~8 ms stall of the loop;
@@ -312,6 +321,10 @@ class TokenManager:
         now = self._clock()
         # Past the soft threshold, or holding a token that could not be saved yet: renew, which
         # first saves it (and then finds it still fresh).
+        if self._flight is not None:
+            helper().poll()  # the renewal's answer, if it came, put in use here and now
+            current = self._current
+            assert current is not None
         if now >= current.hard:
             return None
         if self._flight is None and now >= self._not_before:
@@ -1081,11 +1094,65 @@ class TokenManager:
         logger.debug("session %r: renewing (%s)", self.session, self.grant.description)
         stamp = Generation.after(base)  # the next generation of `base`'s login
         loop = renewal_loop()
-        if self._off_loop and not loop.in_loop_thread():
+        if self._off_loop and (token := await self._from_helper(base, stamp)) is not None:
+            self._obtained = token
+        elif self._off_loop and not loop.in_loop_thread():
             token = self._obtained = await loop.run_here(self._obtain_and_install, base, stamp)
         else:
             token = self._obtained = stamp.on(await self.grant.renew(base, clock=self._clock))
         return token
+
+    async def _from_helper(self, base: TokenSet | None, stamp: Generation) -> TokenSet | None:
+        """The token request sent by the helper process (`_helper`), for the library's grants
+        with the default transport, once the helper is ready: written from here, its answer read
+        and its token put in use on the helper's reading thread, with no turn of a loop to wait
+        for. This loop saves it when its turn comes. None when the helper cannot take it."""
+        grant = self.grant
+        if type(grant) not in (ClientCredentialsGrant, RefreshTokenGrant):
+            return None
+        assert isinstance(grant, (ClientCredentialsGrant, RefreshTokenGrant))
+        if not grant.server.helper_process:
+            return None
+        if not helper().ready:
+            if self._current is not None:
+                # A program that lived to renew a token it had in use: a helper for the next
+                # renewal (this one is made as before). Short ones never start it.
+                helper().start()
+            return None
+        prepared = await grant.prepare(base, clock=self._clock)
+        outcome: list[TokenSet | Exception] = []
+        caller = anyio.lowlevel.current_token()
+        answered = anyio.Event()
+
+        def answer(response: HttpResponse | AuthServerUnavailable) -> None:
+            if isinstance(response, AuthServerUnavailable):
+                outcome.append(response)
+            else:
+                try:
+                    token = stamp.on(prepared.token(response, received_at=self._clock()))
+                except Exception as exc:  # the renewal's error, raised on the caller's loop
+                    outcome.append(exc)
+                else:
+                    self._install(token)
+                    outcome.append(token)
+            wake(answered, caller)
+
+        timeout = grant.server.timeout
+        ident = helper().submit(prepared.request, timeout, answer)
+        if ident is None:
+            return None
+        with anyio.move_on_after(timeout + _HELPER_MARGIN):
+            await answered.wait()
+        if not outcome and helper().withdraw(ident):
+            raise AuthServerUnavailable(
+                f"{prepared.endpoint} did not answer within {timeout:g} s",
+                endpoint=prepared.endpoint,
+            )
+        await answered.wait()  # answered meanwhile, or being answered right now
+        result = outcome[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def _obtain_and_install(self, base: TokenSet | None, stamp: Generation) -> TokenSet:
         """On the renewal loop: ask the server, and put the answer in use at once. The caller's

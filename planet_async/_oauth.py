@@ -48,6 +48,7 @@ __all__ = [
     "PrivateKeyJWT",
     "PublicClient",
     "ServerMetadata",
+    "TokenRequest",
     "parse_token_response",
 ]
 
@@ -600,6 +601,21 @@ class AuthorizationServer:
         Raises:
             AuthServerUnavailable: The server could not be reached or did not answer in time.
         """
+        endpoint, request = await self._form_request(
+            endpoint_name, form, client, clock=clock, context=context
+        )
+        response = await self.transport.send(request, timeout=self.timeout)
+        return endpoint, dataclasses.replace(response, request_secrets=frozenset(request.secrets()))
+
+    async def _form_request(
+        self,
+        endpoint_name: str,
+        form: Mapping[str, str],
+        client: ClientAuth,
+        *,
+        clock: Clock,
+        context: str,
+    ) -> tuple[str, HttpRequest]:
         endpoint = await self.endpoint(endpoint_name)
         # RFC 7523 3: a client assertion's audience is the token endpoint, wherever it is sent.
         audience = (
@@ -611,9 +627,32 @@ class AuthorizationServer:
         logger.debug(
             "%s request: %s to %s", endpoint_name, context or body.get("grant_type"), endpoint
         )
-        request = HttpRequest("POST", endpoint, headers=headers, form=body)
-        response = await self.transport.send(request, timeout=self.timeout)
-        return endpoint, dataclasses.replace(response, request_secrets=frozenset(request.secrets()))
+        return endpoint, HttpRequest("POST", endpoint, headers=headers, form=body)
+
+    async def token_request(
+        self,
+        form: Mapping[str, str],
+        client: ClientAuth,
+        *,
+        clock: Clock,
+        context: str = "",
+        keep_refresh_token: SecretStr | None = None,
+    ) -> TokenRequest:
+        """A grant's request to the token endpoint, ready to send (the endpoint discovered, the
+        client authenticated), and how to read its answer.
+
+        Raises:
+            AuthServerError: Discovery failed.
+        """
+        endpoint, request = await self._form_request(
+            "token_endpoint", form, client, clock=clock, context=context
+        )
+        return TokenRequest(
+            request,
+            endpoint=endpoint,
+            context=context,
+            keep_refresh_token=keep_refresh_token,
+        )
 
     async def request_token(
         self,
@@ -622,18 +661,67 @@ class AuthorizationServer:
         *,
         clock: Clock,
         context: str = "",
+        keep_refresh_token: SecretStr | None = None,
     ) -> TokenSet:
         """POST a grant to the token endpoint and return the token set it answers with.
 
         Raises:
             AuthServerError: See `parse_token_response`; also when the server cannot be reached.
         """
-        endpoint, response = await self.post_form(
-            "token_endpoint", form, client, clock=clock, context=context
+        prepared = await self.token_request(
+            form, client, clock=clock, context=context, keep_refresh_token=keep_refresh_token
         )
-        return parse_token_response(
-            response, endpoint=endpoint, received_at=clock(), context=context
+        return await prepared.send(self, clock=clock)
+
+    @property
+    def helper_process(self) -> bool:
+        """Whether token requests to this server may be sent by the program's helper process
+        (`_helper`): with the default transport, unless it was made with
+        ``helper_process=False``."""
+        transport = self.transport
+        return type(transport) is HttpxTransport and transport.helper_process
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRequest:
+    """A token request, built and ready to send, and the reading of its answer: the protocol
+    logic without the sending, so that the request can be sent from elsewhere (the helper
+    process) and its answer read there.
+
+    Attributes:
+        request: What to send.
+        endpoint: The token endpoint's URL.
+        context: What the request is for, for messages (the grant's description).
+        keep_refresh_token: Kept when the answer carries no refresh token (RFC 6749 section 6:
+            the server may keep the one the client has).
+    """
+
+    request: HttpRequest
+    endpoint: str
+    context: str = ""
+    keep_refresh_token: SecretStr | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenRequest({self.endpoint}, {self.context!r})"
+
+    async def send(self, server: AuthorizationServer, *, clock: Clock) -> TokenSet:
+        """Send it with `server`'s transport and read the answer."""
+        response = await server.transport.send(self.request, timeout=server.timeout)
+        return self.token(response, received_at=clock())
+
+    def token(self, response: HttpResponse, *, received_at: float) -> TokenSet:
+        """The token set `response` carries.
+
+        Raises:
+            AuthServerError: See `parse_token_response`.
+        """
+        response = dataclasses.replace(response, request_secrets=frozenset(self.request.secrets()))
+        token = parse_token_response(
+            response, endpoint=self.endpoint, received_at=received_at, context=self.context
         )
+        if token.refresh_token is None and self.keep_refresh_token is not None:
+            token = token.model_copy(update={"refresh_token": self.keep_refresh_token})
+        return token
 
 
 async def revoke_token(

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from .._errors import ConfigurationError
 from .._models import TokenSet
-from .._oauth import AuthorizationServer, ClientAuth, PublicClient, scope_param
+from .._oauth import AuthorizationServer, ClientAuth, PublicClient, TokenRequest, scope_param
 from ._scopes import OFFLINE_ACCESS, normalize_scopes
 
 __all__ = ["ClientCredentialsGrant"]
@@ -61,7 +61,14 @@ class ClientCredentialsGrant:
         )
 
     async def renew(self, current: TokenSet | None, *, clock: Callable[[], float]) -> TokenSet:
+        prepared = await self.prepare(current, clock=clock)
+        return await prepared.send(self.server, clock=clock)
+
+    async def prepare(
+        self, current: TokenSet | None, *, clock: Callable[[], float]
+    ) -> TokenRequest:
+        """`renew`'s token request, ready to send, and the reading of its answer."""
         form = {"grant_type": "client_credentials", **scope_param(self.scopes), **self.extra_params}
-        return await self.server.request_token(
+        return await self.server.token_request(
             form, self.client, clock=clock, context=self.description
         )

@@ -6,7 +6,13 @@ from collections.abc import Callable, Iterable
 
 from .._errors import LoginRequired
 from .._models import TokenSet
-from .._oauth import AuthorizationServer, ClientAuth, scope_param, token_is_active
+from .._oauth import (
+    AuthorizationServer,
+    ClientAuth,
+    TokenRequest,
+    scope_param,
+    token_is_active,
+)
 from ._scopes import normalize_scopes
 
 __all__ = ["RefreshTokenGrant"]
@@ -54,6 +60,17 @@ class RefreshTokenGrant:
         return f"RefreshTokenGrant({self.client.client_id!r}, server={self.server!r})"
 
     async def renew(self, current: TokenSet | None, *, clock: Callable[[], float]) -> TokenSet:
+        prepared = await self.prepare(current, clock=clock)
+        return await prepared.send(self.server, clock=clock)
+
+    async def prepare(
+        self, current: TokenSet | None, *, clock: Callable[[], float]
+    ) -> TokenRequest:
+        """`renew`'s token request, ready to send, and the reading of its answer.
+
+        Raises:
+            LoginRequired: There is no session, or it has no refresh token.
+        """
         if current is None:
             raise LoginRequired(
                 f"not logged in ({self.description}): run `planet-async auth login`, or log in "
@@ -69,12 +86,13 @@ class RefreshTokenGrant:
             "refresh_token": current.refresh_token.get_secret_value(),
             **scope_param(self.scopes),
         }
-        token = await self.server.request_token(
-            form, self.client, clock=clock, context=self.description
+        return await self.server.token_request(
+            form,
+            self.client,
+            clock=clock,
+            context=self.description,
+            keep_refresh_token=current.refresh_token,
         )
-        if token.refresh_token is None:
-            token = token.model_copy(update={"refresh_token": current.refresh_token})
-        return token
 
     async def still_active(self, current: TokenSet, *, clock: Callable[[], float]) -> bool | None:
         """Whether `current`'s refresh token is still active at the server (introspection),

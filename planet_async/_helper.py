@@ -1,0 +1,403 @@
+"""The helper process: token requests sent from a process of their own, answers read by a thread.
+
+A renewal made in the program's own process shares its interpreter lock. When the program is busy
+(an event loop with 256 downloads, say), every step of the HTTP exchange (resolving, connecting,
+each read, each turn of a loop) waits for that lock, and a token request the server answers in
+5 ms took 25 ms or more (the ``clients_renewal`` benchmark).
+
+So a `TokenManager` hands its token requests, built and as plain data (`HttpRequest`), to one
+helper process per program, which sends them with the same code (`HttpxTransport`) and writes
+back each `HttpResponse`. In the program a thread of its own waits on the helper's pipe, blocked
+outside the lock, and reads each answer with one wake-up: the manager's callback runs right there
+and puts the new token in use. The caller's loop only writes the request (it does not wait for a
+turn) and learns of the answer later, when it saves.
+
+Frames on the pipes are a 4-byte length and JSON; secrets cross only the two pipes between the
+processes. The helper starts on first use, in the background: until it is ready, and on platforms
+without ``fork``-style pipes (Windows), requests are made as before. It leaves when the program
+does (the end of its input), and is started anew, up to three times, if it dies.
+
+A request the helper was given is never sent again by the program: if the helper dies with it,
+the server may have received it (and rotated a refresh token), so the caller gets
+`AuthServerUnavailable`, as for a connection lost mid-request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ._errors import AuthServerUnavailable
+from ._redact import redact
+from ._transport import HttpRequest, HttpResponse
+
+__all__ = ["Answer", "HelperProcess", "helper", "serve"]
+
+logger = logging.getLogger("planet_async")
+
+Answer = Callable[[HttpResponse | AuthServerUnavailable], None]
+"""Called, on the helper's reading thread, with a request's response or the error it met."""
+
+_MAX_STARTS = 3
+_READY_WITHIN = 30.0
+"""Seconds a new helper has to say it is ready (it imports the library first)."""
+_CHUNK = 65536
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+def _frames(buffer: bytearray) -> list[dict[str, Any]]:
+    """Take the complete frames off the front of `buffer`."""
+    found = []
+    while len(buffer) >= 4:
+        size = int.from_bytes(buffer[:4], "big")
+        if len(buffer) < 4 + size:
+            break
+        found.append(json.loads(bytes(buffer[4 : 4 + size])))
+        del buffer[: 4 + size]
+    return found
+
+
+class HelperProcess:
+    """The program's helper process: `submit` requests from any thread; answers are given on the
+    helper's reading thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        self._starting = False
+        self._starts = 0
+        self._pending: dict[int, tuple[HttpRequest, Answer]] = {}
+        self._reading = threading.Lock()
+        """Held by whoever reads the helper's answers: its reading thread, or a `poll`."""
+        self._buffer = bytearray()
+        self._next = 0
+        self.sent = 0
+        """Requests given to the helper: what tests and benchmarks count."""
+
+    def __repr__(self) -> str:
+        state = "ready" if self._ready else "not ready"
+        return f"HelperProcess({state}, starts={self._starts}, sent={self.sent})"
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def submit(self, request: HttpRequest, timeout: float, answer: Answer) -> int | None:
+        """Give `request` to the helper; `answer` is called with its outcome, once, unless
+        `withdraw` comes first.
+
+        Returns:
+            The request's number, for `withdraw`; None when the helper is not ready (it is then
+            started) or could not take the request whole: the caller sends it itself.
+        """
+        with self._lock:
+            if not self._ready:
+                self._start_locked()
+                return None
+            proc = self._proc
+            assert proc is not None
+            assert proc.stdin is not None
+            self._next += 1
+            ident = self._next
+            frame = _frame(
+                {
+                    "id": ident,
+                    "method": request.method,
+                    "url": request.url,
+                    "headers": dict(request.headers),
+                    "form": dict(request.form) if request.form is not None else None,
+                    "timeout": timeout,
+                }
+            )
+            try:  # non-blocking: a helper that reads nothing never holds up the program
+                written = os.write(proc.stdin.fileno(), frame)
+            except OSError:
+                written = -1
+            if written == len(frame):
+                self._pending[ident] = (request, answer)
+                self.sent += 1
+                return ident
+            held = self._forget(proc, "it did not take a request")
+        _fail(held, "it did not take a request")
+        return None
+
+    def withdraw(self, ident: int) -> bool:
+        """Take request `ident`'s answer back: True if it was not given yet (and never will
+        be). Its caller gave up waiting; the helper, which enforces the request's timeout
+        itself, did not answer in time, so it is stopped."""
+        with self._lock:
+            if self._pending.pop(ident, None) is None:
+                return False
+            reason = "it did not answer in time"
+            held = self._forget(self._proc, reason) if self._proc is not None else []
+        _fail(held, reason)
+        return True
+
+    def start(self) -> None:
+        """Start the helper in the background, unless it runs or is starting (or failed to
+        start too often, or this platform has none)."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        """Start a helper from a thread of its own, which then reads it."""
+        if self._ready or self._starting or self._starts >= _MAX_STARTS or not _supported():
+            return
+        self._starting = True
+        self._starts += 1
+        threading.Thread(target=self._run, name="planet_async-helper", daemon=True).start()
+
+    def _run(self) -> None:
+        """The reading thread: start the helper, then wait for its frames, blocked outside the
+        interpreter lock, and hand each answer to its caller."""
+        try:
+            proc = _spawn()
+        except OSError as exc:
+            logger.warning("token requests are made in-process: no helper process (%s)", exc)
+            with self._lock:
+                self._starting = False
+            return
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdin.fileno(), False)
+        with self._reading:
+            self._buffer = bytearray()
+        with self._lock:
+            self._proc = proc
+        fd = proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        reason = "it exited"
+        deadline = time.monotonic() + _READY_WITHIN
+        try:
+            while True:
+                wait = None if self._ready else deadline - time.monotonic()
+                if wait is not None and (wait <= 0 or not select.select([fd], [], [], wait)[0]):
+                    reason = f"it was not ready within {_READY_WITHIN:g} s"
+                    break
+                select.select([fd], [], [])
+                with self._reading:
+                    if not self._drain(proc, fd):
+                        break
+        except (OSError, ValueError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            held = self._forget(proc, reason) if self._proc is proc else []
+        with self._reading:
+            proc.stdout.close()
+        _fail(held, reason)
+
+    def poll(self) -> None:
+        """Read the answers that have arrived, here and now, if a request is pending and no
+        other thread is reading. A renewal's callers call this (the per-request path, while a
+        renewal is in flight): the first request after the answer arrived then puts the new
+        token in use, before the reading thread's wake-up, which in a busy program waits for
+        the interpreter lock (up to its switch interval, 5 ms)."""
+        proc = self._proc
+        if not self._pending or proc is None or not self._reading.acquire(blocking=False):
+            return
+        try:
+            if not proc.stdout.closed:  # type: ignore[union-attr]
+                self._drain(proc, proc.stdout.fileno())  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            pass  # the reading thread finds it too, and stops the helper
+        finally:
+            self._reading.release()
+
+    def _drain(self, proc: subprocess.Popen[bytes], fd: int) -> bool:
+        """Read what `fd` has (under `_reading`) and hand out the answers it completes; False
+        at its end."""
+        while True:
+            try:
+                data = os.read(fd, _CHUNK)
+            except BlockingIOError:
+                return True
+            if not data:
+                return False
+            self._buffer += data
+            for message in _frames(self._buffer):
+                self._answer(proc, message)
+
+    def _answer(self, proc: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
+        if message.get("ready") is True:
+            with self._lock:
+                self._ready = self._proc is proc
+                self._starting = False
+            logger.debug("token requests are sent from helper process %d", proc.pid)
+            return
+        with self._lock:
+            found = self._pending.pop(message.get("id", -1), None)
+        if found is None:  # withdrawn
+            return
+        request, answer = found
+        outcome: HttpResponse | AuthServerUnavailable
+        if "error" in message:
+            text = redact(str(message["error"]), request.secrets())
+            outcome = AuthServerUnavailable(text, endpoint=request.url)
+        else:
+            outcome = HttpResponse(
+                status_code=message["status"],
+                headers=message["headers"],
+                content=message["content"].encode("latin-1"),
+            )
+        _call(answer, outcome)
+
+    def _forget(
+        self, proc: subprocess.Popen[bytes], reason: str
+    ) -> list[tuple[HttpRequest, Answer]]:
+        """Stop `proc` (under the lock) and return the requests it held, for `_fail`. The next
+        request starts another helper, up to _MAX_STARTS in all."""
+        logger.warning("the helper process sending token requests stopped: %s", reason)
+        self._proc = None
+        self._ready = self._starting = False
+        held = list(self._pending.values())
+        self._pending = {}
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # type: ignore[union-attr]
+        threading.Thread(target=proc.wait, daemon=True).start()  # reap it
+        return held
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child has the parent's pipes, not its helper or reading thread: close its
+        copies (the parent's stay open) and start a helper of its own when needed."""
+        proc = self._proc
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(stream.fileno())
+        self.__init__()  # type: ignore[misc]
+
+
+def _fail(held: list[tuple[HttpRequest, Answer]], reason: str) -> None:
+    """Answer each request a stopped helper held with an error."""
+    for request, answer in held:
+        error = AuthServerUnavailable(
+            f"{request.url}: the helper process sending the token request stopped "
+            f"({reason}); the server may have received the request",
+            endpoint=request.url,
+        )
+        _call(answer, error)
+
+
+def _call(answer: Answer, outcome: HttpResponse | AuthServerUnavailable) -> None:
+    try:
+        answer(outcome)
+    except Exception:  # the reading thread must go on for the other requests
+        logger.exception("a token request's answer could not be handled")
+
+
+def _supported() -> bool:
+    """Whether this program can have a helper: on POSIX (the reading thread waits with
+    ``select`` on a pipe), run by a Python interpreter (not a frozen application, whose
+    executable is the application itself), and not switched off with
+    ``PLANET_ASYNC_HELPER_PROCESS=0``."""
+    return (
+        os.name == "posix"
+        and bool(sys.executable)
+        and not getattr(sys, "frozen", False)
+        and os.environ.get("PLANET_ASYNC_HELPER_PROCESS", "1") != "0"
+    )
+
+
+def _spawn() -> subprocess.Popen[bytes]:
+    """This interpreter, with this program's import path, so that it runs the same planet_async
+    and httpx; no terminal output (its answers carry its errors)."""
+    code = (
+        f"import sys; sys.path[:] = {list(sys.path)!r}; "
+        "from planet_async._helper import serve; serve()"
+    )
+    return subprocess.Popen(  # noqa: S603 - this interpreter, this library's own code
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+    )
+
+
+def serve() -> None:
+    """The helper's side: answer each request frame on stdin with a response frame on stdout,
+    concurrently, until stdin ends."""
+    # Ctrl-C in a terminal reaches the whole process group: the program decides, and the helper
+    # leaves when the program's end closes its input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = os.dup(1)  # frames only on the pipe: anything else printed goes nowhere
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    anyio.run(_serve, 0, out, backend="asyncio")
+
+
+async def _serve(fd_in: int, fd_out: int) -> None:
+    from ._http import HttpxTransport
+
+    transport = HttpxTransport(helper_process=False)
+
+    def write(message: dict[str, Any]) -> None:
+        # Blocking, whole, from this one thread: frames never interleave.
+        view = memoryview(_frame(message))
+        while view:
+            view = view[os.write(fd_out, view) :]
+
+    async def handle(message: dict[str, Any]) -> None:
+        request = HttpRequest(
+            method=message["method"],
+            url=message["url"],
+            headers=message["headers"],
+            form=message["form"],
+        )
+        try:
+            response = await transport.send(request, timeout=message["timeout"])
+        except AuthServerUnavailable as exc:
+            write({"id": message["id"], "error": str(exc)})
+        except Exception as exc:  # reported to the program, which raises it
+            write({"id": message["id"], "error": f"{request.url}: {type(exc).__name__}: {exc}"})
+        else:
+            write(
+                {
+                    "id": message["id"],
+                    "status": response.status_code,
+                    "headers": dict(response.headers),
+                    "content": response.content.decode("latin-1"),
+                }
+            )
+
+    write({"ready": True})
+    buffer = bytearray()
+    async with anyio.create_task_group() as tasks:
+        while True:
+            await anyio.wait_readable(fd_in)
+            data = os.read(fd_in, _CHUNK)
+            if not data:
+                break
+            buffer += data
+            for message in _frames(buffer):
+                tasks.start_soon(handle, message)
+        tasks.cancel_scope.cancel()
+
+
+_helper = HelperProcess()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_helper._after_fork_in_child)
+
+
+def helper() -> HelperProcess:
+    """The program's helper process."""
+    return _helper
