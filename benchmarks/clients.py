@@ -411,9 +411,11 @@ which sends it (`HttpxTransport(helper_process=True)`; the library's default).""
 
 
 async def _helper_ready() -> None:
-    """Wait (at most 30 s) until the helper process, started by a first renewal, is ready."""
+    """Start the helper process (a program's second renewal would), and wait (at most 30 s)
+    until it is ready."""
     from planet_async._helper import helper
 
+    helper().start()
     with anyio.fail_after(30):
         while not helper().ready:  # noqa: ASYNC110 - the helper has no event to wait on
             await anyio.sleep(0.05)

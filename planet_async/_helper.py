@@ -346,9 +346,9 @@ def serve() -> None:
 
 
 async def _serve(fd_in: int, fd_out: int) -> None:
-    from ._http import HttpxTransport
+    from ._http import blocking_client, send_blocking
 
-    transport = HttpxTransport(helper_process=False)
+    client = blocking_client()
 
     def write(message: dict[str, Any]) -> None:
         # Blocking, whole, from this one thread: frames never interleave.
@@ -364,7 +364,9 @@ async def _serve(fd_in: int, fd_out: int) -> None:
             form=message["form"],
         )
         try:
-            response = await transport.send(request, timeout=message["timeout"])
+            response = await anyio.to_thread.run_sync(
+                send_blocking, client, request, message["timeout"]
+            )
         except AuthServerUnavailable as exc:
             write({"id": message["id"], "error": str(exc)})
         except Exception as exc:  # reported to the program, which raises it
