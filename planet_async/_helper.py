@@ -174,15 +174,7 @@ class HelperProcess:
             with self._lock:
                 self._starting = False
             return
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdin.fileno(), False)
-        with self._reading:
-            self._buffer = bytearray()
-        with self._lock:
-            self._proc = proc
-        fd = proc.stdout.fileno()
-        os.set_blocking(fd, False)
+        fd = self._attach(proc)
         reason = "it exited"
         deadline = time.monotonic() + _READY_WITHIN
         try:
@@ -202,6 +194,18 @@ class HelperProcess:
         with self._reading:
             proc.stdout.close()
         _fail(held, reason)
+
+    def _attach(self, proc: subprocess.Popen[bytes]) -> int:
+        """Take `proc` as the helper, its pipes non-blocking; return the descriptor to read."""
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdin.fileno(), False)
+        os.set_blocking(proc.stdout.fileno(), False)
+        with self._reading:
+            self._buffer = bytearray()
+        with self._lock:
+            self._proc = proc
+        return proc.stdout.fileno()
 
     def poll(self) -> None:
         """Read the answers that have arrived, here and now, if a request is pending and no

@@ -51,6 +51,7 @@ class HttpxStyleFlow(AuthAdapter):
         header = manager.fresh_header() or await renewed_header(manager)
         request.headers["Authorization"] = header
         response = yield request
+        manager.take_answer()
         if response.status_code != 401 or not self._rejects(response.request, header):
             return
         retry = await self.retry_header(header)

@@ -322,7 +322,7 @@ class TokenManager:
         # Past the soft threshold, or holding a token that could not be saved yet: renew, which
         # first saves it (and then finds it still fresh).
         if self._flight is not None:
-            helper().poll()  # the renewal's answer, if it came, put in use here and now
+            self.take_answer()
             current = self._current
             assert current is not None
         if now >= current.hard:
@@ -332,6 +332,14 @@ class TokenManager:
                 return None  # the caller renews in line; see header()
             self._task_group.start_soon(self._fly, self._start_flight(None))
         return current.header
+
+    def take_answer(self) -> None:
+        """While a renewal waits for the helper process (`_helper`), read its answer if it came,
+        and put the new token in use here and now. The per-request path calls this past the
+        refresh-ahead threshold, and after each response: on a busy event loop the next request
+        comes sooner than the helper's reading thread gets the interpreter lock."""
+        if self._flight is not None:
+            helper().poll()
 
     def fresh_header(self) -> str | None:
         """The `Authorization` header value if the token in memory is valid and no renewal is

@@ -39,6 +39,8 @@ class PlanetAuthMiddleware(AuthAdapter):
         header = await self.header()
         request.headers[hdrs.AUTHORIZATION] = header
         response = await handler(request)
+        if self.manager is not None:
+            self.manager.take_answer()
         if response.status != 401:
             return response
         retry = await self.retry_header(header)

@@ -27,7 +27,8 @@ from planet_async import (
     TokenManager,
     TokenSet,
 )
-from planet_async._helper import helper
+from planet_async._helper import HelperProcess, _spawn, helper
+from planet_async._transport import HttpResponse
 from tests._browser import device_login_saved
 from tests._helpers import FakeClock
 from tests._peer import Peer
@@ -220,3 +221,32 @@ def test_a_forked_child_starts_a_helper_of_its_own(peer: Peer) -> None:
     before = helper().sent
     anyio.run(_m2m(peer, FakeClock(start=time.time())).renew)
     assert helper().sent - before == 1
+
+
+async def test_a_request_reads_the_answer_itself(peer: Peer) -> None:
+    """`poll`, which the per-request path calls while a renewal waits for the helper, reads the
+    answer and hands it over by itself: here no reading thread runs at all."""
+    program = HelperProcess()
+    proc = _spawn()
+    try:
+        fd = program._attach(proc)
+        with anyio.fail_after(30):
+            while not program.ready:
+                await anyio.wait_readable(fd)
+                with program._reading:
+                    assert program._drain(proc, fd)
+        prepared = await AuthorizationServer(peer.issuer).token_request(
+            {"grant_type": "client_credentials"}, M2M, clock=time.time
+        )
+        answers: list[object] = []
+        assert program.submit(prepared.request, 10, answers.append) is not None
+        with anyio.fail_after(10):
+            while not answers:
+                program.poll()
+                await anyio.sleep(0.002)
+        assert isinstance(answers[0], HttpResponse)
+        assert answers[0].status_code == 200
+        assert peer.grants("client_credentials") == 1
+    finally:
+        with proc:  # closes its pipes, and waits for it
+            proc.kill()
