@@ -648,7 +648,7 @@ def run_renewal(ctx: Context) -> None:
     renewal on an idle loop, with the token request made on the caller's loop or on the renewal
     loop; and the job's files/s against the static header's. Twice: see PASSES."""
     reps = ctx.scaled(3, 1)
-    duration = ctx.scaled(5, 3)
+    duration = ctx.scaled(10, 3)  # about 4 renewals per run with 3 s tokens
     idle_count = ctx.scaled(20, 10)
     ctx.configure_peer(ttl=3600, token_delay_ms=0)
     token = long_lived_token(ctx.peer.issuer)
