@@ -192,7 +192,9 @@ class HelperProcess:
         with self._lock:
             held = self._forget(proc, reason) if self._proc is proc else []
         with self._reading:
-            proc.stdout.close()
+            stdout = proc.stdout
+            assert stdout is not None
+            stdout.close()  # nothing reads it any more; `poll` checks this under the same lock
         _fail(held, reason)
 
     def _attach(self, proc: subprocess.Popen[bytes]) -> int:
@@ -287,7 +289,7 @@ class HelperProcess:
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
                     with contextlib.suppress(OSError):
-                        os.close(stream.fileno())
+                        stream.close()  # the file object too: its descriptor is never reused
         self.__init__()  # type: ignore[misc]
 
 

@@ -28,7 +28,7 @@ from planet_async import (
     TokenSet,
 )
 from planet_async._helper import HelperProcess, _spawn, helper
-from planet_async._transport import HttpResponse
+from planet_async._transport import HttpRequest, HttpResponse
 from tests._browser import device_login_saved
 from tests._helpers import FakeClock
 from tests._peer import Peer
@@ -250,3 +250,26 @@ async def test_a_request_reads_the_answer_itself(peer: Peer) -> None:
     finally:
         with proc:  # closes its pipes, and waits for it
             proc.kill()
+
+
+def test_the_helper_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``PLANET_ASYNC_HELPER_PROCESS=0`` no helper starts, and a request given to it is
+    left to the caller (sent in-process)."""
+    monkeypatch.setenv("PLANET_ASYNC_HELPER_PROCESS", "0")
+    program = HelperProcess()
+    program.start()
+    request = HttpRequest("POST", "https://auth.test/token", form={"grant_type": "x"})
+    assert program.submit(request, 10, lambda _: None) is None
+    assert program._proc is None
+    assert not program._starting
+    monkeypatch.setenv("PLANET_ASYNC_HELPER_PROCESS", "1")
+    program.start()
+    assert program._starting  # started: the switch was what held it back
+    deadline = time.monotonic() + 30
+    while not program.ready and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert program.ready
+    proc = program._proc
+    assert proc is not None
+    proc.kill()  # its reading thread then forgets it, and closes its pipes
+    proc.wait()
