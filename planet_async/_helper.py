@@ -1,4 +1,4 @@
-"""The helper process: token requests sent from a process of their own, answers read by a thread.
+"""The helper process: token requests sent from a process of their own.
 
 A renewal made in the program's own process shares its interpreter lock. When the program is busy
 (an event loop with 256 downloads, say), every step of the HTTP exchange (resolving, connecting,
@@ -6,16 +6,18 @@ each read, each turn of a loop) waits for that lock, and a token request the ser
 5 ms took 25 ms or more (the ``clients_renewal`` benchmark).
 
 So a `TokenManager` hands its token requests, built and as plain data (`HttpRequest`), to one
-helper process per program, which sends them with the same code (`HttpxTransport`) and writes
-back each `HttpResponse`. In the program a thread of its own waits on the helper's pipe, blocked
-outside the lock, and reads each answer with one wake-up: the manager's callback runs right there
-and puts the new token in use. The caller's loop only writes the request (it does not wait for a
-turn) and learns of the answer later, when it saves.
+helper process per program, which sends them with httpx as `HttpxTransport` does (`_wire`, which
+it runs by its path: httpx and the standard library only) and writes back each answer. In the
+program, the answer is read by whichever comes first: a request on the per-request path (`poll`,
+while a renewal waits) or the helper's reading thread, which waits on the pipe outside the lock.
+The manager's callback then puts the new token in use right there; the caller's loop only wrote
+the request (it waits for no turn) and learns of the answer later, when it saves.
 
-Frames on the pipes are a 4-byte length and JSON; secrets cross only the two pipes between the
-processes. The helper starts on first use, in the background: until it is ready, and on platforms
-without ``fork``-style pipes (Windows), requests are made as before. It leaves when the program
-does (the end of its input), and is started anew, up to three times, if it dies.
+Secrets cross only the two pipes between the processes. The helper starts in the background the
+first time a program renews a token it had in use; until it is ready, on Windows, in a frozen
+application, with ``PLANET_ASYNC_HELPER_PROCESS=0``, and after it failed to start three times,
+requests are made as before. It leaves when the program does (the end of its input), and is
+started anew if it dies.
 
 A request the helper was given is never sent again by the program: if the helper dies with it,
 the server may have received it (and rotated a refresh token), so the caller gets
@@ -25,11 +27,9 @@ the server may have received it (and rotated a refresh token), so the caller get
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -37,11 +37,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import _wire
 from ._errors import AuthServerUnavailable
 from ._redact import redact
 from ._transport import HttpRequest, HttpResponse
 
-__all__ = ["Answer", "HelperProcess", "helper", "serve"]
+__all__ = ["Answer", "HelperProcess", "helper"]
 
 logger = logging.getLogger("planet_async")
 
@@ -49,28 +50,9 @@ Answer = Callable[[HttpResponse | AuthServerUnavailable], None]
 """Called, on the helper's reading thread, with a request's response or the error it met."""
 
 _MAX_STARTS = 3
-_SENDERS = 16
-"""Requests the helper sends at once; more wait for a thread."""
 _READY_WITHIN = 30.0
 """Seconds a new helper has to say it is ready (it imports the library first)."""
 _CHUNK = 65536
-
-
-def _frame(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
-    return len(body).to_bytes(4, "big") + body
-
-
-def _frames(buffer: bytearray) -> list[dict[str, Any]]:
-    """Take the complete frames off the front of `buffer`."""
-    found = []
-    while len(buffer) >= 4:
-        size = int.from_bytes(buffer[:4], "big")
-        if len(buffer) < 4 + size:
-            break
-        found.append(json.loads(bytes(buffer[4 : 4 + size])))
-        del buffer[: 4 + size]
-    return found
 
 
 class HelperProcess:
@@ -116,7 +98,7 @@ class HelperProcess:
             assert proc.stdin is not None
             self._next += 1
             ident = self._next
-            frame = _frame(
+            data = _wire.frame(
                 {
                     "id": ident,
                     "method": request.method,
@@ -127,10 +109,10 @@ class HelperProcess:
                 }
             )
             try:  # non-blocking: a helper that reads nothing never holds up the program
-                written = os.write(proc.stdin.fileno(), frame)
+                written = os.write(proc.stdin.fileno(), data)
             except OSError:
                 written = -1
-            if written == len(frame):
+            if written == len(data):
                 self._pending[ident] = (request, answer)
                 self.sent += 1
                 return ident
@@ -237,7 +219,7 @@ class HelperProcess:
             if not data:
                 return False
             self._buffer += data
-            for message in _frames(self._buffer):
+            for message in _wire.frames(self._buffer):
                 self._answer(proc, message)
 
     def _answer(self, proc: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
@@ -325,101 +307,20 @@ def _supported() -> bool:
 
 
 def _spawn() -> subprocess.Popen[bytes]:
-    """This interpreter, with this program's import path, so that it runs the same planet_async
-    and httpx; no terminal output (its answers carry its errors)."""
+    """This interpreter, with this program's import path (for httpx), running `_wire` by its
+    path: the helper needs httpx and the standard library only. No terminal output (its answers
+    carry its errors)."""
     code = (
-        f"import sys; sys.path[:] = {list(sys.path)!r}; "
-        "from planet_async._helper import serve; serve()"
+        f"import runpy, sys; sys.path[:] = {list(sys.path)!r}; "
+        f"runpy.run_path({_wire.__file__!r}, run_name='__main__')"
     )
-    return subprocess.Popen(  # noqa: S603 - this interpreter, this library's own code
+    return subprocess.Popen(  # noqa: S603 - this interpreter, this library's own file
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         close_fds=True,
     )
-
-
-def serve() -> None:
-    """The helper's side: answer each request frame on stdin with a response frame on stdout,
-    until stdin ends. _SENDERS threads each take the next frame and send it themselves: a
-    request wakes one thread, which answers it, with no event loop or hand-over in between
-    (on a loaded machine each wake-up waits for a CPU)."""
-    # Ctrl-C in a terminal reaches the whole process group: the program decides, and the helper
-    # leaves when the program's end closes its input.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    out = os.dup(1)  # frames only on the pipe: anything else printed goes nowhere
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    from ._http import blocking_client
-
-    helper = _Sender(0, out, blocking_client())
-    helper.write({"ready": True})
-    senders = [threading.Thread(target=helper.run, daemon=True) for _ in range(_SENDERS)]
-    for thread in senders:
-        thread.start()
-    for thread in senders:
-        thread.join()
-
-
-class _Sender:
-    """The helper's reading, sending and writing, shared by its threads."""
-
-    def __init__(self, fd_in: int, fd_out: int, client: Any) -> None:
-        self._in = fd_in
-        self._out = fd_out
-        self._client = client
-        self._reading = threading.Lock()
-        self._writing = threading.Lock()
-        self._buffer = bytearray()
-        self._ended = False
-
-    def write(self, message: dict[str, Any]) -> None:
-        view = memoryview(_frame(message))
-        with self._writing:  # whole frames: they never interleave
-            while view:
-                view = view[os.write(self._out, view) :]
-
-    def _next(self) -> dict[str, Any] | None:
-        """The next request frame, or None at the end of the input."""
-        with self._reading:
-            while not self._ended:
-                if len(self._buffer) >= 4:
-                    size = int.from_bytes(self._buffer[:4], "big")
-                    if len(self._buffer) >= 4 + size:
-                        message: dict[str, Any] = json.loads(bytes(self._buffer[4 : 4 + size]))
-                        del self._buffer[: 4 + size]
-                        return message
-                data = os.read(self._in, _CHUNK)
-                self._ended = not data
-                self._buffer += data
-            return None
-
-    def run(self) -> None:
-        from ._http import send_blocking
-
-        while (message := self._next()) is not None:
-            request = HttpRequest(
-                method=message["method"],
-                url=message["url"],
-                headers=message["headers"],
-                form=message["form"],
-            )
-            try:
-                response = send_blocking(self._client, request, message["timeout"])
-            except AuthServerUnavailable as exc:
-                self.write({"id": message["id"], "error": str(exc)})
-            except Exception as exc:  # reported to the program, which raises it
-                error = f"{request.url}: {type(exc).__name__}: {exc}"
-                self.write({"id": message["id"], "error": error})
-            else:
-                self.write(
-                    {
-                        "id": message["id"],
-                        "status": response.status_code,
-                        "headers": dict(response.headers),
-                        "content": response.content.decode("latin-1"),
-                    }
-                )
 
 
 _helper = HelperProcess()
