@@ -98,6 +98,7 @@ def test_http_libraries_only_in_the_adapter_and_the_transport(library: str) -> N
         "httpx": {
             "planet_async._auth",
             "planet_async._http",
+            "planet_async._wire",  # the transport's side in the helper process
             "planet_async.planet_sdk",
             "planet_async.starlette",
         },
