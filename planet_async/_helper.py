@@ -27,6 +27,8 @@ the server may have received it (and rotated a refresh token), so the caller get
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import select
@@ -213,7 +215,7 @@ class HelperProcess:
         at its end."""
         while True:
             try:
-                data = os.read(fd, _CHUNK)
+                data = _read_now(fd)
             except BlockingIOError:
                 return True
             if not data:
@@ -273,6 +275,41 @@ class HelperProcess:
                     with contextlib.suppress(OSError):
                         stream.close()  # the file object too: its descriptor is never reused
         self.__init__()  # type: ignore[misc]
+
+
+def _read_now(fd: int) -> bytes:
+    """What non-blocking `fd` has, read without giving up the interpreter lock: ``os.read``
+    releases it around the call and must then get it back, which in a busy program means
+    waiting (up to its switch interval, 5 ms) behind the thread that took it meanwhile. The
+    descriptor is non-blocking, so the call returns at once. Falls back to ``os.read`` where
+    the C library cannot be called this way.
+
+    Raises:
+        BlockingIOError: Nothing to read yet.
+    """
+    if _libc_read is None:
+        return os.read(fd, _CHUNK)
+    buffer = ctypes.create_string_buffer(_CHUNK)
+    got = _libc_read(fd, buffer, _CHUNK)
+    if got < 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error)) if error not in _AGAIN else BlockingIOError()
+    return buffer.raw[:got]
+
+
+def _libc() -> Any:
+    """libc's ``read``, called with the interpreter lock held (``ctypes.PyDLL``), or None."""
+    try:
+        read = ctypes.PyDLL(None, use_errno=True).read
+    except (OSError, AttributeError):
+        return None
+    read.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+    read.restype = ctypes.c_ssize_t
+    return read
+
+
+_AGAIN = {errno.EAGAIN, errno.EWOULDBLOCK}
+_libc_read = _libc() if os.name == "posix" else None
 
 
 def _fail(held: list[tuple[HttpRequest, Answer]], reason: str) -> None:
