@@ -27,7 +27,7 @@ from planet_async import (
     TokenManager,
     TokenSet,
 )
-from planet_async._helper import HelperProcess, _spawn, helper
+from planet_async._helper import HelperProcess, _libc_read, _read_now, _spawn, helper
 from planet_async._transport import HttpRequest, HttpResponse
 from tests._browser import device_login_saved
 from tests._helpers import FakeClock
@@ -273,3 +273,24 @@ def test_the_helper_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None
     assert proc is not None
     proc.kill()  # its reading thread then forgets it, and closes its pipes
     proc.wait()
+
+
+def test_reading_an_answer_keeps_the_interpreter_lock_and_reads_like_os_read() -> None:
+    """`_read_now` (libc's read, called without giving up the interpreter lock) reads a
+    non-blocking pipe as ``os.read`` would: nothing yet is `BlockingIOError`, then the bytes
+    written, then b"" at the end."""
+    assert _libc_read is not None  # POSIX: the C library's read is there
+    read, write = os.pipe()
+    try:
+        os.set_blocking(read, False)
+        with pytest.raises(BlockingIOError):
+            _read_now(read)
+        os.write(write, b"frame")
+        assert _read_now(read) == b"frame"
+        os.close(write)
+        write = -1
+        assert _read_now(read) == b""
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
