@@ -27,7 +27,6 @@ the server may have received it (and rotated a refresh token), so the caller get
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -298,7 +297,8 @@ def _read_now(fd: int) -> bytes:
 
 
 def _libc() -> Any:
-    """libc's ``read``, called with the interpreter lock held (``ctypes.PyDLL``), or None."""
+    """libc's ``read``, called with the interpreter lock held (``ctypes.PyDLL``), or None (no
+    ctypes in this interpreter, or no C library to call)."""
     try:
         read = ctypes.PyDLL(None, use_errno=True).read
     except (OSError, AttributeError):
@@ -309,7 +309,12 @@ def _libc() -> Any:
 
 
 _AGAIN = {errno.EAGAIN, errno.EWOULDBLOCK}
-_libc_read = _libc() if os.name == "posix" else None
+try:
+    import ctypes
+except ImportError:  # an interpreter built without it: os.read, which gives the lock up
+    _libc_read = None
+else:
+    _libc_read = _libc() if os.name == "posix" else None
 
 
 def _fail(held: list[tuple[HttpRequest, Answer]], reason: str) -> None:
