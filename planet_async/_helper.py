@@ -52,7 +52,7 @@ Answer = Callable[[HttpResponse | AuthServerUnavailable], None]
 
 _MAX_STARTS = 3
 _READY_WITHIN = 30.0
-"""Seconds a new helper has to say it is ready (it imports the library first)."""
+"""Seconds a new helper has to say it is ready (it imports httpx first)."""
 _CHUNK = 65536
 
 
@@ -162,11 +162,10 @@ class HelperProcess:
         deadline = time.monotonic() + _READY_WITHIN
         try:
             while True:
-                wait = None if self._ready else deadline - time.monotonic()
-                if wait is not None and (wait <= 0 or not select.select([fd], [], [], wait)[0]):
+                wait = None if self._ready else max(0.0, deadline - time.monotonic())
+                if not select.select([fd], [], [], wait)[0]:  # only with a wait: not ready
                     reason = f"it was not ready within {_READY_WITHIN:g} s"
                     break
-                select.select([fd], [], [])
                 with self._reading:
                     if not self._drain(proc, fd):
                         break

@@ -321,10 +321,9 @@ class TokenManager:
         now = self._clock()
         # Past the soft threshold, or holding a token that could not be saved yet: renew, which
         # first saves it (and then finds it still fresh).
-        if self._flight is not None:
-            self.take_answer()
-            current = self._current
-            assert current is not None
+        self.take_answer()  # a renewal's answer, if it came, is in use from here
+        current = self._current
+        assert current is not None
         if now >= current.hard:
             return None
         if self._flight is None and now >= self._not_before:
@@ -1116,10 +1115,9 @@ class TokenManager:
         and its token put in use on the helper's reading thread, with no turn of a loop to wait
         for. This loop saves it when its turn comes. None when the helper cannot take it."""
         grant = self.grant
-        if type(grant) not in (ClientCredentialsGrant, RefreshTokenGrant):
+        if not isinstance(grant, (ClientCredentialsGrant, RefreshTokenGrant)):
             return None
-        assert isinstance(grant, (ClientCredentialsGrant, RefreshTokenGrant))
-        if not grant.server.helper_process:
+        if not grant.loop_free or not grant.server.helper_process:  # loop_free: not a subclass
             return None
         if not helper().ready:
             if self._current is not None:

@@ -661,16 +661,13 @@ class AuthorizationServer:
         *,
         clock: Clock,
         context: str = "",
-        keep_refresh_token: SecretStr | None = None,
     ) -> TokenSet:
         """POST a grant to the token endpoint and return the token set it answers with.
 
         Raises:
             AuthServerError: See `parse_token_response`; also when the server cannot be reached.
         """
-        prepared = await self.token_request(
-            form, client, clock=clock, context=context, keep_refresh_token=keep_refresh_token
-        )
+        prepared = await self.token_request(form, client, clock=clock, context=context)
         return await prepared.send(self, clock=clock)
 
     @property
