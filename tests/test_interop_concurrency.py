@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 
 import anyio
@@ -34,6 +35,37 @@ REQUESTS = 1000
 # Without blocking, the loop keeps ticking every millisecond or so; 50 ms leaves room for a busy
 # CI machine while still failing any implementation that waits for the server synchronously.
 MAX_LAG_DURING_RENEWAL = 0.050
+
+
+class ThreadTicker:
+    """Ticks every millisecond on a plain thread, to tell the loop being blocked from the whole
+    process not running: a loop blocked by a synchronous wait gives the interpreter lock up, and
+    one blocked by our own CPU work must hand it over every switch interval (5 ms), so this
+    thread keeps ticking through either. Only a stall of the process (the machine, a VM pause)
+    stops both."""
+
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ThreadTicker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.001):
+            self.ticks.append(time.perf_counter())
+
+    def stalled_through(self, start: float, end: float) -> bool:
+        """Whether this thread, too, stopped for most (80%) of the gap from `start` to `end`."""
+        inside = [start] + [t for t in self.ticks if start < t < end] + [end]
+        longest = max(b - a for a, b in itertools.pairwise(inside))
+        return longest >= 0.8 * (end - start)
 
 
 class CountingManager(TokenManager):
@@ -98,12 +130,13 @@ async def test_storm_at_expiry_one_token_request_and_no_loop_stall(peer: Peer) -
     http_client = httpx.AsyncClient(
         auth=PlanetAuth(manager), transport=httpx.MockTransport(api.handler)
     )
-    async with http_client as http, anyio.create_task_group() as watch:
-        watch.start_soon(ticker)
-        async with anyio.create_task_group() as storm:
-            for _ in range(REQUESTS):
-                storm.start_soon(request, http)
-        watch.cancel_scope.cancel()
+    with ThreadTicker() as process_ticker:
+        async with http_client as http, anyio.create_task_group() as watch:
+            watch.start_soon(ticker)
+            async with anyio.create_task_group() as storm:
+                for _ in range(REQUESTS):
+                    storm.start_soon(request, http)
+            watch.cancel_scope.cancel()
 
     assert peer.grants("client_credentials") == 1
     assert manager.renewals == 1
@@ -121,8 +154,15 @@ async def test_storm_at_expiry_one_token_request_and_no_loop_stall(peer: Peer) -
     assert answered - sent >= TOKEN_DELAY_MS / 1000 * 0.9
     assert answered - start >= 0.2, "the requests took most of the renewal to start"
     window = [t for t in ticks if start <= t <= answered]
-    gaps = [b - a for a, b in itertools.pairwise(window)]
+    gaps = list(itertools.pairwise(window))
     assert len(gaps) > 50, "the ticker barely ran while the token was being fetched"
-    worst = max(gaps)
+    worst = max(b - a for a, b in gaps)
     print(f"\nworst loop lag while renewing: {worst * 1000:.1f} ms over {len(gaps)} ticks")
-    assert worst < MAX_LAG_DURING_RENEWAL
+    # A gap the plain thread sat through too is the machine's, not the loop's: excused, and
+    # printed. The renewal's own waiting never stops that thread.
+    stalls = [(a, b) for a, b in gaps if b - a >= MAX_LAG_DURING_RENEWAL]
+    blocked = [(a, b) for a, b in stalls if not process_ticker.stalled_through(a, b)]
+    for a, b in stalls:
+        print(f"loop lag of {(b - a) * 1000:.1f} ms, the whole process's: {(a, b) not in blocked}")
+    assert blocked == [], f"the loop stopped for {[round((b - a) * 1000) for a, b in blocked]} ms"
+    assert sum(b - a for a, b in stalls) < 0.5 * (answered - start), "the process hardly ran"
