@@ -36,6 +36,14 @@ class Hit:
     status: int
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    # The standard library listens with a backlog of 5: 64 threads connecting at once (the sync
+    # adapters' tests) overflow it, and the kernel drops connections the client then retries
+    # after a second or more.
+    request_queue_size = 128
+
+
 class RevocableApi:
     """The server; `verify` decides whether a bearer token is genuine (the peer's signature)."""
 
@@ -85,8 +93,7 @@ class RevocableApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self.origin = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
